@@ -1,0 +1,1 @@
+"""skipwatch domain core: pure, no IO, time is a parameter."""

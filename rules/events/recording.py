@@ -1,0 +1,76 @@
+"""Recordings (JSON lines of {"topic", "value"}) and ground-truth labels (DESIGN §4)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter
+
+from rules.events.common import Identifier, Timestamp
+from rules.events.contact import ContactAttempt
+from rules.events.gps import GpsPing
+from rules.events.loan import Loan
+from rules.events.payment import PaymentEvent
+
+InputEvent = Loan | GpsPing | PaymentEvent | ContactAttempt
+InputTopic = Literal["loans", "gps.raw", "payments", "contacts"]
+
+EVENT_TYPE_BY_TOPIC: dict[str, type[InputEvent]] = {
+    "loans": Loan,
+    "gps.raw": GpsPing,
+    "payments": PaymentEvent,
+    "contacts": ContactAttempt,
+}
+TOPIC_BY_EVENT_TYPE: dict[type[InputEvent], str] = {v: k for k, v in EVENT_TYPE_BY_TOPIC.items()}
+
+
+class RecordingError(ValueError):
+    """A recording line that cannot be read; names the line and the problem."""
+
+
+def decode_event(topic: str, raw: bytes | str) -> InputEvent:
+    """Validate one record's value for its (unprefixed) topic. Raises pydantic.ValidationError."""
+    try:
+        model = EVENT_TYPE_BY_TOPIC[topic]
+    except KeyError:
+        raise RecordingError(f"unknown topic {topic!r}") from None
+    return model.model_validate_json(raw)
+
+
+class _Line(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    topic: InputTopic
+    value: dict[str, object]
+
+
+_LINE = TypeAdapter(_Line)
+
+
+def read_recording(lines: Iterable[str]) -> Iterator[tuple[str, InputEvent]]:
+    """Yield (topic, event) for each non-blank line; a bad line raises RecordingError naming it."""
+    from pydantic import ValidationError
+
+    from rules.events.common import describe_validation_error
+
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            parsed = _LINE.validate_json(line)
+            event = EVENT_TYPE_BY_TOPIC[parsed.topic].model_validate(parsed.value)
+        except ValidationError as exc:
+            raise RecordingError(f"line {number}: {describe_validation_error(exc)}") from exc
+        yield parsed.topic, event
+
+
+def recording_line(event: InputEvent) -> str:
+    """One recording line for an event."""
+    topic = TOPIC_BY_EVENT_TYPE[type(event)]
+    return f'{{"topic": "{topic}", "value": {event.model_dump_json(exclude_defaults=False)}}}'
+
+
+class Label(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    loan_id: Identifier
+    unreachable_at: Timestamp

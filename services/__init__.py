@@ -1,0 +1,1 @@
+"""Everything with a socket: API, ingest, gateway, dispatcher, store, settings, CLI."""

@@ -1,0 +1,88 @@
+"""The `skipwatch` command."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from services import infra
+from services.settings import SettingsError, get_settings
+
+app = typer.Typer(no_args_is_help=True, help="skipwatch: early warning for auto-loan lenders.")
+infra_app = typer.Typer(no_args_is_help=True, help="Local Kafka (KRaft) and Redis, no Docker.")
+topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics of DESIGN §3.")
+app.add_typer(infra_app, name="infra")
+app.add_typer(topics_app, name="topics")
+
+DataDir = Annotated[Path, typer.Option(help="Where Kafka and Redis keep their data.")]
+
+
+@infra_app.command("up")
+def infra_up(
+    data_dir: DataDir = infra.DEFAULT_DATA_DIR,
+    kafka_port: int = 9092,
+    kafka_controller_port: int = 9093,
+    redis_port: int = 6379,
+) -> None:
+    """Start Kafka and Redis (idempotent) and wait until both accept clients."""
+    typer.echo(f"starting Kafka on 127.0.0.1:{kafka_port} (data in {data_dir / 'kafka'})", err=True)
+    infra.kafka_up(data_dir, kafka_port, kafka_controller_port)
+    typer.echo(f"starting Redis on 127.0.0.1:{redis_port}", err=True)
+    infra.redis_up(data_dir, redis_port)
+    _print_status(data_dir)
+
+
+@infra_app.command("status")
+def infra_status(data_dir: DataDir = infra.DEFAULT_DATA_DIR) -> None:
+    """Report whether Kafka and Redis are running; exit 1 when either is not."""
+    if not _print_status(data_dir):
+        raise typer.Exit(1)
+
+
+@infra_app.command("down")
+def infra_down(data_dir: DataDir = infra.DEFAULT_DATA_DIR) -> None:
+    """Stop Kafka and Redis cleanly."""
+    infra.redis_down(data_dir)
+    infra.kafka_down(data_dir)
+    _print_status(data_dir)
+
+
+def _print_status(data_dir: Path) -> bool:
+    state = infra.status(data_dir)
+    for name, text in state.items():
+        typer.echo(f"{name}: {text}")
+    return all(text.startswith("running") for text in state.values())
+
+
+@topics_app.command("create")
+def topics_create(
+    partitions: Annotated[int | None, typer.Option(help="Default: SKIPWATCH_KAFKA__PARTITIONS")] = None,
+) -> None:
+    """Create the skipwatch topics (co-partitioned), idempotently."""
+    from services.kafka import ensure_topics
+
+    settings = get_settings()
+    created = asyncio.run(
+        ensure_topics(
+            settings.kafka.bootstrap_servers,
+            settings.kafka.topic_prefix,
+            partitions or settings.kafka.partitions,
+            settings.kafka.replication_factor,
+        )
+    )
+    typer.echo(f"created: {', '.join(created) if created else 'none (all exist)'}")
+
+
+def main() -> None:
+    try:
+        app()
+    except SettingsError as exc:
+        typer.echo(str(exc), err=True)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Kafka plumbing shared by every process: topic specs, idempotent creation, producers, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from services.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str  # without the prefix
+    compacted: bool = False
+    # Joined per loan: must have the same partition count as the others (co-partitioned).
+    co_partitioned: bool = True
+
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec("loans", compacted=True),
+    TopicSpec("gps.raw"),
+    TopicSpec("payments"),
+    TopicSpec("contacts"),
+    TopicSpec("alerts"),
+    TopicSpec("deadletter", co_partitioned=False),
+)
+INPUT_TOPICS = ("loans", "gps.raw", "payments", "contacts")
+
+
+def _topic_config(spec: TopicSpec) -> dict[str, str]:
+    if spec.compacted:
+        return {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
+    return {}
+
+
+async def ensure_topics(
+    bootstrap_servers: str,
+    prefix: str,
+    partitions: int,
+    replication_factor: int = 1,
+    specs: Iterable[TopicSpec] = TOPICS,
+) -> list[str]:
+    """Create the topics that do not exist yet; return the names created. Safe to run repeatedly.
+
+    Existing topics with a different partition count are reported, not altered: repartitioning a
+    keyed topic moves keys between partitions and must be a deliberate operation.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="skipwatch-admin")
+    await admin.start()
+    try:
+        wanted = {prefix + s.name: s for s in specs}
+        existing = set(await admin.list_topics())
+        new = [
+            NewTopic(
+                name=name,
+                num_partitions=partitions,
+                replication_factor=replication_factor,
+                topic_configs=_topic_config(spec),
+            )
+            for name, spec in wanted.items()
+            if name not in existing
+        ]
+        created: list[str] = []
+        if new:
+            try:
+                await admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass  # a concurrent creator won; the end state is the same
+            created = [t.name for t in new]
+        described = await admin.describe_topics(list(wanted))
+        for topic in described:
+            count = len(topic.get("partitions", []))
+            name = topic.get("topic")
+            if wanted[name].co_partitioned and count not in (0, partitions):
+                log.warning(
+                    "topic has a different partition count",
+                    extra={"topic": name, "partitions": count, "expected": partitions},
+                )
+        return created
+    finally:
+        await admin.close()
+
+
+async def ensure_topics_for(settings: Settings) -> list[str]:
+    return await ensure_topics(
+        settings.kafka.bootstrap_servers,
+        settings.kafka.topic_prefix,
+        settings.kafka.partitions,
+        settings.kafka.replication_factor,
+    )
+
+
+def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
+    """A producer whose acknowledged writes are durable: acks=all and idempotence on."""
+    options: dict[str, object] = {
+        "bootstrap_servers": settings.kafka.bootstrap_servers,
+        "client_id": settings.kafka.client_id,
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+        "max_batch_size": 1024 * 1024,
+        "max_request_size": 8 * 1024 * 1024,
+        "request_timeout_ms": int(settings.kafka.produce_timeout_s * 1000),
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+def deadletter_headers(reason: str, source_topic: str, detail: str = "") -> list[tuple[str, bytes]]:
+    """Headers of a dead-lettered record: the bounded reason code, the source topic, the detail."""
+    return [
+        ("skipwatch-reason", reason.encode()),
+        ("skipwatch-source-topic", source_topic.encode()),
+        ("skipwatch-detail", detail[:2000].encode()),
+    ]
+
+
+async def wait_for_broker(bootstrap_servers: str, timeout_s: float = 60.0) -> None:
+    """Block until the broker answers metadata requests (or raise TimeoutError)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+        try:
+            await admin.start()
+            await admin.list_topics()
+            return
+        except Exception as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"Kafka at {bootstrap_servers} not reachable: {exc}") from exc
+            await asyncio.sleep(0.5)
+        finally:
+            await admin.close()

@@ -1,0 +1,136 @@
+"""One typed settings class for every process, read from SKIPWATCH_* environment variables.
+
+Nested groups use a double underscore: SKIPWATCH_KAFKA__BOOTSTRAP_SERVERS, SKIPWATCH_REDIS__URL, ...
+A wrong or missing value stops start-up with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "SKIPWATCH_"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]*$", max_length=100)] = "skipwatch."
+    partitions: Annotated[int, Field(ge=1, le=1024)] = 4
+    replication_factor: Annotated[int, Field(ge=1, le=10)] = 1
+    # How long a producer may wait for the broker before an ingest request answers 503.
+    produce_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    client_id: str = "skipwatch"
+
+
+class RedisSettings(BaseModel):
+    url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: Annotated[str, Field(max_length=100)] = "skipwatch:"
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    max_batch_items: Annotated[int, Field(ge=1, le=100_000)] = 5000
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
+
+
+class AuthSettings(BaseModel):
+    """API credentials. Tokens map to a role; vendor ingest keys map to a vendor name.
+
+    SKIPWATCH_AUTH__TOKENS='{"<token>": "admin", "<token2>": "viewer"}'
+    SKIPWATCH_AUTH__INGEST_KEYS='{"<key>": "vendor-a"}'
+    SKIPWATCH_AUTH__VENDOR_HMAC_SECRETS='{"vendor-a": "<secret>"}'  (optional body signatures)
+    """
+
+    tokens: dict[str, Literal["viewer", "operator", "admin"]] = Field(default_factory=dict)
+    ingest_keys: dict[str, str] = Field(default_factory=dict)
+    vendor_hmac_secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    # Local development only: lets `skipwatch up` run without configuring credentials.
+    allow_insecure_dev_tokens: bool = False
+
+    @model_validator(mode="after")
+    def _tokens_strong(self) -> AuthSettings:
+        for token in [*self.tokens, *self.ingest_keys]:
+            if len(token) < 16 and not self.allow_insecure_dev_tokens:
+                raise ValueError(
+                    "every API token and ingest key must be at least 16 characters "
+                    "(set SKIPWATCH_AUTH__ALLOW_INSECURE_DEV_TOKENS=true only for local development)"
+                )
+        return self
+
+
+class WorkerSettings(BaseModel):
+    store: Annotated[str, Field(pattern=r"^(memory|rocksdb)://.*$")] = "memory://"
+    data_dir: Path = PROJECT_ROOT / ".skipwatch" / "worker"
+    web_port: Annotated[int, Field(ge=1, le=65535)] = 6066
+    # How far behind the newest event time a record may arrive and still count as live.
+    allowed_lateness_s: Annotated[float, Field(ge=0)] = 300.0
+    rules_dir: Path | None = None
+    places_file: Path | None = None
+
+
+class GatewaySettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 6808
+    max_connections: Annotated[int, Field(ge=1)] = 20_000
+    idle_timeout_s: Annotated[float, Field(gt=0)] = 300.0
+    vendor_config: Path | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    env: Literal["dev", "test", "prod"] = "dev"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+
+    @model_validator(mode="after")
+    def _safe_in_prod(self) -> Settings:
+        if self.env == "prod" and self.auth.allow_insecure_dev_tokens:
+            raise ValueError("auth.allow_insecure_dev_tokens must be false when env=prod")
+        return self
+
+    def topic(self, name: str) -> str:
+        """Full topic name for an unprefixed one, e.g. ``gps.raw`` -> ``skipwatch.gps.raw``."""
+        return f"{self.kafka.topic_prefix}{name}"
+
+
+class SettingsError(RuntimeError):
+    """Configuration that cannot start the service; the message names the variables."""
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(p).upper() for p in loc)
+
+
+def load_settings() -> Settings:
+    """Read settings from the environment; raise SettingsError naming each bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = [
+            f"{_env_name(err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)
+        ]
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests call ``get_settings.cache_clear()`` after changing env."""
+    return load_settings()
