@@ -76,6 +76,26 @@ def topics_create(
     typer.echo(f"created: {', '.join(created) if created else 'none (all exist)'}")
 
 
+@app.command()
+def up(
+    data_dir: DataDir = infra.DEFAULT_DATA_DIR,
+    without: Annotated[list[str] | None, typer.Option(help="Components not to start.")] = None,
+) -> None:
+    """Run everything locally: Kafka, Redis, worker, API + dashboard, gateway, live simulator."""
+    from services.local import COMPONENTS, run_local_stack
+
+    components = [c for c in COMPONENTS if c not in (without or [])]
+    raise typer.Exit(run_local_stack(data_dir, components))
+
+
+@app.command()
+def worker() -> None:
+    """Run a stream worker (Faust): per-loan state, rules, deadlines, alerts to Kafka."""
+    from streams.runner import run_worker
+
+    run_worker(get_settings())
+
+
 def main() -> None:
     try:
         app()

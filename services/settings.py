@@ -10,7 +10,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "SKIPWATCH_"
@@ -47,27 +55,31 @@ class AuthSettings(BaseModel):
     SKIPWATCH_AUTH__VENDOR_HMAC_SECRETS='{"vendor-a": "<secret>"}'  (optional body signatures)
     """
 
+    # Local development only: lets `skipwatch up` run with short, well-known tokens.
+    allow_insecure_dev_tokens: bool = False
     tokens: dict[str, Literal["viewer", "operator", "admin"]] = Field(default_factory=dict)
     ingest_keys: dict[str, str] = Field(default_factory=dict)
     vendor_hmac_secrets: dict[str, SecretStr] = Field(default_factory=dict)
-    # Local development only: lets `skipwatch up` run without configuring credentials.
-    allow_insecure_dev_tokens: bool = False
 
-    @model_validator(mode="after")
-    def _tokens_strong(self) -> AuthSettings:
-        for token in [*self.tokens, *self.ingest_keys]:
-            if len(token) < 16 and not self.allow_insecure_dev_tokens:
-                raise ValueError(
-                    "every API token and ingest key must be at least 16 characters "
-                    "(set SKIPWATCH_AUTH__ALLOW_INSECURE_DEV_TOKENS=true only for local development)"
-                )
-        return self
+    @field_validator("tokens", "ingest_keys")
+    @classmethod
+    def _strong(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        if not info.data.get("allow_insecure_dev_tokens") and any(len(t) < 16 for t in value):
+            raise ValueError(
+                "every token must be at least 16 characters (set "
+                "SKIPWATCH_AUTH__ALLOW_INSECURE_DEV_TOKENS=true only for local development)"
+            )
+        return value
 
 
 class WorkerSettings(BaseModel):
     store: Annotated[str, Field(pattern=r"^(memory|rocksdb)://.*$")] = "memory://"
     data_dir: Path = PROJECT_ROOT / ".skipwatch" / "worker"
-    web_port: Annotated[int, Field(ge=1, le=65535)] = 6066
+    # Prometheus metrics of the worker on this port (0: none).
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9101
+    # "wall": `now` is the wall clock (live). "event": `now` is the event-time watermark, for
+    # replaying recordings and for tests; absence deadlines then fire as event time passes them.
+    clock: Literal["wall", "event"] = "wall"
     # How far behind the newest event time a record may arrive and still count as live.
     allowed_lateness_s: Annotated[float, Field(ge=0)] = 300.0
     rules_dir: Path | None = None

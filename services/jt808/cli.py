@@ -1,0 +1,210 @@
+"""CLI for the JT/T 808 part: `skipwatch jt808 decode HEX` and `skipwatch gateway jt808`.
+
+`app` holds the operator tools; `serve` is a plain typer command function, mounted as
+`skipwatch gateway jt808` by services/cli.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from prometheus_client import REGISTRY, start_http_server
+
+from services.jt808.codec import FrameError, FrameSplitter, SplitAssembler, decode_frame, parse_body
+from services.jt808.gateway import GatewayMetrics, GatewayOptions, Jt808Gateway
+from services.jt808.mapping import (
+    DeviceDirectory,
+    VendorConfig,
+    VendorProfile,
+    describe_message,
+    load_vendor_config,
+)
+
+app = typer.Typer(help="JT/T 808 tools.", no_args_is_help=True)
+
+
+@app.callback()
+def _group() -> None:
+    """JT/T 808 tools (a callback keeps `decode` a subcommand even while it is the only one)."""
+
+
+VendorConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--vendor-config",
+        help="YAML/JSON vendor profiles and device table.",
+        exists=True,
+        dir_okay=False,
+        envvar="SKIPWATCH_JT808__VENDOR_CONFIG",
+    ),
+]
+
+
+def decode_hex(text: str, config: VendorConfig) -> list[dict[str, Any]]:
+    """Decode every frame in a hex dump (spaces, newlines and `0x` allowed; flags optional)."""
+    cleaned = "".join(text.replace("0x", "").split())
+    try:
+        data = bytes.fromhex(cleaned)
+    except ValueError:
+        return [{"error": "bad_hex"}]
+    if not data.startswith(b"\x7e"):
+        data = b"\x7e" + data + b"\x7e"  # a frame pasted without its flags
+    directory = DeviceDirectory(config)
+    assembler = SplitAssembler()
+    splitter = FrameSplitter()
+    out: list[dict[str, Any]] = []
+    for raw in splitter.feed(data + b"\x7e"):
+        try:
+            frame = decode_frame(raw)
+            whole = assembler.add(frame)
+            identity = directory.resolve(frame.header.phone)
+            if identity is None:  # unknown device with accept_unknown_devices=false
+                identity = DeviceDirectory(VendorConfig()).resolve(frame.header.phone)
+            assert identity is not None
+            if whole is None:
+                out.append({**_header_only(frame.header), "device_id": identity.device_id})
+                continue
+            out.append(describe_message(whole, parse_body(whole), identity))
+        except FrameError as exc:
+            out.append({"error": exc.reason, "detail": exc.detail, "frame": raw.hex()})
+    if splitter.oversize_discards:
+        out.append({"error": "oversize"})
+    return out
+
+
+def _header_only(header: Any) -> dict[str, Any]:
+    return {
+        "msg_id": header.msg_id,
+        "msg_name": header.name,
+        "phone": header.phone,
+        "serial": header.serial,
+        "version_2019": header.version_2019,
+        "split": {"total": header.total_packets, "index": header.packet_index},
+        "pending": "split message incomplete",
+    }
+
+
+@app.command()
+def decode(
+    hex_frames: Annotated[str, typer.Argument(metavar="HEX", help="Captured frame(s) as hex.")],
+    vendor_config: VendorConfigOption = None,
+    tz: Annotated[
+        str | None,
+        typer.Option("--tz", help="Device time zone, e.g. +08:00 or Europe/London."),
+    ] = None,
+) -> None:
+    """Decode captured frames and print one JSON object per message."""
+    config = load_vendor_config(vendor_config)
+    if tz is not None:
+        try:
+            profile = VendorProfile(timezone=tz)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--tz") from None
+        config = config.model_copy(
+            update={"profiles": {**config.profiles, "_cli": profile}, "default_profile": "_cli"}
+        )
+    results = decode_hex(hex_frames, config)
+    for result in results:
+        typer.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    if any("error" in r for r in results):
+        raise typer.Exit(1)
+
+
+async def run_gateway(
+    *,
+    host: str,
+    port: int,
+    config: VendorConfig,
+    options: GatewayOptions,
+    bootstrap_servers: str,
+    topic_prefix: str,
+    metrics: GatewayMetrics,
+) -> None:
+    """Run until SIGINT/SIGTERM, producing to `<topic_prefix>gps.raw`."""
+    from services.jt808.sink import KafkaPingSink
+
+    sink = KafkaPingSink(bootstrap_servers=bootstrap_servers, topic_prefix=topic_prefix)
+    await sink.start()
+    gateway = Jt808Gateway(sink=sink, config=config, options=options, metrics=metrics)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await gateway.start(host, port)
+        await stop.wait()
+    finally:
+        await gateway.close()
+        await sink.stop()
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(help="TCP port for terminals.")] = 5015,
+    vendor_config: VendorConfigOption = None,
+    bootstrap_servers: Annotated[
+        str, typer.Option(envvar="SKIPWATCH_KAFKA__BOOTSTRAP_SERVERS")
+    ] = "127.0.0.1:9092",
+    topic_prefix: Annotated[str, typer.Option(envvar="SKIPWATCH_KAFKA__TOPIC_PREFIX")] = (
+        "skipwatch."
+    ),
+    max_connections: Annotated[int, typer.Option(min=1)] = 20_000,
+    idle_timeout: Annotated[float, typer.Option(min=1, help="Seconds without data.")] = 300.0,
+    require_auth: Annotated[bool, typer.Option(help="Accept data only after 0x0102.")] = True,
+    auth_secret: Annotated[
+        str | None, typer.Option(envvar="SKIPWATCH_JT808__AUTH_SECRET", show_default=False)
+    ] = None,
+    metrics_port: Annotated[int, typer.Option(help="Prometheus /metrics port; 0 = off.")] = 9808,
+) -> None:
+    """Run the JT/T 808 TCP gateway, producing GpsPing to <prefix>gps.raw."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        config = load_vendor_config(vendor_config)
+    except ValueError as exc:
+        typer.echo(f"invalid vendor config: {exc}", err=True)
+        raise typer.Exit(2) from None
+    options = GatewayOptions(
+        max_connections=max_connections,
+        idle_timeout_s=idle_timeout,
+        require_auth=require_auth,
+        auth_secret=auth_secret,
+    )
+    _raise_fd_limit(max_connections + 256)
+    if metrics_port:
+        start_http_server(metrics_port)
+    main = run_gateway(
+        host=host,
+        port=port,
+        config=config,
+        options=options,
+        bootstrap_servers=bootstrap_servers,
+        topic_prefix=topic_prefix,
+        metrics=GatewayMetrics(REGISTRY),
+    )
+    try:
+        import uvloop
+
+        uvloop.run(main)
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        asyncio.run(main)
+
+
+def _raise_fd_limit(wanted: int) -> None:
+    """Each connection is a file descriptor; the usual soft limit of 1024 is far too low."""
+    if sys.platform == "win32":  # pragma: no cover
+        return
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))

@@ -1,0 +1,692 @@
+"""JT/T 808 wire codec: framing, escaping, check code, headers and the bodies a gateway reads.
+
+Pure functions and small value types, no IO. Every malformed input raises `FrameError`
+whose `reason` is one of a fixed set of short codes (usable as a metric label).
+Layouts follow /work/shared/jt808/BRIEF.md; all WORD/DWORD fields are big-endian.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import reduce
+from operator import xor
+from typing import Literal, TypeAlias
+
+FLAG = 0x7E
+_FLAG_BYTE = b"\x7e"
+
+MSG_TERMINAL_RESPONSE = 0x0001
+MSG_HEARTBEAT = 0x0002
+MSG_LOGOUT = 0x0003
+MSG_REGISTER = 0x0100
+MSG_AUTH = 0x0102
+MSG_LOCATION = 0x0200
+MSG_BATCH = 0x0704
+MSG_PLATFORM_RESPONSE = 0x8001
+MSG_REGISTER_RESPONSE = 0x8100
+
+# Bounded names for logs, JSON and metric labels; anything else is "other".
+MESSAGE_NAMES: dict[int, str] = {
+    MSG_TERMINAL_RESPONSE: "terminal_response",
+    MSG_HEARTBEAT: "heartbeat",
+    MSG_LOGOUT: "logout",
+    MSG_REGISTER: "register",
+    MSG_AUTH: "auth",
+    MSG_LOCATION: "location",
+    MSG_BATCH: "batch",
+    MSG_PLATFORM_RESPONSE: "platform_response",
+    MSG_REGISTER_RESPONSE: "register_response",
+}
+
+# 0x8001 / 0x0001 result codes.
+RESULT_OK = 0
+RESULT_FAILURE = 1
+RESULT_MESSAGE_ERROR = 2
+RESULT_UNSUPPORTED = 3
+
+# 0x8100 result codes.
+REGISTER_OK = 0
+REGISTER_TERMINAL_UNKNOWN = 4
+
+MAX_BODY_LENGTH = 0x3FF
+# Largest unescaped frame: 2019 split header (21) + body (1023) + check code (1).
+MAX_FRAME_LENGTH = 21 + MAX_BODY_LENGTH + 1
+# Escaping can at most double it; anything longer between two flags is not a frame.
+MAX_ESCAPED_FRAME_LENGTH = 2 * MAX_FRAME_LENGTH
+
+FrameErrorReason = Literal[
+    "too_short",
+    "too_long",
+    "bad_escape",
+    "bad_checksum",
+    "bad_length",
+    "bad_split",
+    "split_too_large",
+    "encrypted",
+    "bad_body",
+    "oversize",
+]
+
+
+class FrameError(ValueError):
+    """A frame or body that cannot be decoded; `reason` is a short, bounded code."""
+
+    def __init__(self, reason: FrameErrorReason, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason: FrameErrorReason = reason
+        self.detail = detail
+
+
+# --------------------------------------------------------------------------- escaping
+
+
+def escape(data: bytes) -> bytes:
+    """0x7D -> 7D 01 first, then 0x7E -> 7D 02 (the other order would re-escape)."""
+    return data.replace(b"\x7d", b"\x7d\x01").replace(b"\x7e", b"\x7d\x02")
+
+
+def unescape(data: bytes) -> bytes:
+    """Inverse of `escape`; a 0x7D not followed by 01 or 02 is a `bad_escape`."""
+    if b"\x7d" not in data:
+        return data
+    # In a well-formed escaped stream every 0x7D starts a pair, so counts must agree.
+    if data.count(b"\x7d") != data.count(b"\x7d\x01") + data.count(b"\x7d\x02"):
+        raise FrameError("bad_escape")
+    # 7D 02 first: after 7D 01 -> 7D a following 02 would otherwise be misread.
+    return data.replace(b"\x7d\x02", b"\x7e").replace(b"\x7d\x01", b"\x7d")
+
+
+def checksum(data: bytes) -> int:
+    """XOR of every byte (header through body, unescaped)."""
+    return reduce(xor, data, 0)
+
+
+# --------------------------------------------------------------------------- stream framing
+
+
+class FrameSplitter:
+    """Cuts a TCP byte stream into escaped frame contents (bytes between two 0x7E flags).
+
+    Bytes before the first flag are skipped, empty frames dropped. A run longer than any
+    legal frame is discarded (counted in `oversize_discards`) so one connection's buffer
+    stays bounded whatever a peer sends.
+    """
+
+    __slots__ = ("_pending", "_synced", "oversize_discards")
+
+    def __init__(self) -> None:
+        self._pending = b""
+        self._synced = False
+        self.oversize_discards = 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self._pending + data if self._pending else data
+        if not self._synced:
+            start = buf.find(_FLAG_BYTE)
+            if start < 0:
+                self._pending = b""
+                return []
+            buf = buf[start + 1 :]
+            self._synced = True
+        parts = buf.split(_FLAG_BYTE)
+        tail = parts.pop()
+        if len(tail) > MAX_ESCAPED_FRAME_LENGTH:
+            # No closing flag in sight: throw the run away and resynchronise on the next flag.
+            self.oversize_discards += 1
+            tail = b""
+            self._synced = False
+        self._pending = tail
+        frames = [p for p in parts if p]
+        if any(len(p) > MAX_ESCAPED_FRAME_LENGTH for p in frames):
+            self.oversize_discards += sum(len(p) > MAX_ESCAPED_FRAME_LENGTH for p in frames)
+            frames = [p for p in frames if len(p) <= MAX_ESCAPED_FRAME_LENGTH]
+        return frames
+
+    @property
+    def buffered(self) -> int:
+        return len(self._pending)
+
+
+# --------------------------------------------------------------------------- header
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    msg_id: int
+    # True when the frame uses the 2019 layout (version byte, BCD[10] phone).
+    version_2019: bool
+    # Bit 14 as sent; differs from version_2019 for the "2019 flag on a 2013 body" quirk.
+    version_flag: bool
+    protocol_version: int | None
+    phone: str
+    phone_raw: bytes
+    serial: int
+    body_length: int
+    encryption: int
+    total_packets: int | None = None
+    packet_index: int | None = None
+
+    @property
+    def is_split(self) -> bool:
+        return self.total_packets is not None
+
+    @property
+    def name(self) -> str:
+        return MESSAGE_NAMES.get(self.msg_id, "other")
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    header: Header
+    body: bytes
+
+
+def phone_text(raw: bytes) -> str:
+    """BCD phone as its digits. Non-BCD ids come out as hex too: stable and unique per device."""
+    return raw.hex()
+
+
+def decode_frame(data: bytes) -> Frame:
+    """Decode one frame: escaped bytes between the flags (flags themselves are tolerated)."""
+    if data[:1] == _FLAG_BYTE:
+        data = data[1:]
+    if data[-1:] == _FLAG_BYTE:
+        data = data[:-1]
+    if len(data) > MAX_ESCAPED_FRAME_LENGTH:
+        raise FrameError("too_long")
+    raw = unescape(data)
+    size = len(raw)
+    if size < 13:
+        raise FrameError("too_short")
+    if size > MAX_FRAME_LENGTH:
+        raise FrameError("too_long")
+    if checksum(raw[:-1]) != raw[-1]:
+        raise FrameError("bad_checksum")
+    msg_id, props = struct.unpack_from(">HH", raw)
+    body_length = props & 0x3FF
+    split_extra = 4 if props & 0x2000 else 0
+    version_flag = bool(props & 0x4000)
+    # Some terminals set bit 14 but send the 2013 layout: the layout whose declared
+    # length matches the frame wins, 2013 being the fallback.
+    if version_flag and 17 + split_extra + body_length + 1 == size:
+        protocol_version: int | None = raw[4]
+        phone_raw = raw[5:15]
+        (serial,) = struct.unpack_from(">H", raw, 15)
+        offset = 17
+    elif 12 + split_extra + body_length + 1 == size:
+        protocol_version = None
+        phone_raw = raw[4:10]
+        (serial,) = struct.unpack_from(">H", raw, 10)
+        offset = 12
+    else:
+        raise FrameError("bad_length")
+    total: int | None = None
+    index: int | None = None
+    if split_extra:
+        total, index = struct.unpack_from(">HH", raw, offset)
+        if total == 0 or index == 0 or index > total:
+            raise FrameError("bad_split")
+        offset += 4
+    header = Header(
+        msg_id=msg_id,
+        version_2019=protocol_version is not None,
+        version_flag=version_flag,
+        protocol_version=protocol_version,
+        phone=phone_text(phone_raw),
+        phone_raw=phone_raw,
+        serial=serial,
+        body_length=body_length,
+        encryption=(props >> 10) & 0x7,
+        total_packets=total,
+        packet_index=index,
+    )
+    return Frame(header, raw[offset:-1])
+
+
+# --------------------------------------------------------------------------- split messages
+
+
+class SplitAssembler:
+    """Reassembles split messages (bit 13) per connection, within fixed bounds.
+
+    Packets of one message carry consecutive serials, so `serial - (index - 1)` names
+    the message. At most `max_pending` messages are held; the oldest is evicted first.
+    """
+
+    __slots__ = ("_max_packets", "_max_pending", "_pending")
+
+    def __init__(self, *, max_packets: int = 64, max_pending: int = 4) -> None:
+        self._max_packets = max_packets
+        self._max_pending = max_pending
+        self._pending: dict[tuple[int, int, int], dict[int, Frame]] = {}
+
+    def add(self, frame: Frame) -> Frame | None:
+        """Return the whole message when this packet completes it, else None."""
+        h = frame.header
+        if h.total_packets is None or h.packet_index is None:
+            return frame
+        if h.total_packets > self._max_packets:
+            raise FrameError("split_too_large")
+        key = (h.msg_id, h.total_packets, (h.serial - h.packet_index + 1) & 0xFFFF)
+        parts = self._pending.pop(key, None)
+        if parts is None:
+            parts = {}
+            while len(self._pending) >= self._max_pending:
+                del self._pending[next(iter(self._pending))]
+        parts[h.packet_index] = frame
+        if len(parts) < h.total_packets:
+            self._pending[key] = parts  # re-inserted last: dict order is least recently used
+            return None
+        first = parts[1].header
+        body = b"".join(parts[i].body for i in range(1, h.total_packets + 1))
+        whole = Header(
+            msg_id=first.msg_id,
+            version_2019=first.version_2019,
+            version_flag=first.version_flag,
+            protocol_version=first.protocol_version,
+            phone=first.phone,
+            phone_raw=first.phone_raw,
+            serial=first.serial,
+            body_length=len(body),
+            encryption=first.encryption,
+            total_packets=first.total_packets,
+            packet_index=None,
+        )
+        return Frame(whole, body)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+
+# --------------------------------------------------------------------------- bodies
+
+
+def _text(raw: bytes) -> str:
+    """GBK string with NUL and space padding removed; undecodable bytes replaced, never raised."""
+    return raw.decode("gbk", errors="replace").strip("\x00 ")
+
+
+@dataclass(frozen=True, slots=True)
+class Register:
+    province: int
+    city: int
+    maker: str
+    model: str
+    terminal_id: str
+    plate_color: int
+    plate: str
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    code: str
+    imei: str | None = None
+    software_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Empty:
+    """Heartbeat and logout carry no body."""
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalResponse:
+    reply_serial: int
+    reply_msg_id: int
+    result: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unsupported:
+    """A message this gateway does not interpret; acknowledged as unsupported."""
+
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One additional item after 0x0200's fixed part: id, raw value."""
+
+    id: int
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    alarm_flags: int
+    status_flags: int
+    lat: float
+    lon: float
+    altitude_m: int
+    speed_kmh: float
+    heading: int
+    # Device local time as sent (no zone: which zone is a per-vendor setting); None when
+    # the BCD field is all zeros or not a real date (seen on trackers without a fix).
+    time: datetime | None
+    raw_time: str
+    items: tuple[Item, ...] = ()
+    # Set when the items area ended in a length running past the body (rest ignored).
+    items_truncated: bool = False
+    # The 28-byte fixed part, kept to derive a stable idempotency key.
+    fixed: bytes = field(default=b"", repr=False)
+
+    def item(self, item_id: int) -> bytes | None:
+        for it in self.items:
+            if it.id == item_id:
+                return it.value
+        return None
+
+    @property
+    def mileage_km(self) -> float | None:
+        value = self.item(0x01)
+        return int.from_bytes(value, "big") / 10 if value is not None and len(value) == 4 else None
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    type: int  # 0 = normal batch, 1 = blind-area backfill
+    declared_count: int
+    locations: tuple[Location, ...]
+    # Items whose own content could not be read (too short); the rest are kept.
+    bad_items: int = 0
+
+    @property
+    def backfill(self) -> bool:
+        return self.type == 1
+
+
+Body: TypeAlias = Register | Auth | Empty | TerminalResponse | Location | Batch | Unsupported
+
+_FIXED = struct.Struct(">IIIIhHH6s")
+
+
+def _bcd_time(raw: bytes) -> tuple[datetime | None, str]:
+    digits = raw.hex()
+    if not digits.isdigit() or digits == "000000000000":
+        return None, digits
+    try:
+        t = datetime(
+            2000 + int(digits[0:2]),
+            int(digits[2:4]),
+            int(digits[4:6]),
+            int(digits[6:8]),
+            int(digits[8:10]),
+            int(digits[10:12]),
+        )
+    except ValueError:
+        return None, digits
+    return t, digits
+
+
+def parse_location(body: bytes) -> Location:
+    if len(body) < 28:
+        raise FrameError("bad_body", "location shorter than 28 bytes")
+    alarm, status, lat_raw, lon_raw, altitude, speed, heading, time_raw = _FIXED.unpack_from(body)
+    lat = lat_raw / 1e6
+    lon = lon_raw / 1e6
+    if status & 0x4:
+        lat = -lat
+    if status & 0x8:
+        lon = -lon
+    time, raw_time = _bcd_time(time_raw)
+    items: list[Item] = []
+    pos, end, truncated = 28, len(body), False
+    while pos < end:
+        if pos + 2 > end:
+            truncated = True
+            break
+        item_id, length = body[pos], body[pos + 1]
+        if pos + 2 + length > end:
+            truncated = True
+            break
+        items.append(Item(item_id, body[pos + 2 : pos + 2 + length]))
+        pos += 2 + length
+    return Location(
+        alarm_flags=alarm,
+        status_flags=status,
+        lat=lat,
+        lon=lon,
+        altitude_m=altitude,
+        speed_kmh=speed / 10,
+        heading=heading,
+        time=time,
+        raw_time=raw_time,
+        items=tuple(items),
+        items_truncated=truncated,
+        fixed=body[:28],
+    )
+
+
+def parse_batch(body: bytes) -> Batch:
+    if len(body) < 3:
+        raise FrameError("bad_body", "batch shorter than 3 bytes")
+    count, batch_type = struct.unpack_from(">HB", body)
+    locations: list[Location] = []
+    bad = 0
+    pos, end = 3, len(body)
+    for _ in range(count):
+        if pos + 2 > end:
+            raise FrameError("bad_body", "batch ends before its declared count")
+        (length,) = struct.unpack_from(">H", body, pos)
+        pos += 2
+        if pos + length > end:
+            raise FrameError("bad_body", "batch item runs past the body")
+        try:
+            locations.append(parse_location(body[pos : pos + length]))
+        except FrameError:
+            bad += 1  # one unreadable point must not cost the device its other points
+        pos += length
+    if pos != end:
+        raise FrameError("bad_body", "bytes after the declared batch items")
+    return Batch(type=batch_type, declared_count=count, locations=tuple(locations), bad_items=bad)
+
+
+def parse_register(body: bytes, *, version_2019: bool) -> Register:
+    # (maker, model, terminal id) widths by edition; 2011 and 2013 told apart by length.
+    if version_2019:
+        widths = (11, 30, 30)
+    elif len(body) >= 2 + 2 + 5 + 20 + 7 + 1:
+        widths = (5, 20, 7)
+    else:
+        widths = (5, 8, 7)
+    fixed = 4 + sum(widths) + 1
+    if len(body) < fixed:
+        raise FrameError("bad_body", "register body too short")
+    province, city = struct.unpack_from(">HH", body)
+    pos = 4
+    fields: list[str] = []
+    for width in widths:
+        fields.append(_text(body[pos : pos + width]))
+        pos += width
+    return Register(
+        province=province,
+        city=city,
+        maker=fields[0],
+        model=fields[1],
+        terminal_id=fields[2],
+        plate_color=body[pos],
+        plate=_text(body[pos + 1 :]),
+    )
+
+
+def parse_auth(body: bytes, *, version_2019: bool) -> Auth:
+    # 2019: length-prefixed code, IMEI[15], software version[20]; used only when the
+    # lengths add up, since some 2019 terminals still send the bare code.
+    if version_2019 and body and 1 + body[0] + 15 + 20 == len(body):
+        n = body[0]
+        return Auth(
+            code=_text(body[1 : 1 + n]),
+            imei=_text(body[1 + n : 16 + n]),
+            software_version=_text(body[16 + n :]),
+        )
+    return Auth(code=_text(body))
+
+
+def parse_body(frame: Frame) -> Body:
+    """Interpret a (reassembled) frame's body by message id."""
+    h, body = frame.header, frame.body
+    if h.encryption:
+        raise FrameError("encrypted")
+    msg_id = h.msg_id
+    if msg_id == MSG_LOCATION:
+        return parse_location(body)
+    if msg_id == MSG_BATCH:
+        return parse_batch(body)
+    if msg_id in (MSG_HEARTBEAT, MSG_LOGOUT):
+        return Empty()
+    if msg_id == MSG_AUTH:
+        return parse_auth(body, version_2019=h.version_2019)
+    if msg_id == MSG_REGISTER:
+        return parse_register(body, version_2019=h.version_2019)
+    if msg_id == MSG_TERMINAL_RESPONSE:
+        if len(body) < 5:
+            raise FrameError("bad_body", "terminal response shorter than 5 bytes")
+        serial, reply_id, result = struct.unpack_from(">HHB", body)
+        return TerminalResponse(serial, reply_id, result)
+    return Unsupported(body)
+
+
+# --------------------------------------------------------------------------- encoders
+
+
+def encode_frame(
+    *,
+    msg_id: int,
+    phone_raw: bytes,
+    serial: int,
+    body: bytes,
+    protocol_version: int | None = None,
+    split: tuple[int, int] | None = None,
+) -> bytes:
+    """A complete wire frame, flags included. `protocol_version` set means the 2019 header."""
+    if len(body) > MAX_BODY_LENGTH:
+        raise ValueError("body longer than 1023 bytes: split it")
+    props = len(body)
+    if protocol_version is not None:
+        props |= 0x4000
+        head = struct.pack(">HHB", msg_id, props, protocol_version)
+    else:
+        head = struct.pack(">HH", msg_id, props)
+    if split is not None:
+        head = struct.pack(">HH", msg_id, props | 0x2000) + head[4:]
+    payload = head + phone_raw + struct.pack(">H", serial & 0xFFFF)
+    if split is not None:
+        payload += struct.pack(">HH", *split)
+    payload += body
+    return b"\x7e" + escape(payload + bytes((checksum(payload),))) + b"\x7e"
+
+
+def encode_general_response(
+    *,
+    phone_raw: bytes,
+    serial: int,
+    reply_serial: int,
+    reply_msg_id: int,
+    result: int = RESULT_OK,
+    protocol_version: int | None = None,
+) -> bytes:
+    """0x8001 platform general response."""
+    body = struct.pack(">HHB", reply_serial & 0xFFFF, reply_msg_id, result)
+    return encode_frame(
+        msg_id=MSG_PLATFORM_RESPONSE,
+        phone_raw=phone_raw,
+        serial=serial,
+        body=body,
+        protocol_version=protocol_version,
+    )
+
+
+def encode_register_response(
+    *,
+    phone_raw: bytes,
+    serial: int,
+    reply_serial: int,
+    result: int,
+    auth_code: str | None,
+    protocol_version: int | None = None,
+) -> bytes:
+    """0x8100 register response; the auth code is sent only with result 0."""
+    body = struct.pack(">HB", reply_serial & 0xFFFF, result)
+    if result == REGISTER_OK and auth_code:
+        body += auth_code.encode("gbk")
+    return encode_frame(
+        msg_id=MSG_REGISTER_RESPONSE,
+        phone_raw=phone_raw,
+        serial=serial,
+        body=body,
+        protocol_version=protocol_version,
+    )
+
+
+# Terminal-side bodies: what a tracker sends. Used by tests, the simulator and benchmarks.
+
+
+def phone_bcd(phone: str, *, version_2019: bool = False) -> bytes:
+    """Phone digits as BCD[6] (2011/2013) or BCD[10] (2019), zero-padded on the left."""
+    width = 20 if version_2019 else 12
+    if len(phone) > width or not phone.isdigit():
+        raise ValueError(f"phone must be at most {width} digits")
+    return bytes.fromhex(phone.rjust(width, "0"))
+
+
+def encode_location_body(
+    *,
+    lat: float,
+    lon: float,
+    time: datetime,
+    alarm_flags: int = 0,
+    status_flags: int = 0x2,
+    altitude_m: int = 0,
+    speed_kmh: float = 0.0,
+    heading: int = 0,
+    items: tuple[Item, ...] = (),
+) -> bytes:
+    status = status_flags & ~0xC
+    if lat < 0:
+        status |= 0x4
+    if lon < 0:
+        status |= 0x8
+    fixed = _FIXED.pack(
+        alarm_flags,
+        status,
+        round(abs(lat) * 1e6),
+        round(abs(lon) * 1e6),
+        altitude_m,
+        round(speed_kmh * 10),
+        heading,
+        bytes.fromhex(time.strftime("%y%m%d%H%M%S")),
+    )
+    return fixed + b"".join(bytes((it.id, len(it.value))) + it.value for it in items)
+
+
+def encode_batch_body(locations: list[bytes], *, batch_type: int) -> bytes:
+    head = struct.pack(">HB", len(locations), batch_type)
+    return head + b"".join(struct.pack(">H", len(loc)) + loc for loc in locations)
+
+
+def encode_register_body(
+    *,
+    maker: str,
+    model: str,
+    terminal_id: str,
+    plate: str,
+    plate_color: int = 0,
+    province: int = 0,
+    city: int = 0,
+) -> bytes:
+    """2013 layout."""
+
+    def pad(text: str, width: int) -> bytes:
+        return text.encode("gbk")[:width].ljust(width, b"\x00")
+
+    return (
+        struct.pack(">HH", province, city)
+        + pad(maker, 5)
+        + pad(model, 20)
+        + pad(terminal_id, 7)
+        + bytes((plate_color,))
+        + plate.encode("gbk")
+    )

@@ -1,0 +1,513 @@
+"""JT/T 808 TCP gateway: terminals in, GpsPing batches out through a pluggable async sink.
+
+One asyncio Protocol per connection (cheaper than streams at 10k+ connections). A location
+is acknowledged with 0x8001 only after the sink accepted its ping, so a terminal keeps (and
+resends) anything the gateway could not store. Pings from all connections are gathered
+into one sink call while the previous call is in flight, which is where throughput comes
+from; an idle gateway forwards each ping at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from hashlib import sha256
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from rules.events import GpsPing
+from services.jt808.codec import (
+    MSG_AUTH,
+    MSG_BATCH,
+    MSG_LOCATION,
+    MSG_REGISTER,
+    REGISTER_OK,
+    REGISTER_TERMINAL_UNKNOWN,
+    RESULT_FAILURE,
+    RESULT_MESSAGE_ERROR,
+    RESULT_OK,
+    RESULT_UNSUPPORTED,
+    Auth,
+    Batch,
+    Body,
+    Empty,
+    FrameError,
+    FrameSplitter,
+    Header,
+    Location,
+    Register,
+    SplitAssembler,
+    TerminalResponse,
+    decode_frame,
+    encode_general_response,
+    encode_register_response,
+    parse_body,
+)
+from services.jt808.mapping import (
+    DeviceDirectory,
+    DeviceIdentity,
+    PingRejected,
+    VendorConfig,
+    location_to_ping,
+    normalize_phone,
+)
+
+log = logging.getLogger(__name__)
+
+# Stores a batch of pings: returns once they are durable (Kafka acknowledged), else raises.
+PingSink = Callable[[list[GpsPing]], Awaitable[None]]
+
+# Only messages whose content we read are reassembled; other split uploads (multimedia)
+# are acknowledged packet by packet without buffering them.
+_REASSEMBLED = frozenset({MSG_LOCATION, MSG_BATCH, MSG_REGISTER, MSG_AUTH})
+_MESSAGE_LABELS = ("heartbeat", "logout", "register", "auth", "location", "batch")
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayOptions:
+    max_connections: int = 20_000
+    # Terminals heartbeat every 60 s by default (parameter 0x0001); a few missed beats
+    # mean the peer is gone even if TCP never said so.
+    idle_timeout_s: float = 300.0
+    # Location frames waiting for the sink per connection; beyond this we stop reading
+    # from that socket (backpressure) rather than buffer without bound.
+    max_inflight_per_connection: int = 256
+    # Consecutive malformed frames before the connection is dropped.
+    max_errors_per_connection: int = 50
+    # Standard behaviour: data only after 0x0102. Some cheap trackers never authenticate.
+    require_auth: bool = True
+    # Auth codes are HMAC(secret, phone): stateless, survive restarts, verifiable on any
+    # gateway instance. Without a secret any auth code is accepted (as traccar does).
+    auth_secret: str | None = None
+    max_batch: int = 5_000
+
+
+class GatewayMetrics:
+    """Gateway metrics on an injected registry; every label set is bounded."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.frames = Counter(
+            "skipwatch_jt808_frames_total",
+            "Decoded frames by message and outcome.",
+            ["message", "outcome"],
+            registry=r,
+        )
+        self.malformed = Counter(
+            "skipwatch_jt808_malformed_frames_total",
+            "Frames that could not be decoded, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.connections = Gauge(
+            "skipwatch_jt808_connections", "Open terminal connections.", registry=r
+        )
+        self.connection_events = Counter(
+            "skipwatch_jt808_connection_events_total",
+            "Connections accepted, refused and closed by the gateway.",
+            ["event"],
+            registry=r,
+        )
+        self.pings = Counter(
+            "skipwatch_jt808_pings_total",
+            "Locations by what became of them.",
+            ["outcome"],
+            registry=r,
+        )
+        self.sink_seconds = Histogram(
+            "skipwatch_jt808_sink_seconds", "Time for one sink batch.", registry=r
+        )
+        self._frame_children: dict[tuple[str, str], Counter] = {}
+
+    def frame(self, name: str, outcome: str) -> None:
+        key = (name if name in _MESSAGE_LABELS else "other", outcome)
+        child = self._frame_children.get(key)
+        if child is None:
+            child = self._frame_children[key] = self.frames.labels(*key)
+        child.inc()
+
+
+class PingBatcher:
+    """Gathers pings from all connections into as few sink calls as possible.
+
+    While a sink call is in flight, new submissions queue up and go out together in the
+    next call; calls run one at a time, so futures resolve in submission order.
+    """
+
+    def __init__(self, sink: PingSink, *, max_batch: int, metrics: GatewayMetrics) -> None:
+        self._sink = sink
+        self._max_batch = max_batch
+        self._metrics = metrics
+        self._queue: list[tuple[list[GpsPing], asyncio.Future[None]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def submit(self, pings: list[GpsPing]) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._queue.append((pings, future))
+        if self._task is None:
+            self._task = loop.create_task(self._drain())
+        return future
+
+    async def _drain(self) -> None:
+        batch: list[tuple[list[GpsPing], asyncio.Future[None]]] = []
+        try:
+            while self._queue:
+                taken, size = 0, 0
+                while taken < len(self._queue) and (taken == 0 or size < self._max_batch):
+                    size += len(self._queue[taken][0])
+                    taken += 1
+                batch, self._queue = self._queue[:taken], self._queue[taken:]
+                await self._send([p for group, _ in batch for p in group], batch)
+                batch = []
+        except asyncio.CancelledError:
+            for _, future in batch + self._queue:
+                future.cancel()
+            self._queue = []
+            raise
+        finally:
+            self._task = None
+
+    async def _send(
+        self, pings: list[GpsPing], batch: list[tuple[list[GpsPing], asyncio.Future[None]]]
+    ) -> None:
+        started = asyncio.get_running_loop().time()
+        try:
+            await self._sink(pings)
+        except Exception as exc:  # reported to every submission in the batch
+            log.warning("sink failed for %d pings: %r", len(pings), exc)
+            self._metrics.pings.labels("sink_failed").inc(len(pings))
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+        else:
+            self._metrics.pings.labels("produced").inc(len(pings))
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+        self._metrics.sink_seconds.observe(asyncio.get_running_loop().time() - started)
+
+    async def wait_idle(self) -> None:
+        while self._task is not None:
+            await asyncio.shield(self._task)
+
+
+def auth_code_for(phone: str, secret: str | None) -> str:
+    key = (secret or "skipwatch-jt808").encode()
+    return hmac.new(key, normalize_phone(phone).encode(), sha256).hexdigest()[:16]
+
+
+class Jt808Gateway:
+    """The TCP server. `start()` binds, `close()` stops accepting and drops connections."""
+
+    def __init__(
+        self,
+        *,
+        sink: PingSink,
+        config: VendorConfig | None = None,
+        options: GatewayOptions | None = None,
+        metrics: GatewayMetrics | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.options = options or GatewayOptions()
+        self.metrics = metrics or GatewayMetrics()
+        self.directory = DeviceDirectory(config or VendorConfig())
+        self.clock = clock
+        self.batcher = PingBatcher(sink, max_batch=self.options.max_batch, metrics=self.metrics)
+        self._connections: set[_Connection] = set()
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    async def start(self, host: str = "0.0.0.0", port: int = 808) -> int:
+        """Bind and listen; returns the bound port (useful with port=0)."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self.new_connection, host, port, backlog=4096, reuse_address=True
+        )
+        self._sweeper = loop.create_task(self._sweep_idle())
+        bound: int = self._server.sockets[0].getsockname()[1]
+        log.info("jt808 gateway listening on %s:%d", host, bound)
+        return bound
+
+    def new_connection(self) -> asyncio.Protocol:
+        """Protocol for one terminal link (what the server calls per accept; tests too)."""
+        return _Connection(self)
+
+    async def serve_forever(self) -> None:
+        assert self._server is not None, "start() first"
+        await self._server.serve_forever()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for conn in list(self._connections):
+            conn.close("shutdown")
+        await self.batcher.wait_idle()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _sweep_idle(self) -> None:
+        # One periodic sweep instead of a timer per connection: O(connections) every few
+        # seconds is cheaper than rescheduling 10k timers on every frame.
+        timeout = self.options.idle_timeout_s
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(5.0, timeout / 4))
+            deadline = loop.time() - timeout
+            for conn in [c for c in self._connections if c.last_seen < deadline]:
+                conn.close("idle")
+
+    # Called by connections.
+    def _accept(self, conn: _Connection) -> bool:
+        if len(self._connections) >= self.options.max_connections:
+            self.metrics.connection_events.labels("refused_limit").inc()
+            return False
+        self._connections.add(conn)
+        self.metrics.connections.set(len(self._connections))
+        self.metrics.connection_events.labels("accepted").inc()
+        return True
+
+    def _forget(self, conn: _Connection) -> None:
+        if conn in self._connections:
+            self._connections.discard(conn)
+            self.metrics.connections.set(len(self._connections))
+
+
+class _Connection(asyncio.Protocol):
+    """One terminal link: framing, the register -> auth -> data state, replies."""
+
+    def __init__(self, gateway: Jt808Gateway) -> None:
+        self.gw = gateway
+        self.transport: asyncio.Transport | None = None
+        self.splitter = FrameSplitter()
+        self.assembler = SplitAssembler()
+        self.authenticated: set[str] = set()  # phones; one link may carry more than one
+        self.serial = 0
+        self.errors = 0
+        self.inflight = 0
+        self.paused = False
+        self.last_seen = 0.0
+
+    # ---------------------------------------------------------------- asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.last_seen = asyncio.get_running_loop().time()
+        if not self.gw._accept(self):
+            transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gw._forget(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_seen = asyncio.get_running_loop().time()
+        discarded = self.splitter.oversize_discards
+        for raw in self.splitter.feed(data):
+            try:
+                self._handle(raw)
+            except Exception:
+                # A bug on one frame must cost that frame only, never the gateway.
+                log.exception("unexpected error handling a jt808 frame")
+                self.gw.metrics.malformed.labels("internal").inc()
+                self._count_error()
+        if self.splitter.oversize_discards != discarded:
+            self.gw.metrics.malformed.labels("oversize").inc(
+                self.splitter.oversize_discards - discarded
+            )
+            self._count_error()
+
+    def close(self, why: str) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.gw.metrics.connection_events.labels(f"closed_{why}").inc()
+            self.transport.close()
+        self.gw._forget(self)
+
+    # ---------------------------------------------------------------- frames
+
+    def _count_error(self) -> None:
+        self.errors += 1
+        if self.errors >= self.gw.options.max_errors_per_connection:
+            self.close("errors")
+
+    def _handle(self, raw: bytes) -> None:
+        metrics = self.gw.metrics
+        try:
+            frame = decode_frame(raw)
+        except FrameError as exc:
+            metrics.malformed.labels(exc.reason).inc()
+            self._count_error()
+            return
+        packet = frame.header
+        if packet.total_packets is not None:
+            if packet.msg_id not in _REASSEMBLED:
+                self._reply(packet, RESULT_UNSUPPORTED)
+                return
+            try:
+                whole = self.assembler.add(frame)
+            except FrameError as exc:
+                metrics.malformed.labels(exc.reason).inc()
+                self._reply(packet, RESULT_MESSAGE_ERROR)
+                return
+            if whole is None:
+                self._reply(packet, RESULT_OK)  # packet received; the message is not done yet
+                return
+            frame = whole
+        try:
+            body = parse_body(frame)
+        except FrameError as exc:
+            metrics.malformed.labels(exc.reason).inc()
+            metrics.frame(packet.name, "error")
+            self._count_error()
+            self._reply(packet, RESULT_MESSAGE_ERROR)
+            return
+        self.errors = 0
+        self._dispatch(frame.header, packet, body)
+
+    def _dispatch(self, header: Header, packet: Header, body: Body) -> None:
+        """`header` describes the whole message, `packet` the frame that completed it."""
+        gw, metrics = self.gw, self.gw.metrics
+        name = header.name
+        if isinstance(body, Location | Batch):
+            self._store(header, packet, body)
+        elif isinstance(body, Empty):
+            if header.msg_id == 0x0003:  # logout: the terminal must authenticate again
+                self.authenticated.discard(header.phone)
+            metrics.frame(name, "ok")
+            self._reply(packet, RESULT_OK)
+        elif isinstance(body, Register):
+            identity = gw.directory.resolve(header.phone)
+            result = REGISTER_OK if identity is not None else REGISTER_TERMINAL_UNKNOWN
+            metrics.frame(name, "ok" if identity is not None else "rejected")
+            code = auth_code_for(header.phone, gw.options.auth_secret)
+            self._send(
+                encode_register_response(
+                    phone_raw=packet.phone_raw,
+                    serial=self._next_serial(),
+                    reply_serial=packet.serial,
+                    result=result,
+                    auth_code=code,
+                    protocol_version=packet.protocol_version,
+                )
+            )
+        elif isinstance(body, Auth):
+            secret = gw.options.auth_secret
+            ok = gw.directory.resolve(header.phone) is not None and (
+                secret is None
+                or hmac.compare_digest(body.code, auth_code_for(header.phone, secret))
+            )
+            if ok:
+                self.authenticated.add(header.phone)
+            metrics.frame(name, "ok" if ok else "rejected")
+            self._reply(packet, RESULT_OK if ok else RESULT_FAILURE)
+        elif isinstance(body, TerminalResponse):
+            metrics.frame(name, "ok")  # answers to platform commands need no reply
+        else:
+            metrics.frame(name, "unsupported")
+            self._reply(packet, RESULT_UNSUPPORTED)
+
+    def _store(self, header: Header, packet: Header, body: Location | Batch) -> None:
+        gw, metrics = self.gw, self.gw.metrics
+        name = header.name
+        identity = gw.directory.resolve(header.phone)
+        if identity is None or (gw.options.require_auth and header.phone not in self.authenticated):
+            # Failure makes the terminal keep the points for a later blind-area upload.
+            metrics.frame(name, "rejected")
+            metrics.pings.labels("unknown_device" if identity is None else "unauthenticated").inc()
+            self._reply(packet, RESULT_FAILURE)
+            return
+        pings = self._pings(header, body, identity)
+        metrics.frame(name, "ok")
+        if not pings:
+            self._reply(packet, RESULT_OK)  # nothing storable; the rejects were counted
+            return
+        future = gw.batcher.submit(pings)
+        self.inflight += 1
+        future.add_done_callback(partial(self._stored, packet))
+        if self.inflight >= gw.options.max_inflight_per_connection and self.transport:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def _pings(
+        self, header: Header, body: Location | Batch, identity: DeviceIdentity
+    ) -> list[GpsPing]:
+        locations = (body,) if isinstance(body, Location) else body.locations
+        backfill = isinstance(body, Batch) and body.backfill
+        received_at = self.gw.clock()
+        phone = normalize_phone(header.phone)
+        pings: list[GpsPing] = []
+        for location in locations:
+            try:
+                pings.append(
+                    location_to_ping(
+                        location,
+                        identity=identity,
+                        phone=phone,
+                        received_at=received_at,
+                        backfill=backfill,
+                    )
+                )
+            except PingRejected as exc:
+                self.gw.metrics.pings.labels(f"rejected_{exc.reason}").inc()
+        if isinstance(body, Batch) and body.bad_items:
+            self.gw.metrics.pings.labels("rejected_bad_item").inc(body.bad_items)
+        return pings
+
+    def _stored(self, packet: Header, future: asyncio.Future[None]) -> None:
+        self.inflight -= 1
+        if future.cancelled() or future.exception() is not None:
+            # No reply: the terminal resends, nothing acknowledged is lost.
+            return
+        self._reply(packet, RESULT_OK)
+        if self.paused and self.inflight <= self.gw.options.max_inflight_per_connection // 2:
+            self.paused = False
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    # ---------------------------------------------------------------- replies
+
+    def _next_serial(self) -> int:
+        serial = self.serial
+        self.serial = (serial + 1) & 0xFFFF
+        return serial
+
+    def _reply(self, packet: Header, result: int) -> None:
+        self._send(
+            encode_general_response(
+                phone_raw=packet.phone_raw,
+                serial=self._next_serial(),
+                reply_serial=packet.serial,
+                reply_msg_id=packet.msg_id,
+                result=result,
+                protocol_version=packet.protocol_version,
+            )
+        )
+
+    def _send(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+
+__all__ = [
+    "GatewayMetrics",
+    "GatewayOptions",
+    "Jt808Gateway",
+    "PingBatcher",
+    "PingSink",
+    "auth_code_for",
+]

@@ -1,0 +1,321 @@
+"""The Faust app: topics, tables, agents and the deadline sweep, built from settings.
+
+Flow (all per-loan topics co-partitioned):
+
+  gps.raw (key device_id) ──┐
+  device-bindings (key device_id, internal) ──► bind_pings ──► gps.bound (key loan_id, internal)
+  loans, payments, contacts, gps.bound (key loan_id) ──► evaluate ──► alerts
+                                                        └─► device-bindings (from Loan.devices)
+
+Tables (changelogged, `use_partitioner` so the key's partition is the source partition even when
+a batch mixes partitions or the deadline sweep writes outside a stream):
+  loan_state[loan_id]     engine state bytes
+  loan_devices[loan_id]   device ids last bound for the loan (to unbind on change)
+  bindings[device_id]     loan id
+  pending[device_id]      pings of a device not yet bound (kept, bounded, evaluated on binding)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import faust
+import orjson
+from aiokafka.partitioner import murmur2
+from faust.types import EventT
+
+from rules.engine import Engine
+from rules.state import LoanState
+from rules.events import AlertEvent, GpsPing, InputEvent, Loan
+from services.kafka import deadletter_headers
+from services.settings import Settings
+from streams.deadlines import DeadlineIndex
+from streams.metrics import WorkerMetrics
+from streams.records import Rejected, binding_record, decode, read_binding
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 1000
+BATCH_WITHIN_S = 0.02
+SWEEP_INTERVAL_S = 1.0
+MAX_PENDING_PINGS_PER_DEVICE = 200
+
+
+@dataclass
+class Clock:
+    """`now` for the engine: wall clock (live) or the event-time watermark (replays, tests).
+
+    The watermark is the newest event time seen minus the allowed lateness, so a record that
+    is late by less than that still counts as live.
+    """
+
+    mode: str
+    allowed_lateness_s: float
+    wall: Callable[[], float] = time.time
+    max_event_ts: float = field(default=0.0)
+
+    def observe(self, event_ts: float) -> None:
+        self.max_event_ts = max(self.max_event_ts, event_ts)
+
+    def now(self) -> float:
+        if self.mode == "wall":
+            return self.wall()
+        return max(self.max_event_ts - self.allowed_lateness_s, 0.0)
+
+
+@dataclass
+class Pipeline:
+    app: faust.App
+    engine: Engine
+    metrics: WorkerMetrics
+    clock: Clock
+    deadlines: DeadlineIndex
+
+
+def build_pipeline(
+    settings: Settings,
+    engine: Engine | None = None,
+    metrics: WorkerMetrics | None = None,
+    clock_wall: Callable[[], float] = time.time,
+) -> Pipeline:
+    engine = engine or Engine.default(
+        rules_dir=settings.worker.rules_dir, places_file=settings.worker.places_file
+    )
+    metrics = metrics or WorkerMetrics.create()
+    clock = Clock(settings.worker.clock, settings.worker.allowed_lateness_s, clock_wall)
+    deadlines = DeadlineIndex()
+    # One writer at a time per worker: a batch of the agent and the deadline sweep both
+    # read-modify-write loan state across awaits (alert acks).
+    state_lock = asyncio.Lock()
+    partitions = settings.kafka.partitions
+    prefix = settings.kafka.topic_prefix
+
+    app = faust.App(
+        f"{prefix}worker",
+        broker=f"kafka://{settings.kafka.bootstrap_servers}",
+        store=settings.worker.store,
+        datadir=str(settings.worker.data_dir),
+        topic_partitions=partitions,
+        topic_replication_factor=settings.kafka.replication_factor,
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=False,
+        autodiscover=False,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=16384,
+        producer_linger_ms=5,
+        producer_acks=-1,
+        table_standby_replicas=0,
+        stream_wait_empty=False,
+    )
+
+    def topic(name: str, internal: bool = False) -> faust.TopicT:
+        return app.topic(
+            prefix + name, key_type=bytes, value_type=bytes, partitions=partitions,
+            internal=internal,
+        )  # fmt: skip
+
+    loans_topic = topic("loans")
+    gps_raw_topic = topic("gps.raw")
+    payments_topic = topic("payments")
+    contacts_topic = topic("contacts")
+    alerts_topic = topic("alerts")
+    deadletter_topic = topic("deadletter")
+    gps_bound_topic = topic("gps.bound", internal=True)
+    bindings_topic = topic("device-bindings", internal=True)
+    topic_names = {
+        prefix + n: n
+        for n in ("loans", "gps.raw", "payments", "contacts", "gps.bound", "device-bindings")
+    }
+
+    def table(name: str) -> faust.Table:
+        return app.Table(
+            name, default=None, partitions=partitions, use_partitioner=True,
+            key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw",
+        )  # fmt: skip
+
+    loan_state = table("loan-state")
+    loan_devices = table("loan-devices")
+    bindings = table("device-bindings")
+    pending = table("pending-pings")
+
+    async def dead_letter(event: EventT, topic_name: str, rejected: Rejected) -> None:
+        metrics.events.labels(topic_name, rejected.reason).inc()
+        metrics.deadletters.labels(topic_name, rejected.reason).inc()
+        await deadletter_topic.send(
+            key=event.key,
+            value=event.value if isinstance(event.value, bytes) else b"",
+            headers=deadletter_headers(rejected.reason, prefix + topic_name, rejected.detail),
+        )
+
+    async def emit(alerts: list[tuple[str, AlertEvent]]) -> None:
+        """Send alert changes and wait for the broker's ack.
+
+        Alerts go out *before* the state that produced them is written: after a crash the input
+        is replayed against the older state and the same alerts (same deterministic ids) come
+        again, so an alert can repeat but is never lost. Faust commits offsets only after the
+        changelog is flushed, so state is never behind the committed input.
+        """
+        futures = []
+        for loan_id, alert in alerts:
+            metrics.alerts.labels(alert.rule_id, alert.severity, alert.status).inc()
+            futures.append(
+                await alerts_topic.send(key=loan_id.encode(), value=alert.model_dump_json().encode())
+            )
+        if futures:
+            await asyncio.gather(*futures)
+
+    def observe(topic_name: str, event: InputEvent) -> None:
+        ts = getattr(event, "ts", None)
+        if ts is not None:
+            seconds = ts.timestamp()
+            clock.observe(seconds)
+            metrics.event_time_lag.labels(topic_name).observe(max(time.time() - seconds, 0.0))
+
+    def partition_of(key: str) -> int:
+        return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+    def load_state(loan_id: str) -> tuple[LoanState, bytes | None]:
+        before: bytes | None = loan_state[loan_id]
+        return (LoanState.from_bytes(before) if before else engine.new_state(loan_id)), before
+
+    def store_state(loan_id: str, state: LoanState, before: bytes | None, partition: int) -> None:
+        after = state.to_bytes()
+        # A write costs a changelog record: only when the state really changed.
+        if after != before:
+            loan_state[loan_id] = after
+        deadline = engine.next_deadline(state)
+        deadlines.schedule(partition, loan_id, deadline.timestamp() if deadline else None)
+
+    async def rebind_devices(loan: Loan) -> None:
+        previous = set(orjson.loads(loan_devices[loan.loan_id] or b"[]"))
+        current = {d.device_id for d in loan.devices} if loan.status == "active" else set()
+        for device_id in previous - current:
+            await bindings_topic.send(key=device_id.encode(), value=binding_record(loan.loan_id, False))
+        for device_id in current - previous:
+            await bindings_topic.send(key=device_id.encode(), value=binding_record(loan.loan_id, True))
+        if current != previous:
+            loan_devices[loan.loan_id] = orjson.dumps(sorted(current))
+
+    @app.agent(app.topic(*(prefix + n for n in ("loans", "payments", "contacts", "gps.bound")),
+                         key_type=bytes, value_type=bytes))  # fmt: skip
+    async def evaluate(stream: faust.StreamT[bytes]) -> None:
+        async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_S):
+            async with state_lock:
+                await evaluate_batch(events)
+
+    async def evaluate_batch(events: list[EventT]) -> None:
+        started = time.perf_counter()
+        touched: dict[str, tuple[LoanState, bytes | None, int]] = {}
+        alerts: list[tuple[str, AlertEvent]] = []
+        for event in events:
+            topic_name = topic_names[event.message.topic]
+            decoded = decode("gps.raw" if topic_name == "gps.bound" else topic_name, event.value)
+            if isinstance(decoded, Rejected):
+                await dead_letter(event, topic_name, decoded)
+                continue
+            observe(topic_name, decoded)
+            loan_id = event.key.decode() if isinstance(decoded, GpsPing) else decoded.loan_id
+            if loan_id in touched:
+                state, before, _ = touched[loan_id]
+            else:
+                state, before = load_state(loan_id)
+                touched[loan_id] = (state, before, event.message.partition)
+            now = datetime.fromtimestamp(clock.now(), UTC)
+            alerts.extend((loan_id, a) for a in engine.apply(state, decoded, now))
+            metrics.events.labels(topic_name, "applied").inc()
+            if isinstance(decoded, Loan):
+                await rebind_devices(decoded)
+        await emit(alerts)
+        for loan_id, (state, before, partition) in touched.items():
+            store_state(loan_id, state, before, partition)
+        metrics.deadlines_pending.set(len(deadlines))
+        metrics.batch_seconds.labels("evaluate").observe(time.perf_counter() - started)
+
+    @app.agent(app.topic(prefix + "gps.raw", prefix + "device-bindings",
+                         key_type=bytes, value_type=bytes))  # fmt: skip
+    async def bind_pings(stream: faust.StreamT[bytes]) -> None:
+        async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_S):
+            started = time.perf_counter()
+            for event in events:
+                topic_name = topic_names[event.message.topic]
+                if topic_name == "device-bindings":
+                    await apply_binding(event.key.decode(), event.value)
+                    continue
+                decoded = decode("gps.raw", event.value)
+                if isinstance(decoded, Rejected):
+                    await dead_letter(event, topic_name, decoded)
+                    continue
+                assert isinstance(decoded, GpsPing)
+                loan_id = bindings[decoded.device_id]
+                if loan_id is None:
+                    keep_pending(decoded.device_id, event.value)
+                    metrics.events.labels(topic_name, "pending_binding").inc()
+                    continue
+                await gps_bound_topic.send(key=loan_id, value=event.value)
+                metrics.events.labels(topic_name, "bound").inc()
+            metrics.batch_seconds.labels("bind_pings").observe(time.perf_counter() - started)
+
+    def keep_pending(device_id: str, value: bytes) -> None:
+        held: list[str] = orjson.loads(pending[device_id] or b"[]")
+        held.append(value.decode())
+        pending[device_id] = orjson.dumps(held[-MAX_PENDING_PINGS_PER_DEVICE:])
+
+    async def apply_binding(device_id: str, value: bytes) -> None:
+        loan_id, bound = read_binding(value)
+        if not bound:
+            # Only the loan that holds the binding may release it: a newer binding wins.
+            if bindings[device_id] == loan_id.encode():
+                del bindings[device_id]
+            return
+        bindings[device_id] = loan_id.encode()
+        held = pending[device_id]
+        if held:
+            for ping in orjson.loads(held):
+                await gps_bound_topic.send(key=loan_id, value=ping.encode())
+            del pending[device_id]
+
+    @app.timer(SWEEP_INTERVAL_S)
+    async def sweep_deadlines() -> None:
+        """Advance only the loans whose deadline fell due, on partitions this worker owns."""
+        owned = {
+            tp.partition for tp in app.assignor.assigned_actives() if tp.topic == prefix + "loans"
+        }
+        now_s = clock.now()
+        now = datetime.fromtimestamp(now_s, UTC)
+        metrics.deadline_sweeps.inc()
+        async with state_lock:
+            await advance_due(owned, now_s, now)
+        metrics.deadlines_pending.set(len(deadlines))
+
+    async def advance_due(owned: set[int], now_s: float, now: datetime) -> None:
+        for loan_id in deadlines.pop_due(owned, now_s):
+            if not loan_state[loan_id]:
+                continue
+            state, before = load_state(loan_id)
+            alerts = [(loan_id, a) for a in engine.advance(state, now)]
+            await emit(alerts)
+            store_state(loan_id, state, before, partition_of(loan_id))
+            metrics.deadlines_due.inc()
+
+    @loan_state.on_recover  # type: ignore[untyped-decorator]
+    async def rebuild_deadlines() -> None:
+        """After recovery (start, rebalance) re-index the deadlines of every loan held."""
+        count = 0
+        for loan_id, value in loan_state.items():
+            if value:
+                deadline = engine.next_deadline(LoanState.from_bytes(value))
+                if deadline is not None:
+                    deadlines.schedule(partition_of(loan_id), loan_id, deadline.timestamp())
+                    count += 1
+        log.info("deadline index rebuilt", extra={"deadlines": count})
+
+    # Declared so that Faust creates the internal topics and knows every topic it writes.
+    _ = (loans_topic, gps_raw_topic, payments_topic, contacts_topic, gps_bound_topic, bindings_topic)
+    return Pipeline(app=app, engine=engine, metrics=metrics, clock=clock, deadlines=deadlines)

@@ -1,0 +1,79 @@
+"""Worker metrics, built on an injected registry; labels stay bounded (topic, outcome, rule, reason)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 86400)
+
+
+@dataclass(frozen=True)
+class WorkerMetrics:
+    events: Counter
+    alerts: Counter
+    deadletters: Counter
+    event_time_lag: Histogram
+    deadline_sweeps: Counter
+    deadlines_due: Counter
+    deadlines_pending: Gauge
+    pending_pings: Gauge
+    batch_seconds: Histogram
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry = REGISTRY) -> WorkerMetrics:
+        return cls(
+            events=Counter(
+                "skipwatch_worker_events_total",
+                "Input records by topic and outcome "
+                "(applied, duplicate, pending_binding, unbound, invalid, undecodable).",
+                ["topic", "outcome"],
+                registry=registry,
+            ),
+            alerts=Counter(
+                "skipwatch_worker_alerts_total",
+                "Alert state changes emitted, by rule, severity and status.",
+                ["rule", "severity", "status"],
+                registry=registry,
+            ),
+            deadletters=Counter(
+                "skipwatch_worker_deadletters_total",
+                "Records sent to the dead-letter topic, by source topic and reason.",
+                ["topic", "reason"],
+                registry=registry,
+            ),
+            event_time_lag=Histogram(
+                "skipwatch_worker_event_time_lag_seconds",
+                "Wall-clock time minus event time when a record is processed.",
+                ["topic"],
+                buckets=LAG_BUCKETS,
+                registry=registry,
+            ),
+            deadline_sweeps=Counter(
+                "skipwatch_worker_deadline_sweeps_total",
+                "Deadline sweeps run (absence detection).",
+                registry=registry,
+            ),
+            deadlines_due=Counter(
+                "skipwatch_worker_deadlines_due_total",
+                "Loans advanced because one of their deadlines fell due.",
+                registry=registry,
+            ),
+            deadlines_pending=Gauge(
+                "skipwatch_worker_deadlines_pending",
+                "Deadlines held in this worker's index.",
+                registry=registry,
+            ),
+            pending_pings=Gauge(
+                "skipwatch_worker_unbound_devices",
+                "Devices whose pings wait for a loan binding.",
+                registry=registry,
+            ),
+            batch_seconds=Histogram(
+                "skipwatch_worker_batch_seconds",
+                "Time to process one batch of records.",
+                ["agent"],
+                registry=registry,
+            ),
+        )

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import pytest
+
+from services.settings import SettingsError, load_settings
+
+pytestmark = pytest.mark.unit
+
+
+def test_defaults_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    assert settings.kafka.topic_prefix == "skipwatch."
+    assert settings.topic("gps.raw") == "skipwatch.gps.raw"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("SKIPWATCH_KAFKA__PARTITIONS", "many"),
+        ("SKIPWATCH_KAFKA__PARTITIONS", "0"),
+        ("SKIPWATCH_API__PORT", "70000"),
+        ("SKIPWATCH_LOG_LEVEL", "LOUD"),
+        ("SKIPWATCH_WORKER__STORE", "postgres://x"),
+        ("SKIPWATCH_AUTH__TOKENS", '{"short": "admin"}'),
+        ("SKIPWATCH_AUTH__TOKENS", '{"aaaaaaaaaaaaaaaaaaaa": "root"}'),
+    ],
+)
+def test_bad_value_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=variable):
+        load_settings()
+
+
+def test_insecure_dev_tokens_refused_in_prod(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SKIPWATCH_ENV", "prod")
+    monkeypatch.setenv("SKIPWATCH_AUTH__ALLOW_INSECURE_DEV_TOKENS", "true")
+    with pytest.raises(SettingsError, match="allow_insecure_dev_tokens"):
+        load_settings()
+
+
+def test_nested_values_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SKIPWATCH_KAFKA__BOOTSTRAP_SERVERS", "10.0.0.1:9092")
+    monkeypatch.setenv("SKIPWATCH_AUTH__TOKENS", '{"0123456789abcdef01": "viewer"}')
+    settings = load_settings()
+    assert settings.kafka.bootstrap_servers == "10.0.0.1:9092"
+    assert settings.auth.tokens == {"0123456789abcdef01": "viewer"}
