@@ -9,13 +9,18 @@ from typing import Annotated
 import typer
 
 from services import infra
+from services.jt808 import cli as jt808_cli
 from services.settings import SettingsError, get_settings
 
 app = typer.Typer(no_args_is_help=True, help="skipwatch: early warning for auto-loan lenders.")
 infra_app = typer.Typer(no_args_is_help=True, help="Local Kafka (KRaft) and Redis, no Docker.")
 topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics of DESIGN §3.")
+gateway_app = typer.Typer(no_args_is_help=True, help="Tracker gateways.")
 app.add_typer(infra_app, name="infra")
 app.add_typer(topics_app, name="topics")
+app.add_typer(gateway_app, name="gateway")
+app.add_typer(jt808_cli.app, name="jt808", help="JT/T 808 tools (decode captured frames).")
+gateway_app.command("jt808")(jt808_cli.serve)
 
 DataDir = Annotated[Path, typer.Option(help="Where Kafka and Redis keep their data.")]
 
@@ -86,6 +91,17 @@ def up(
 
     components = [c for c in COMPONENTS if c not in (without or [])]
     raise typer.Exit(run_local_stack(data_dir, components))
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Default: SKIPWATCH_API__HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="Default: SKIPWATCH_API__PORT")] = None,
+) -> None:
+    """Run the HTTP API: ingest, alerts, dashboard, /docs, /healthz, /readyz, /metrics."""
+    from services.cli_api import serve_api
+
+    serve_api(host, port)
 
 
 @app.command()

@@ -92,6 +92,11 @@ class GatewaySettings(BaseModel):
     max_connections: Annotated[int, Field(ge=1)] = 20_000
     idle_timeout_s: Annotated[float, Field(gt=0)] = 300.0
     vendor_config: Path | None = None
+    # Trackers must authenticate (0x0102) before their data is accepted.
+    require_auth: bool = True
+    # HMAC key for the auth codes handed out at registration; without it any code is accepted.
+    auth_secret: SecretStr | None = None
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9808
 
 
 class Settings(BaseSettings):

@@ -29,7 +29,8 @@ class Event(BaseModel):
 
 
 def describe_validation_error(exc: ValidationError) -> str:
-    """One line naming every failing field, e.g. ``lat: Input should be less than or equal to 90``."""
+    """One line naming every failing field, e.g. ``lat: Input should be less than or equal
+    to 90``."""
     parts: list[str] = []
     for err in exc.errors(include_url=False):
         loc = ".".join(str(p) for p in err["loc"]) or "(body)"

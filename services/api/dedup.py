@@ -1,4 +1,4 @@
-"""Short-lived memory of event_ids already written to Kafka, so vendor retries are counted and skipped.
+"""Short-lived memory of event_ids already in Kafka, so vendor retries are counted and skipped.
 
 Best effort by design: the worker deduplicates by event_id too, so a store that is down or has
 forgotten an id only costs a duplicate record, never correctness. Ids are marked only after Kafka
@@ -74,7 +74,7 @@ class MemoryDedup:
 
 
 class RedisDedup:
-    """Shared across API processes: one key per id, `<prefix>dedup:<namespace>:<event_id>`, with EX."""
+    """Shared by all API processes: one key per id, `<prefix>dedup:<namespace>:<event_id>`, EX."""
 
     def __init__(self, url: str, key_prefix: str, ttl_s: int = DEFAULT_TTL_S) -> None:
         # Short timeouts: a slow Redis must not hold up ingest; dedup is an optimisation.

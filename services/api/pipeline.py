@@ -150,9 +150,7 @@ class IngestPipeline:
             try:
                 event = validate(item)
             except ValidationError as exc:
-                errors = [
-                    {**e, "field": e["field"] or "(item)"} for e in error_items(exc)
-                ]
+                errors = [{**e, "field": e["field"] or "(item)"} for e in error_items(exc)]
                 detail = describe_validation_error(exc)
                 self._reject(batch, source, index, item, original, REASON_INVALID, errors, detail)
                 continue

@@ -1,10 +1,13 @@
 """Writes a request's records to Kafka and waits until every one is acknowledged (acks=all).
 
-Records are grouped into one producer batch per topic-partition (`create_batch`/`send_batch`)
-instead of one `send()` per record: with aiokafka that is over twice the throughput, and the ingest
-API is built to take ≥ 30,000 pings/s per process (DESIGN §9). Partitions are chosen with Kafka's
-default partitioner (murmur2 of the key), the same one every other producer of these topics uses,
-so a device's or a loan's records land on the same partition whoever wrote them.
+Records are appended to one open producer batch per topic-partition (`create_batch`/`send_batch`),
+shared by all concurrent requests, instead of one `send()` per record: with aiokafka that is
+over twice the throughput, and the ingest API is built to take ≥ 30,000 pings/s per process
+(DESIGN §9). One drain task per partition hands sealed batches to the producer one at a time:
+aiokafka keeps a single queued batch per partition and its `send_batch` wait for that slot
+misbehaves when several callers contend for it. Partitions are chosen with Kafka's default
+partitioner (murmur2 of the key), the one every other producer of these topics uses, so a device's
+or a loan's records land on the same partition whoever wrote them.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, Protocol
 
 from aiokafka.errors import KafkaError
@@ -47,7 +51,9 @@ class ProducerLike(Protocol):
 
     def create_batch(self) -> Any: ...
 
-    async def send_batch(self, batch: Any, topic: str, *, partition: int) -> asyncio.Future[Any]: ...
+    async def send_batch(
+        self, batch: Any, topic: str, *, partition: int
+    ) -> asyncio.Future[Any]: ...
 
     async def partitions_for(self, topic: str) -> set[int]: ...
 
@@ -80,10 +86,90 @@ def _key_hash(key: bytes) -> int:
 
 
 def partition_for(key: bytes | None, partition_count: int) -> int:
-    """Kafka's default partitioner: murmur2(key) mod partitions; a random partition without a key."""
+    """Kafka's default partitioner: murmur2(key) mod partitions; random when there is no key."""
     if key is None:
         return random.randrange(partition_count)
     return _key_hash(key) % partition_count
+
+
+class _PartitionQueue:
+    """The open batch of one topic-partition, the sealed ones waiting, and their drain task.
+
+    Each batch has a future that resolves when Kafka acknowledged it; every request with records
+    in that batch awaits the same future.
+    """
+
+    def __init__(self, producer: ProducerLike, topic: str, partition: int) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._partition = partition
+        self._builder: Any = None
+        self._acked: asyncio.Future[None] | None = None
+        self._sealed: deque[tuple[Any, asyncio.Future[None]]] = deque()
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, record: OutRecord) -> asyncio.Future[None]:
+        if self._builder is None:
+            self._open()
+        if not self._append(record):
+            # Batch full (max_batch_size): seal it and start the next one.
+            self._seal()
+            self._open()
+            if not self._append(record):
+                raise KafkaError(f"record of {len(record.value)} bytes exceeds the batch size")
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain(), name=f"drain-{self._topic}")
+        assert self._acked is not None
+        return self._acked
+
+    def _append(self, record: OutRecord) -> bool:
+        meta = self._builder.append(
+            timestamp=None, key=record.key, value=record.value, headers=record.headers or []
+        )
+        return meta is not None
+
+    def _open(self) -> None:
+        self._builder = self._producer.create_batch()
+        self._acked = asyncio.get_running_loop().create_future()
+        self._acked.add_done_callback(_consume_outcome)
+
+    def _seal(self) -> None:
+        assert self._acked is not None
+        self._sealed.append((self._builder, self._acked))
+        self._builder, self._acked = None, None
+
+    async def _drain(self) -> None:
+        while True:
+            if not self._sealed:
+                if self._builder is None:
+                    return
+                # Everything appended while the previous batch was queued goes out together.
+                self._seal()
+            builder, acked = self._sealed.popleft()
+            try:
+                delivery = await self._producer.send_batch(
+                    builder, self._topic, partition=self._partition
+                )
+            except (KafkaError, OSError) as exc:
+                if not acked.done():
+                    acked.set_exception(exc)
+                continue
+            delivery.add_done_callback(partial(_settle, acked))
+
+    async def close(self) -> None:
+        if self._task is not None:
+            await self._task
+
+
+def _settle(acked: asyncio.Future[None], delivery: asyncio.Future[Any]) -> None:
+    if acked.done():
+        return
+    if delivery.cancelled():
+        acked.set_exception(KafkaError("batch cancelled"))
+    elif (exc := delivery.exception()) is not None:
+        acked.set_exception(exc)
+    else:
+        acked.set_result(None)
 
 
 class Publisher:
@@ -97,6 +183,9 @@ class Publisher:
         self._retry_start_every_s = retry_start_every_s
         self._started = asyncio.Event()
         self._starter: asyncio.Task[None] | None = None
+        self._queues: dict[tuple[str, int], _PartitionQueue] = {}
+        # Read once per topic: repartitioning a keyed topic needs a restart anyway (keys move).
+        self._partition_counts: dict[str, int] = {}
 
     @property
     def started(self) -> bool:
@@ -131,8 +220,9 @@ class Publisher:
             self._starter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._starter
-        # Flushes pending batches; ours are all awaited already, so this is quick.
-        await self._producer.stop()
+        for queue in self._queues.values():
+            await queue.close()
+        await self._producer.stop()  # flushes what the queues handed over
 
     async def reachable(self, timeout_s: float = 2.0) -> bool:
         """A real metadata round trip to the brokers (the readiness probe)."""
@@ -152,60 +242,36 @@ class Publisher:
         if not self.started:
             result.error = ProducerNotReady("not connected to Kafka yet")
             return result
-        pending: list[tuple[asyncio.Future[Any], list[OutRecord]]] = []
+        waiting: dict[asyncio.Future[None], list[OutRecord]] = {}
         try:
             async with asyncio.timeout(self._timeout_s):
-                await self._submit(records, pending)
-                await asyncio.wait([future for future, _ in pending])
+                for record in records:
+                    queue = await self._queue_for(record)
+                    waiting.setdefault(queue.add(record), []).append(record)
+                await asyncio.wait(waiting)
         except (KafkaError, OSError, TimeoutError) as exc:
             result.error = exc
-        for future, batch_records in pending:
-            if not future.done():
-                # Not acknowledged in time. Kafka may still take it (a retry then adds a duplicate
-                # that the worker drops by event_id); we must not count it as written.
-                future.add_done_callback(_consume_outcome)
+        for acked, batch_records in waiting.items():
+            # A batch not acknowledged in time may still reach Kafka later: a retry then adds a
+            # duplicate that the worker drops by event_id; we must not count it as written.
+            if not acked.done():
                 continue
-            if future.cancelled() or future.exception() is not None:
-                if result.error is None:
-                    result.error = future.exception() or KafkaError("batch cancelled")
+            if acked.exception() is not None:
+                result.error = result.error or acked.exception()
                 continue
             result.acked.extend(batch_records)
         return result
 
-    async def _submit(
-        self,
-        records: Sequence[OutRecord],
-        pending: list[tuple[asyncio.Future[Any], list[OutRecord]]],
-    ) -> None:
-        counts: dict[str, int] = {}
-        batches: dict[tuple[str, int], tuple[Any, list[OutRecord]]] = {}
-        for record in records:
-            count = counts.get(record.topic)
-            if count is None:
-                count = counts[record.topic] = len(
-                    await self._producer.partitions_for(record.topic)
-                )
-            target = (record.topic, partition_for(record.key, count))
-            entry = batches.get(target)
-            if entry is None:
-                entry = batches[target] = (self._producer.create_batch(), [])
-            batch, members = entry
-            appended = batch.append(
-                timestamp=None, key=record.key, value=record.value, headers=record.headers or []
-            )
-            if appended is None:
-                # Batch full (max_batch_size): ship it and start the next one for this partition.
-                pending.append((await self._producer.send_batch(batch, target[0], partition=target[1]), members))
-                batch, members = self._producer.create_batch(), []
-                if batch.append(
-                    timestamp=None, key=record.key, value=record.value, headers=record.headers or []
-                ) is None:
-                    raise KafkaError(f"record of {len(record.value)} bytes exceeds the batch size")
-                batches[target] = (batch, members)
-            members.append(record)
-        for (topic, partition), (batch, members) in batches.items():
-            if members:
-                pending.append((await self._producer.send_batch(batch, topic, partition=partition), members))
+    async def _queue_for(self, record: OutRecord) -> _PartitionQueue:
+        count = self._partition_counts.get(record.topic)
+        if count is None:
+            count = len(await self._producer.partitions_for(record.topic))
+            self._partition_counts[record.topic] = count
+        target = (record.topic, partition_for(record.key, count))
+        queue = self._queues.get(target)
+        if queue is None:
+            queue = self._queues[target] = _PartitionQueue(self._producer, *target)
+        return queue
 
 
 def _consume_outcome(future: asyncio.Future[Any]) -> None:

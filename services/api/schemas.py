@@ -41,7 +41,9 @@ class LoanWriteResult(BaseModel):
 class ErrorBody(BaseModel):
     """Every 4xx/5xx body."""
 
-    error: str = Field(description="Stable code: `unauthenticated`, `forbidden`, `unavailable`, ...")
+    error: str = Field(
+        description="Stable code: `unauthenticated`, `forbidden`, `unavailable`, ..."
+    )
     message: str
     field: str | None = Field(description="The header, parameter or body field at fault.")
     errors: list[FieldError] = Field(default_factory=list)

@@ -43,7 +43,7 @@ VendorConfigOption = Annotated[
         help="YAML/JSON vendor profiles and device table.",
         exists=True,
         dir_okay=False,
-        envvar="SKIPWATCH_JT808__VENDOR_CONFIG",
+        envvar="SKIPWATCH_GATEWAY__VENDOR_CONFIG",
     ),
 ]
 
@@ -148,54 +148,69 @@ async def run_gateway(
 
 
 def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
-    port: Annotated[int, typer.Option(help="TCP port for terminals.")] = 5015,
-    vendor_config: VendorConfigOption = None,
-    bootstrap_servers: Annotated[
-        str, typer.Option(envvar="SKIPWATCH_KAFKA__BOOTSTRAP_SERVERS")
-    ] = "127.0.0.1:9092",
-    topic_prefix: Annotated[str, typer.Option(envvar="SKIPWATCH_KAFKA__TOPIC_PREFIX")] = (
-        "skipwatch."
-    ),
-    max_connections: Annotated[int, typer.Option(min=1)] = 20_000,
-    idle_timeout: Annotated[float, typer.Option(min=1, help="Seconds without data.")] = 300.0,
-    require_auth: Annotated[bool, typer.Option(help="Accept data only after 0x0102.")] = True,
-    auth_secret: Annotated[
-        str | None, typer.Option(envvar="SKIPWATCH_JT808__AUTH_SECRET", show_default=False)
+    host: Annotated[
+        str | None, typer.Option(help="Listen address (default: settings gateway.host).")
     ] = None,
-    metrics_port: Annotated[int, typer.Option(help="Prometheus /metrics port; 0 = off.")] = 9808,
+    port: Annotated[
+        int | None, typer.Option(help="TCP port (default: settings gateway.port).")
+    ] = None,
+    vendor_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--vendor-config",
+            help="Vendor profiles and device table, YAML/JSON (default: settings).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    max_connections: Annotated[int | None, typer.Option(min=1)] = None,
+    idle_timeout: Annotated[float | None, typer.Option(min=1, help="Seconds without data.")] = None,
+    require_auth: Annotated[
+        bool | None,
+        typer.Option(help="Accept data only after 0x0102 (default: settings gateway.require_auth)."),
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Prometheus /metrics port; 0 = off (default: settings).")
+    ] = None,
 ) -> None:
     """Run the JT/T 808 TCP gateway, producing GpsPing to <prefix>gps.raw."""
+    from services.settings import get_settings
+
+    settings = get_settings()
+    gateway_settings = settings.gateway
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        config = load_vendor_config(vendor_config)
-    except ValueError as exc:
+        config = load_vendor_config(vendor_config or gateway_settings.vendor_config)
+    except (OSError, ValueError) as exc:
         typer.echo(f"invalid vendor config: {exc}", err=True)
         raise typer.Exit(2) from None
     options = GatewayOptions(
-        max_connections=max_connections,
-        idle_timeout_s=idle_timeout,
-        require_auth=require_auth,
-        auth_secret=auth_secret,
+        max_connections=max_connections or gateway_settings.max_connections,
+        idle_timeout_s=idle_timeout or gateway_settings.idle_timeout_s,
+        require_auth=gateway_settings.require_auth if require_auth is None else require_auth,
+        auth_secret=(
+            gateway_settings.auth_secret.get_secret_value() if gateway_settings.auth_secret else None
+        ),
     )
-    _raise_fd_limit(max_connections + 256)
+    _raise_fd_limit(options.max_connections + 256)
+    metrics_port = gateway_settings.metrics_port if metrics_port is None else metrics_port
     if metrics_port:
         start_http_server(metrics_port)
     main = run_gateway(
-        host=host,
-        port=port,
+        host=host or gateway_settings.host,
+        port=port or gateway_settings.port,
         config=config,
         options=options,
-        bootstrap_servers=bootstrap_servers,
-        topic_prefix=topic_prefix,
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        topic_prefix=settings.kafka.topic_prefix,
         metrics=GatewayMetrics(REGISTRY),
     )
     try:
         import uvloop
-
-        uvloop.run(main)
     except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
         asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 def _raise_fd_limit(wanted: int) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rules.events import Alarm, DeviceKind, Fix, GpsPing
+from rules.events import Alarm, DeviceKind, Fix
 from services.jt808 import codec
 from services.jt808.mapping import (
     DeviceDirectory,

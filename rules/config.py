@@ -1,0 +1,51 @@
+"""Engine tuning: thresholds that are facts about trackers and GPS, not business rules.
+
+Business thresholds (how many days overdue, how long at a lot) live in the rule files. These are
+passed in by whoever builds the engine; ``rules/`` reads no settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+HOUR = 3600.0
+DAY = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    # A wired tracker heartbeats every few minutes even when parked; a wireless one (battery,
+    # hidden) reports once or twice a day.
+    offline_after_wired_s: float = 6 * HOUR
+    offline_after_wireless_s: float = 48 * HOUR
+    # Home-region hysteresis: leave only when this far beyond the border; come back when inside.
+    region_margin_m: float = 500.0
+    region_margin_lbs_m: float = 2_000.0  # cell-tower fixes are off by a kilometre or more
+    region_simplify_m: float = 100.0
+    # Risk places: enter inside the radius, leave beyond radius + margin.
+    place_exit_margin_m: float = 100.0
+    # Stationary: not moved more than this from where it stopped (GPS/Wi-Fi fixes only).
+    stationary_radius_m: float = 300.0
+    # Learned usual parking places: stays of at least min_stay count; usual after usual_after.
+    usual_min_stay_s: float = 2 * HOUR
+    usual_after_s: float = 24 * HOUR
+    usual_places_kept: int = 4
+    # Drift: faster than this between two fixes (after accuracy slack) is an impossible jump.
+    max_speed_kmh: float = 250.0
+    accuracy_gps_m: float = 50.0
+    accuracy_wifi_m: float = 200.0
+    accuracy_lbs_m: float = 1_500.0
+    # removal/tamper/... are one-shot alarms: active this long after the last one.
+    alarm_hold_s: float = 24 * HOUR
+    # Wired and wireless fixes are compared only when taken this close in time.
+    separation_max_skew_s: float = 6 * HOUR
+    # After buffered (backfill) or late data, wait this long for a live fix before evaluating,
+    # so a stale position never raises a live alert that the next live ping would clear.
+    backfill_settle_s: float = 300.0
+    # An event older than the loan's clock by more than this is late (history only).
+    late_tolerance_s: float = 60.0
+    # Events further than this ahead of `now` are rejected (a tracker with a broken clock).
+    max_future_skew_s: float = DAY
+    risk_visit_window_s: float = 30 * DAY
+    # Duplicate filter: hashes of the latest event ids kept per loan.
+    seen_event_ids: int = 12

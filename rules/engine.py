@@ -1,0 +1,408 @@
+"""The rules engine: events and time in, alert state changes out. Pure: ``now`` is a parameter.
+
+Time model. Each loan has a *clock*: the instant it was last evaluated at. It moves only to
+event times and to deadline instants, never to a wall clock, so replays give the same alerts
+and alert ids. ``apply(state, event, now)`` first runs the deadlines up to ``now`` (the
+watermark), then applies the event at max(clock, event time). ``advance(state, now)`` runs each
+deadline up to ``now`` at its own instant. ``next_deadline`` is the earliest instant at which
+time alone could change a decision: a due date ending, a duration variable crossing a threshold
+a rule compares it with, an alarm expiring, a rule's ``for`` elapsing, a backfill settling. It
+may be earlier than necessary (a harmless wake-up), never later.
+
+Cost. Rules are evaluated only when a signal may have changed (the event updaters say so) or a
+deadline passed. Each condition's result is memoised on its inputs, with time-based inputs
+reduced to which side of each threshold they are on, so CEL runs only for combinations not
+seen before.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+from rules.alerts import build_alert, to_datetime
+from rules.config import EngineConfig
+from rules.events.alert import AlertEvent, AlertStatus, Severity
+from rules.events.contact import ContactAttempt
+from rules.events.gps import GpsPing
+from rules.events.loan import Loan
+from rules.events.payment import PaymentEvent
+from rules.geo import compact_region
+from rules.places import PlaceIndex, load_places
+from rules.scoring import RiskScore, risk_score
+from rules.signals import contact as contact_signals
+from rules.signals import payment as payment_signals
+from rules.signals.catalog import SIGNALS
+from rules.signals.vehicle import Tracking
+from rules.spec import CATALOG_DIR, Expression, Rule, RuleSet, bucket, load_rules, nest
+from rules.state import AlertState, DeviceState, LoanState
+
+InputEvent = Loan | GpsPing | PaymentEvent | ContactAttempt
+
+STAT_NAMES = (
+    "events",
+    "duplicates",
+    "late_events",
+    "late_pings",
+    "future_rejected",
+    "drift_discarded",
+    "evaluations",
+    "cel_evaluations",
+    "rule_errors",
+)
+_MEMO_LIMIT = 200_000
+_MAX_DEADLINES_PER_ADVANCE = 10_000
+
+
+def event_hash(event_id: str) -> int:
+    """48-bit stable hash of an event id (Python's hash() is salted per process)."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=6).digest(), "big")
+
+
+class Engine:
+    def __init__(
+        self,
+        rules: RuleSet,
+        places: PlaceIndex | None = None,
+        config: EngineConfig = EngineConfig(),
+    ) -> None:
+        self.rules = rules
+        self.places = places
+        self.config = config
+        # Counters for metrics (bounded names; the worker exports them). Not part of any state.
+        self.stats: dict[str, int] = dict.fromkeys(STAT_NAMES, 0)
+        self.tracking = Tracking(config, places, rules.thresholds, self.stats)
+        self._max_days_past_due = int(max(rules.thresholds.get("payment.days_past_due", (0,)))) + 1
+        self._memo: dict[tuple[Any, ...], bool] = {}
+
+    @classmethod
+    def default(cls) -> Engine:
+        """The shipped catalog and place list (rules/catalog/)."""
+        return cls(load_rules(CATALOG_DIR), load_places(CATALOG_DIR / "places"))
+
+    def new_state(self, loan_id: str) -> LoanState:
+        return LoanState(loan_id=loan_id)
+
+    # ------------------------------------------------------------------ inputs
+
+    def apply(self, state: LoanState, event: InputEvent, now: dt.datetime) -> list[AlertEvent]:
+        """Apply one event already bound to this loan; returns alert state changes."""
+        out = self.advance(state, now)
+        now_s = now.timestamp()
+        self.stats["events"] += 1
+        if isinstance(event, Loan):
+            dirty = self._apply_loan(state, event, max(state.clock or now_s, now_s))
+            instant = max(state.clock or now_s, now_s)
+            if dirty:
+                state.clock = instant
+                out += self._evaluate(state, instant, to_datetime(instant))
+            return out
+
+        ts = event.ts.timestamp()
+        if ts > now_s + self.config.max_future_skew_s:
+            self.stats["future_rejected"] += 1
+            return out
+        digest = event_hash(event.event_id)
+        if digest in state.seen:
+            self.stats["duplicates"] += 1
+            return out
+        clock = state.clock
+        late = (isinstance(event, GpsPing) and event.backfill) or (
+            clock is not None and ts < clock - self.config.late_tolerance_s
+        )
+        if isinstance(event, GpsPing):
+            changed, dirty = self.tracking.apply_ping(state, event, ts)
+        elif isinstance(event, PaymentEvent):
+            changed = dirty = payment_signals.apply_payment(state, event, ts, digest)
+        else:
+            changed = dirty = contact_signals.apply_contact(state, event, ts)
+        if not changed:
+            self.stats["duplicates"] += 1
+            return out
+        state.seen.append(digest)
+        del state.seen[: -self.config.seen_event_ids]
+        if late:
+            # History is updated; the decision waits for live data (or the settle time), so a
+            # buffered position never raises an alert the next live ping would clear.
+            self.stats["late_events"] += 1
+            settle_at = max(clock or ts, now_s) + self.config.backfill_settle_s
+            state.pending_eval = max(state.pending_eval or settle_at, settle_at)
+            state.dirty = True
+            state.deadline = None
+            return out
+        instant = max(clock or ts, ts)
+        state.clock = instant
+        if dirty or state.dirty or self._cached_deadline(state) <= instant:
+            out += self._evaluate(state, instant, event.ts)
+        return out
+
+    def apply_place_count(
+        self, state: LoanState, place_id: str, count: int, now: dt.datetime
+    ) -> list[AlertEvent]:
+        """Give the loan the number of financed cars at ``place_id`` (from PlaceOccupancy).
+        Ignored unless the loan's vehicle is at that place now."""
+        out = self.advance(state, now)
+        if state.place_id != place_id or state.cars_at_place == count:
+            return out
+        state.cars_at_place = count
+        instant = max(state.clock or now.timestamp(), now.timestamp())
+        state.clock = instant
+        return out + self._evaluate(state, instant, to_datetime(instant))
+
+    def place_of(self, state: LoanState) -> str | None:
+        """The risk place the vehicle is at, if any. Compare before/after apply()/advance() to
+        feed PlaceOccupancy (left the old place, entered the new one)."""
+        return state.place_id or None
+
+    def advance(self, state: LoanState, now: dt.datetime) -> list[AlertEvent]:
+        """Time passes with no event: run every deadline up to ``now`` at its own instant."""
+        now_s = now.timestamp()
+        out: list[AlertEvent] = []
+        for _ in range(_MAX_DEADLINES_PER_ADVANCE):
+            deadline = self._cached_deadline(state)
+            if deadline > now_s or state.clock is None:
+                break
+            instant = max(deadline, state.clock)
+            state.clock = instant
+            out += self._evaluate(state, instant, to_datetime(instant))
+        return out
+
+    def next_deadline(self, state: LoanState) -> dt.datetime | None:
+        deadline = self._cached_deadline(state)
+        return to_datetime(deadline) if deadline != float("inf") else None
+
+    # ------------------------------------------------------------------ queries
+
+    def signals(self, state: LoanState, now: dt.datetime | None = None) -> dict[str, Any]:
+        """The state variables as conditions see them (durations in seconds)."""
+        instant = now.timestamp() if now is not None else (state.clock or 0.0)
+        return self._signals(state, instant)
+
+    def risk(self, state: LoanState, now: dt.datetime | None = None) -> RiskScore:
+        return risk_score(self.signals(state, now))
+
+    # ------------------------------------------------------------------ loan
+
+    def _apply_loan(self, state: LoanState, loan: Loan, instant: float) -> bool:
+        changed = False
+        if state.status != loan.status.value:
+            state.status = loan.status.value
+            changed = True
+        if state.timezone != loan.timezone:
+            state.timezone = loan.timezone
+            changed = True
+        region = (
+            list(compact_region(loan.home_region, self.config.region_simplify_m))
+            if loan.home_region is not None
+            else None
+        )
+        if region != state.region:
+            state.region = region
+            state.region_obj = None
+            state.region_check = None
+            changed = True
+            self._reclassify_region(state)
+        listed = {d.device_id: d.kind.value for d in loan.devices}
+        for device_id in list(state.devices):
+            if device_id not in listed:
+                del state.devices[device_id]
+                changed = True
+        for device_id, kind in listed.items():
+            device = state.devices.get(device_id)
+            if device is None:
+                state.devices[device_id] = DeviceState(kind=kind, bound_at=instant)
+                changed = True
+            elif device.kind != kind:
+                device.kind = kind
+                changed = True
+        if payment_signals.merge_schedule(state, loan.schedule):
+            changed = True
+        return changed
+
+    def _reclassify_region(self, state: LoanState) -> None:
+        """A new home region: classify the last known position against it right away."""
+        if state.region is None:
+            state.inside, state.outside_since = None, None
+            return
+        position = state.position
+        if position is None:
+            return
+        region = self.tracking.region_of(state)
+        assert region is not None
+        inside = region.read(position[1], position[2]).outside_m <= self.config.region_margin_m
+        if inside != state.inside:
+            state.inside = inside
+            state.outside_since = None if inside else position[0]
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _signals(self, state: LoanState, instant: float) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        payment_signals.derive(state, instant, out)
+        contact_signals.derive(state, instant, out)
+        self.tracking.derive(state, instant, out)
+        return out
+
+    def _holds(
+        self, rule_index: int, n: int, rule: Rule, expr: Expression, signals: Mapping[str, Any]
+    ) -> bool:
+        key: list[Any] = [rule_index, n]
+        bucketed = rule.bucketed
+        for name in expr.inputs:
+            value = signals[name]
+            thresholds = bucketed.get(name)
+            if thresholds is not None:
+                key.append(bucket(value, thresholds))
+            elif isinstance(value, list):
+                key.append(tuple(value))
+            else:
+                key.append(value)
+        memo_key = tuple(key)
+        cached = self._memo.get(memo_key)
+        if cached is not None:
+            return cached
+        self.stats["cel_evaluations"] += 1
+        activation = nest({name: _cel_value(name, signals[name]) for name in expr.inputs})
+        try:
+            result = expr.program.execute(activation)
+        except Exception:  # a runtime error (e.g. null compared) makes the condition false
+            self.stats["rule_errors"] += 1
+            result = False
+        holds = result is True
+        if len(self._memo) >= _MEMO_LIMIT:
+            self._memo.clear()
+        self._memo[memo_key] = holds
+        return holds
+
+    def _evaluate(
+        self, state: LoanState, instant: float, event_time: dt.datetime
+    ) -> list[AlertEvent]:
+        self.stats["evaluations"] += 1
+        state.pending_eval = None
+        state.dirty = False
+        signals = self._signals(state, instant)
+        active = state.status == "active"
+        alerts = state.alerts
+        out: list[AlertEvent] = []
+        score: RiskScore | None = None
+        ready: dict[str, tuple[Rule, Severity]] = {}
+
+        def emit(
+            rule: Rule, status: AlertStatus, severity: Severity, started: float, note: str = ""
+        ) -> None:
+            nonlocal score
+            if score is None:
+                score = risk_score(signals)
+            out.append(
+                build_alert(
+                    rule=rule,
+                    state=state,
+                    status=status,
+                    severity=severity,
+                    started_at=started,
+                    instant=instant,
+                    event_time=event_time,
+                    signals=signals,
+                    score=score,
+                    note=note,
+                )
+            )
+
+        for index, rule in enumerate(self.rules.rules):
+            holds = active and self._holds(index, 0, rule, rule.condition, signals)
+            current = alerts.get(rule.id)
+            if not holds:
+                if current is not None:
+                    if current.status == "firing" and current.started_at is not None:
+                        emit(
+                            rule,
+                            AlertStatus.RESOLVED,
+                            Severity(current.severity),
+                            current.started_at,
+                        )
+                    del alerts[rule.id]
+                continue
+            severity = rule.severity
+            for n, (expr, escalated) in enumerate(rule.escalations, start=1):
+                if escalated.rank > severity.rank and self._holds(index, n, rule, expr, signals):
+                    severity = escalated
+            if current is None:
+                current = alerts[rule.id] = AlertState("pending", instant)
+            if instant - current.active_since >= rule.for_seconds:
+                ready[rule.id] = (rule, severity)
+
+        # Inhibition: a ready alert whose rule inhibits lower severities mutes those below it.
+        top_rank, top_rule = -1, ""
+        for rule_id, (rule, severity) in ready.items():
+            if rule.inhibits_lower and severity.rank > top_rank:
+                top_rank, top_rule = severity.rank, rule_id
+        for rule_id, (rule, severity) in ready.items():
+            current = alerts[rule_id]
+            if severity.rank < top_rank:
+                if current.status == "firing" and current.started_at is not None:
+                    note = f"inhibited by {top_rule}"
+                    emit(
+                        rule,
+                        AlertStatus.RESOLVED,
+                        Severity(current.severity),
+                        current.started_at,
+                        note,
+                    )
+                current.status, current.started_at, current.severity = "inhibited", None, ""
+                continue
+            if current.status != "firing":
+                current.status, current.started_at, current.severity = (
+                    "firing",
+                    instant,
+                    severity.value,
+                )
+                emit(rule, AlertStatus.FIRING, severity, instant)
+            elif current.severity != severity.value:
+                current.severity = severity.value  # escalated (or back down): same alert id
+                assert current.started_at is not None
+                emit(rule, AlertStatus.FIRING, severity, current.started_at, "severity changed")
+        state.deadline = self._exact_deadline(state, instant)
+        return out
+
+    # ------------------------------------------------------------------ deadlines
+
+    def _cached_deadline(self, state: LoanState) -> float:
+        if state.deadline is None:
+            state.deadline = self._exact_deadline(state, state.clock or 0.0)
+        return state.deadline
+
+    def _exact_deadline(self, state: LoanState, clock: float) -> float:
+        if state.clock is None:
+            return float("inf")
+        if state.pending_eval is not None:
+            # Settling after late data: nothing is decided before then, so no decision rests
+            # on buffered data that the next live ping may contradict.
+            return max(state.pending_eval, clock)
+        candidates: list[float] = []
+        for rule_id, alert in state.alerts.items():
+            if alert.status == "pending":
+                rule = self.rules.by_id(rule_id)
+                candidates.append(alert.active_since + rule.for_seconds)
+        if state.status == "active":
+            due = payment_signals.deadline(state, clock, self._max_days_past_due)
+            if due is not None:
+                candidates.append(due)
+            streak = contact_signals.streak_start(state)
+            if streak is not None:
+                for threshold in self.rules.thresholds.get("contact.unreachable_for", ()):
+                    if streak + threshold + 0.001 > clock:
+                        candidates.append(streak + threshold + 0.001)
+                        break
+            candidates.extend(self.tracking.deadlines(state, clock))
+        return min((c for c in candidates if c > clock), default=float("inf"))
+
+
+def _cel_value(name: str, value: Any) -> Any:
+    kind = SIGNALS[name].type
+    if kind == "duration":
+        return dt.timedelta(seconds=value)
+    if kind == "timestamp":
+        return to_datetime(value) if value is not None else None
+    return value

@@ -1,0 +1,221 @@
+"""Per-loan state: what events leave behind, stored compactly.
+
+Times are float epoch seconds (cheap arithmetic; float round-trips exactly through orjson).
+``to_bytes``/``from_bytes`` use short keys and omit defaults so a typical active loan stays well
+under 2 KiB. Only ``dirty`` and the region object are transient: both are recomputed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import orjson
+
+# Fix quality: what a position can be trusted for.
+FIX_GPS, FIX_WIFI, FIX_LBS = 0, 1, 2
+
+
+@dataclass(slots=True)
+class DeviceState:
+    kind: str  # "wired" | "wireless"
+    bound_at: float | None = None  # when the loan first listed it (offline counts from here)
+    last_seen: float | None = None  # newest ping of any kind
+    last_event: str = ""
+    fix: list[float] | None = None  # newest accepted position: [ts, lat, lon, quality]
+    jump: list[float] | None = None  # last fix rejected as an impossible jump: [ts, lat, lon]
+    alarms: dict[str, float] = field(default_factory=dict)  # active alarm -> last raised at
+    alarm_event: str = ""
+
+    def dump(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"k": self.kind}
+        for key, value in (
+            ("b", self.bound_at),
+            ("s", self.last_seen),
+            ("e", self.last_event),
+            ("f", self.fix),
+            ("j", self.jump),
+            ("a", self.alarms),
+            ("ae", self.alarm_event),
+        ):
+            if value:
+                out[key] = value
+        return out
+
+    @classmethod
+    def load(cls, raw: dict[str, Any]) -> DeviceState:
+        return cls(
+            kind=raw["k"],
+            bound_at=raw.get("b"),
+            last_seen=raw.get("s"),
+            last_event=raw.get("e", ""),
+            fix=raw.get("f"),
+            jump=raw.get("j"),
+            alarms=raw.get("a", {}),
+            alarm_event=raw.get("ae", ""),
+        )
+
+
+@dataclass(slots=True)
+class InstallmentState:
+    number: int
+    due: int  # date.toordinal() of the due date (loan time zone)
+    amount: float
+    paid: float = 0.0
+    # Hashes of the money events applied to it: exact dedupe, so order never matters.
+    events: list[int] = field(default_factory=list)
+
+    @property
+    def settled(self) -> bool:
+        return self.paid >= self.amount - 0.005
+
+    def dump(self) -> list[Any]:
+        out: list[Any] = [self.number, self.due, self.amount]
+        if self.paid or self.events:
+            out.append(self.paid)
+        if self.events:
+            out.append(self.events)
+        return out
+
+    @classmethod
+    def load(cls, raw: list[Any]) -> InstallmentState:
+        return cls(raw[0], raw[1], raw[2], raw[3] if len(raw) > 3 else 0.0, *raw[4:5])
+
+
+@dataclass(slots=True)
+class AlertState:
+    """One rule's episode on this loan."""
+
+    status: str  # "pending" (condition holds, waiting for `for`) | "firing" | "inhibited"
+    active_since: float  # condition true since (evaluation instant)
+    started_at: float | None = None  # began firing (the episode id)
+    severity: str = ""  # current severity while firing (escalations)
+
+    def dump(self) -> list[Any]:
+        return [self.status, self.active_since, self.started_at, self.severity]
+
+    @classmethod
+    def load(cls, raw: list[Any]) -> AlertState:
+        return cls(*raw)
+
+
+@dataclass(slots=True)
+class LoanState:
+    loan_id: str
+    status: str = "active"
+    timezone: str = "Asia/Shanghai"
+    region: list[Any] | None = None  # compact home region, see geo.compact_region
+    devices: dict[str, DeviceState] = field(default_factory=dict)
+
+    # payments
+    installments: list[InstallmentState] = field(default_factory=list)
+    settled_through: int = 0  # instalments 1..n settled long ago and dropped from the state
+    cured: int = 0  # delinquencies cured so far (0 => the current one is the first)
+    last_received: float | None = None
+    failed_debits: list[list[float]] = field(default_factory=list)  # [ts, event hash]
+    payment_event: str = ""
+
+    # contacts: recent attempts sorted by time, [ts, code] (see signals.contact)
+    attempts: list[list[float]] = field(default_factory=list)
+    last_reached: float | None = None
+    contact_event: str = ""
+    reach_event: str = ""
+
+    # vehicle (fused from the trackers)
+    position: list[float] | None = None  # [ts, lat, lon, quality]
+    position_event: str = ""
+    inside: bool | None = None
+    outside_since: float | None = None
+    region_check: list[float] | None = None  # [lat, lon, clearance_m]
+    region_event: str = ""
+    place_id: str = ""
+    place_kind: str = ""
+    place_since: float | None = None
+    place_check: list[float] | None = None  # [lat, lon, clearance_m]
+    place_event: str = ""
+    cars_at_place: int = 0
+    anchor: list[float] | None = None  # [lat, lon, stationary since]
+    usual: list[list[float]] = field(default_factory=list)  # [lat, lon, seconds parked]
+    visits: list[list[Any]] = field(default_factory=list)  # [place_id, kind, first, last]
+    separated_m: float = 0.0
+
+    # evaluation
+    clock: float | None = None
+    pending_eval: float | None = None  # evaluate at this time (after a backfill settles)
+    alerts: dict[str, AlertState] = field(default_factory=dict)
+    seen: list[int] = field(default_factory=list)  # hashes of the latest event ids
+
+    # transient: recomputed after a restore
+    dirty: bool = True
+    region_obj: Any = None
+    deadline: float | None = None  # cached lower bound of the next deadline
+
+    # ------------------------------------------------------------------ serialisation
+
+    _FIELDS: ClassVar[tuple[tuple[str, str, Any], ...]] = (
+        ("st", "status", "active"),
+        ("tz", "timezone", "Asia/Shanghai"),
+        ("rg", "region", None),
+        ("sth", "settled_through", 0),
+        ("cu", "cured", 0),
+        ("lr", "last_received", None),
+        ("fd", "failed_debits", []),
+        ("pe", "payment_event", ""),
+        ("at", "attempts", []),
+        ("re", "last_reached", None),
+        ("ce", "contact_event", ""),
+        ("rce", "reach_event", ""),
+        ("po", "position", None),
+        ("poe", "position_event", ""),
+        ("in", "inside", None),
+        ("os", "outside_since", None),
+        ("rc", "region_check", None),
+        ("rge", "region_event", ""),
+        ("pl", "place_id", ""),
+        ("pk", "place_kind", ""),
+        ("ps", "place_since", None),
+        ("pc", "place_check", None),
+        ("ple", "place_event", ""),
+        ("cp", "cars_at_place", 0),
+        ("an", "anchor", None),
+        ("us", "usual", []),
+        ("vi", "visits", []),
+        ("sp", "separated_m", 0.0),
+        ("ck", "clock", None),
+        ("pv", "pending_eval", None),
+        ("sn", "seen", []),
+    )
+
+    def to_bytes(self) -> bytes:
+        out: dict[str, Any] = {"id": self.loan_id}
+        for key, name, default in self._FIELDS:
+            value = getattr(self, name)
+            if value != default:
+                out[key] = value
+        if self.devices:
+            out["dv"] = {k: d.dump() for k, d in self.devices.items()}
+        if self.installments:
+            out["in_"] = [i.dump() for i in self.installments]
+        if self.alerts:
+            out["al"] = {k: a.dump() for k, a in self.alerts.items()}
+        return orjson.dumps(out)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> LoanState:
+        raw = orjson.loads(data)
+        state = cls(loan_id=raw["id"])
+        for key, name, _ in cls._FIELDS:
+            if key in raw:
+                setattr(state, name, raw[key])
+        state.devices = {k: DeviceState.load(v) for k, v in raw.get("dv", {}).items()}
+        state.installments = [InstallmentState.load(i) for i in raw.get("in_", [])]
+        state.alerts = {k: AlertState.load(v) for k, v in raw.get("al", {}).items()}
+        return state
+
+    def semantic_bytes(self) -> bytes:
+        """The state without the duplicate filter's memory (for tests comparing outcomes)."""
+        seen, self.seen = self.seen, []
+        try:
+            return self.to_bytes()
+        finally:
+            self.seen = seen

@@ -1,0 +1,136 @@
+"""The FastAPI application: one factory wiring settings, Kafka, the idempotency store and routes.
+
+Production: `create_app()` (settings from the environment, a real producer, Redis dedup).
+Tests: `create_app(settings, producer=FakeProducer(), dedup=MemoryDedup())`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from prometheus_client import CollectorRegistry
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from rules.events import ContactAttempt, GpsPing, Loan, PaymentEvent
+from services.api import health, ingest
+from services.api.auth import Authenticator
+from services.api.dedup import DedupStore, RedisDedup
+from services.api.deps import ApiContext
+from services.api.errors import install_error_handlers
+from services.api.metrics import ApiMetrics, RequestMetricsMiddleware
+from services.api.pipeline import IngestPipeline
+from services.api.publisher import ProducerLike, Publisher
+from services.api.traccar import TraccarForward
+from services.kafka import make_producer
+from services.settings import Settings, get_settings
+
+DESCRIPTION = """\
+Streaming early warning for auto-loan lenders: GPS pings, payments and contact attempts in,
+alerts out when a borrower is about to become unreachable (失联).
+
+**Auth.** Every `/v1` route needs a credential: `Authorization: Bearer <token>` for users
+(roles viewer < operator < admin), or a vendor ingest key (`X-Api-Key: <key>` or Bearer) that
+may only call `/v1/ingest/gps` and `/v1/ingest/traccar`. Payments, contacts and loans need an
+operator or admin token. `/healthz`, `/readyz` and `/metrics` are open.
+
+**Ingest guarantees.** A 2xx means every accepted item is in Kafka (acks=all). Batches are JSON
+arrays; each item is validated on its own and rejects are reported per index and dead-lettered.
+Items are idempotent on `event_id`. 503 with `Retry-After` when Kafka cannot take the write.
+
+**Errors** are JSON: `{"error": code, "message": ..., "field": ..., "errors": [...]}`.
+"""
+
+# Models the hand-read request bodies refer to as #/components/schemas/<name>.
+_BODY_MODELS: tuple[type[BaseModel], ...] = (
+    GpsPing,
+    PaymentEvent,
+    ContactAttempt,
+    Loan,
+    TraccarForward,
+)
+
+
+class SkipwatchAPI(FastAPI):
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema:
+            return self.openapi_schema
+        schema = get_openapi(
+            title=self.title,
+            version=self.version,
+            description=self.description,
+            routes=self.routes,
+            tags=self.openapi_tags,
+        )
+        _, defs = models_json_schema(
+            [(model, "validation") for model in _BODY_MODELS],
+            ref_template="#/components/schemas/{model}",
+        )
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+        self.openapi_schema = schema
+        return schema
+
+
+def create_app(
+    settings: Settings | None = None,
+    producer: ProducerLike | None = None,
+    *,
+    dedup: DedupStore | None = None,
+    registry: CollectorRegistry | None = None,
+) -> FastAPI:
+    """The API. `producer` (started and stopped by the app) defaults to `make_producer(settings)`;
+    `dedup` defaults to Redis at `settings.redis.url`; metrics go to `registry` (a fresh one by
+    default, so several apps in one process do not collide)."""
+    settings = settings or get_settings()
+    metrics = ApiMetrics(registry)
+    authenticator = Authenticator(settings.auth)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # aiokafka binds its producer to the running loop, so it is built here, not above.
+        publisher = Publisher(
+            producer if producer is not None else make_producer(settings),
+            timeout_s=settings.kafka.produce_timeout_s,
+        )
+        store = (
+            dedup
+            if dedup is not None
+            else RedisDedup(settings.redis.url, settings.redis.key_prefix)
+        )
+        await publisher.start()
+        app.state.skipwatch = ApiContext(
+            settings=settings,
+            metrics=metrics,
+            authenticator=authenticator,
+            publisher=publisher,
+            dedup=store,
+            pipeline=IngestPipeline(
+                settings=settings, publisher=publisher, dedup=store, metrics=metrics
+            ),
+        )
+        try:
+            yield
+        finally:
+            await publisher.stop()
+            await store.close()
+
+    app = SkipwatchAPI(
+        title="skipwatch",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "ingest", "description": "Write events; 2xx only after Kafka acknowledged."},
+            {"name": "loans", "description": "Loan registration and state."},
+            {"name": "health", "description": "Probes and Prometheus metrics (no auth)."},
+        ],
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    app.include_router(health.router)
+    app.include_router(ingest.router)
+    return app

@@ -1,0 +1,71 @@
+"""CLI: `skipwatch rules check [DIR]` and `skipwatch backtest RECORDING ...`.
+
+Mounted by services/cli.py. All work is done by rules/; this module only reads and writes files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+
+from rules.backtest import run_backtest
+from rules.engine import Engine
+from rules.events.recording import Label, RecordingError, read_recording
+from rules.places import PlaceFileError, load_places
+from rules.spec import CATALOG_DIR, RuleLoadError, load_rules
+
+app = typer.Typer(help="Rule catalog tools.", no_args_is_help=True)
+
+
+@app.command("check")
+def check(
+    directory: Annotated[
+        Path | None, typer.Argument(help="Directory of *.yaml rule files (default: built-in).")
+    ] = None,
+) -> None:
+    """Validate rule files: schema, CEL syntax, variables and types. Exit 1 on the first error."""
+    try:
+        rules = load_rules(directory)
+    except RuleLoadError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for rule in rules.rules:
+        typer.echo(f"ok  {rule.severity.value:<8} {rule.id}")
+    typer.echo(f"{len(rules)} rules OK in {directory or CATALOG_DIR}")
+
+
+def backtest_command(
+    recording: Annotated[Path, typer.Argument(help="Recording (JSON lines, arrival order).")],
+    rules: Annotated[Path | None, typer.Option("--rules", help="Rule directory.")] = None,
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="Ground truth: {loan_id, unreachable_at} lines.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write AlertEvents as JSON lines.")
+    ] = None,
+    places: Annotated[Path | None, typer.Option("--places", help="Place file or dir.")] = None,
+    lateness: Annotated[float, typer.Option("--lateness", help="Allowed lateness, seconds.")] = 0.0,
+) -> None:
+    """Run the rules engine over a recording; print a summary (and precision/recall with labels)."""
+    try:
+        rule_set = load_rules(rules)
+        place_index = load_places(places or CATALOG_DIR / "places")
+        engine = Engine(rule_set, place_index)
+        with recording.open(encoding="utf-8") as handle:
+            events = [event for _, event in read_recording(handle)]
+        truth = None
+        if labels is not None:
+            lines = labels.read_text(encoding="utf-8").splitlines()
+            truth = [Label.model_validate_json(line) for line in lines if line.strip()]
+    except (RuleLoadError, PlaceFileError, RecordingError, OSError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    result = run_backtest(events, engine, labels=truth, lateness_s=lateness)
+    if out is not None:
+        with out.open("wb") as sink:
+            for alert in result.alerts:
+                sink.write(alert.model_dump_json().encode() + b"\n")
+    typer.echo(orjson.dumps(result.summary, option=orjson.OPT_INDENT_2).decode())

@@ -1,0 +1,238 @@
+"""Every default rule: a sequence that fires it, and a near miss that does not."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from rules.engine import Engine
+from rules.events import AlertEvent
+from rules.state import LoanState
+from tests.unit.rules.rules_factories import (
+    FAR,
+    FIRST_OVERDUE_H,
+    HOME,
+    IMPOUND_LOT,
+    SECOND_PLEDGE_LOT,
+    USED_CAR_MARKET,
+    at,
+    contact,
+    default_engine,
+    firing,
+    hourly_pings,
+    ping,
+    run,
+    start,
+)
+
+pytestmark = pytest.mark.unit
+
+OVERDUE = FIRST_OVERDUE_H  # first hour with days_past_due >= 1
+APART = (HOME[0] + 0.05, HOME[1])  # ~5.6 km from HOME
+NEAR = (HOME[0] + 0.001, HOME[1])
+OTHER = (31.2, 104.5)  # another unusual place, out of region
+
+
+@dataclass(frozen=True)
+class Case:
+    events: list[Any]
+    until: dt.datetime
+    extra: Callable[[Engine, LoanState], list[AlertEvent]] | None = None
+
+
+def every(
+    hours: float, start_h: float, end_h: float, where: tuple[float, float], **kw: Any
+) -> list[Any]:
+    out, h = [], start_h
+    while h < end_h:
+        out.append(ping(at(h), where, **kw))
+        h += hours
+    return out
+
+
+def wireless(h: float, where: tuple[float, float] = HOME) -> Any:
+    return ping(at(h), where, device="X1", kind="wireless")
+
+
+def place_count(
+    count: int, place: str, when: dt.datetime
+) -> Callable[[Engine, LoanState], list[AlertEvent]]:
+    return lambda engine, state: engine.apply_place_count(state, place, count, when)
+
+
+CASES: dict[str, tuple[Case, Case]] = {
+    "seed-missed-unreachable-out-of-region": (
+        Case(
+            [
+                *hourly_pings(0, OVERDUE),
+                contact(at(112), "powered_off"),
+                contact(at(113), "suspended"),
+                *hourly_pings(114, 117, FAR),
+            ],
+            at(117),
+        ),
+        # Same, but the car stays home.
+        Case(
+            [
+                *hourly_pings(0, OVERDUE),
+                contact(at(112), "powered_off"),
+                contact(at(113), "suspended"),
+                *hourly_pings(114, 117),
+            ],
+            at(117),
+        ),
+    ),
+    "first-missed-all-contacts-failing": (
+        Case(
+            [
+                *hourly_pings(0, 5),
+                contact(at(112), "no_answer"),
+                contact(at(113), "no_answer", "guarantor"),
+                contact(at(114), "busy", "emergency_contact"),
+            ],
+            at(115),
+        ),
+        # Only the borrower fails: one party is not "all contacts".
+        Case(
+            [*hourly_pings(0, 5), *(contact(at(112 + n), "no_answer") for n in range(3))],
+            at(115),
+        ),
+    ),
+    "offline-day-out-of-region": (
+        Case([*hourly_pings(0, 10), *hourly_pings(10, 13, FAR)], at(12 + 24, minutes=1)),
+        Case([*hourly_pings(0, 10), *hourly_pings(10, 13, FAR)], at(12 + 23)),
+    ),
+    "overdue-out-of-region": (
+        Case([*hourly_pings(0, 5), *every(6, 120, 170, FAR)], at(170)),
+        # Outside for 20 h only.
+        Case([*hourly_pings(0, 5), *every(6, 120, 140, FAR), *every(6, 140, 170, HOME)], at(170)),
+    ),
+    "stationary-unusual-place-overdue": (
+        Case([ping(at(0)), *every(6, 1, 120, OTHER)], at(120)),
+        # Parked 3+ days, but where it already parked 30 h before: a usual place.
+        Case([*hourly_pings(0, 30), *hourly_pings(31, 40, FAR), *every(6, 41, 170, HOME)], at(170)),
+    ),
+    "phone-dead-overdue": (
+        Case(
+            [*hourly_pings(0, 5), *(contact(at(112 + n), "powered_off") for n in range(3))], at(115)
+        ),
+        Case(
+            [
+                *hourly_pings(0, 5),
+                contact(at(112), "powered_off"),
+                contact(at(113), "no_answer"),
+                contact(at(114), "powered_off"),
+                contact(at(115), "powered_off"),
+            ],
+            at(116),
+        ),
+    ),
+    "tracker-tamper-at-risk-place": (
+        Case(
+            [
+                ping(at(0)),
+                ping(at(2), SECOND_PLEDGE_LOT),
+                ping(at(3), SECOND_PLEDGE_LOT, alarms=("removal",)),
+            ],
+            at(3),
+        ),
+        Case([ping(at(0)), ping(at(2)), ping(at(3), alarms=("removal",))], at(3)),
+    ),
+    "long-dwell-second-pledge-lot": (
+        Case([ping(at(0)), *hourly_pings(2, 10, SECOND_PLEDGE_LOT)], at(10)),
+        Case([ping(at(0)), *hourly_pings(2, 7, SECOND_PLEDGE_LOT), *hourly_pings(7, 10)], at(10)),
+    ),
+    "risk-place-dwell-overdue": (
+        Case([ping(at(0)), *hourly_pings(112, 116, USED_CAR_MARKET)], at(116)),
+        # The same visit before the due date.
+        Case([ping(at(0)), *hourly_pings(50, 54, USED_CAR_MARKET), *hourly_pings(54, 56)], at(116)),
+    ),
+    "financed-cars-cluster-at-lot": (
+        Case(
+            [ping(at(0)), ping(at(2), USED_CAR_MARKET)], at(2), place_count(3, "cd-ucm-001", at(2))
+        ),
+        Case(
+            [ping(at(0)), ping(at(2), USED_CAR_MARKET)], at(2), place_count(2, "cd-ucm-001", at(2))
+        ),
+    ),
+    "impounded": (
+        Case([ping(at(0)), *every(0.5, 2, 4.1, IMPOUND_LOT)], at(4)),
+        Case(
+            [
+                ping(at(0)),
+                ping(at(2), IMPOUND_LOT),
+                ping(at(2, minutes=50), IMPOUND_LOT),
+                ping(at(3)),
+            ],
+            at(4),
+        ),
+    ),
+    "trackers-separated": (
+        Case([wireless(0, APART), *every(1 / 6, 0, 1, HOME)], at(1)),
+        Case([wireless(0, NEAR), *every(1 / 6, 0, 1, HOME)], at(1)),
+    ),
+    "wired-silent-wireless-alive": (
+        Case([ping(at(0)), *(wireless(h) for h in (0, 3, 6))], at(7)),
+        Case([ping(at(0)), *(wireless(h) for h in (0, 3))], at(5.9)),
+    ),
+    "tracker-power-cut": (
+        Case(every(1 / 6, 0, 0.5, HOME, alarms=("power_cut",)), at(0.5)),
+        # Power back after 10 minutes (a workshop swapping the battery).
+        Case(
+            [*every(1 / 6, 0, 0.2, HOME, alarms=("power_cut",)), *every(1 / 6, 0.2, 0.5, HOME)],
+            at(0.5),
+        ),
+    ),
+    "tracker-removed": (
+        Case([ping(at(0)), ping(at(1), alarms=("removal",))], at(1)),
+        Case([ping(at(0)), ping(at(1), alarms=("vibration",))], at(1)),
+    ),
+    "all-trackers-offline-overdue": (
+        Case(hourly_pings(0, 100), at(99 + 48, minutes=1)),
+        Case(hourly_pings(0, 100), at(99 + 47)),
+    ),
+    "overdue-30-days": (
+        Case([ping(at(0))], at(OVERDUE, days=29)),
+        Case([ping(at(0))], at(OVERDUE, days=28)),
+    ),
+    "unreachable-3-days": (
+        Case([ping(at(0)), *(contact(at(112 + 12 * n), "no_answer") for n in range(7))], at(185)),
+        # Someone answered halfway: the streak restarts.
+        Case(
+            [
+                ping(at(0)),
+                *(contact(at(112 + 12 * n), "no_answer") for n in range(3)),
+                contact(at(150), "reached"),
+                *(contact(at(160 + 6 * n), "no_answer") for n in range(4)),
+            ],
+            at(185),
+        ),
+    ),
+}
+
+
+def test_every_default_rule_has_a_case() -> None:
+    assert {r.id for r in default_engine().rules.rules} == set(CASES)
+    assert len(CASES) >= 12
+
+
+def fired_rules(case: Case) -> set[str]:
+    engine, state = start()
+    alerts = run(engine, state, case.events, until=case.until)
+    if case.extra is not None:
+        alerts += case.extra(engine, state)
+    return firing(alerts)
+
+
+@pytest.mark.parametrize("rule_id", sorted(CASES))
+def test_rule_fires(rule_id: str) -> None:
+    assert rule_id in fired_rules(CASES[rule_id][0])
+
+
+@pytest.mark.parametrize("rule_id", sorted(CASES))
+def test_rule_near_miss_does_not_fire(rule_id: str) -> None:
+    assert rule_id not in fired_rules(CASES[rule_id][1])

@@ -1,0 +1,531 @@
+"""The deployment files agree with the code: docker-compose.yml, deploy/Dockerfile,
+deploy/prometheus/, deploy/grafana/ and deploy/k8s/.
+
+No Docker or Kubernetes here: the files are parsed and cross-checked (commands are real
+`skipwatch` subcommands, ports match the settings defaults, every scrape target is a compose
+service, every metric a dashboard or alert uses is one the code defines, settings validate).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from services.settings import (
+    ApiSettings,
+    GatewaySettings,
+    KafkaSettings,
+    Settings,
+    WorkerSettings,
+)
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
+GRAFANA_DIR = ROOT / "deploy" / "grafana"
+K8S_DIR = ROOT / "deploy" / "k8s"
+
+# `skipwatch` subcommands a deployment may run, as (command, subcommand-or-None).
+SUBCOMMANDS = {
+    "worker": None,
+    "api": None,
+    "dispatcher": None,
+    "simulate": None,
+    "gateway": {"jt808"},
+    "topics": {"create"},
+}
+SKIPWATCH_SERVICES = {"topics", "worker", "api", "gateway", "dispatcher", "simulator"}
+
+# Ports that are not (yet) in services/settings.py: gateway and dispatcher metrics.
+GATEWAY_METRICS_PORT = 9808
+DISPATCHER_METRICS_PORT = 9102
+
+# Names that may appear in PromQL besides skipwatch_* metrics.
+STANDARD_METRICS = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
+PROMQL_WORDS = {
+    "and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring",
+    "group_left", "group_right", "inf", "nan",
+}  # fmt: skip
+# Source files that define the metrics the dashboards and alerts use.
+METRIC_SOURCES = [ROOT / "streams", ROOT / "services"]
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def _interpolate(value: Any) -> Any:
+    """Compose-style `${VAR:-default}` / `${VAR-default}` / `${VAR}` with VAR unset."""
+    if not isinstance(value, str):
+        return value
+    return re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::?-([^}]*))?\}", lambda m: m.group(1) or "", value)
+
+
+def _command(cmd: Any) -> list[str]:
+    assert isinstance(cmd, list), f"command must be an exec-form list, got {cmd!r}"
+    return [str(c) for c in cmd]
+
+
+def _check_subcommand(args: list[str], where: str) -> None:
+    assert args, f"{where}: empty command"
+    assert args[0] in SUBCOMMANDS, f"{where}: {args[0]!r} is not a skipwatch subcommand"
+    subs = SUBCOMMANDS[args[0]]
+    if subs is not None:
+        assert len(args) > 1 and args[1] in subs, f"{where}: `{args[0]}` needs one of {subs}"
+
+
+def _env_settings(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for name in list(os.environ):
+        if name.upper().startswith("SKIPWATCH_"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        if name.startswith("SKIPWATCH_"):
+            monkeypatch.setenv(name, str(_interpolate(value)))
+    return Settings()
+
+
+def _metric_names(expr: str) -> set[str]:
+    """Metric names in a PromQL expression (good enough for the expressions in this repo)."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # string literals
+    text = re.sub(r"\{[^}]*\}", "", text)  # label matchers
+    text = re.sub(r"\[[^\]]*\]", "", text)  # range / subquery selectors
+    text = re.sub(
+        r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text
+    )  # label lists
+    names = set()
+    for match in re.finditer(r"(?<![\w$.])([A-Za-z_:][A-Za-z0-9_:]*)\b(\s*\()?", text):
+        name, call = match.group(1), match.group(2)
+        if call or name.lower() in PROMQL_WORDS:
+            continue
+        names.add(name)
+    return names
+
+
+def _metric_source_text() -> str:
+    return "\n".join(
+        p.read_text(encoding="utf-8") for d in METRIC_SOURCES for p in sorted(d.rglob("*.py"))
+    )
+
+
+def _check_metric_names(exprs: dict[str, str]) -> None:
+    """Every metric is skipwatch_* or standard; a skipwatch_* one exists in the code, unless the
+    code defines no metric of its family yet (a process still being written)."""
+    source = _metric_source_text()
+    assert exprs
+    for where, expr in exprs.items():
+        names = _metric_names(expr)
+        assert names, f"{where}: no metric in {expr!r}"
+        for name in names:
+            if name in STANDARD_METRICS:
+                continue
+            assert name.startswith("skipwatch_"), f"{where}: {name!r} is not a skipwatch metric"
+            family = "_".join(name.split("_")[:2]) + "_"  # skipwatch_worker_, skipwatch_ingest_
+            if f'"{family}' not in source:
+                continue  # e.g. skipwatch_webhook_*: the dispatcher has not landed yet
+            base = re.sub(r"_(total|bucket|sum|count|created)$", "", name)
+            assert f'"{base}' in source, f"{where}: {name!r}: no metric {base!r} in the code"
+
+
+# --------------------------------------------------------------------------------------------
+# docker-compose.yml
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return compose["services"]  # type: ignore[no-any-return]
+
+
+def _container_ports(svc: dict[str, Any]) -> set[int]:
+    ports = set()
+    for entry in svc.get("ports", []):
+        ports.add(int(str(_interpolate(entry)).rsplit(":", 1)[-1].split("/")[0]))
+    for entry in svc.get("expose", []):
+        ports.add(int(str(entry).split("/")[0]))
+    return ports
+
+
+def test_compose_has_the_whole_stack(services: dict[str, dict[str, Any]]) -> None:
+    expected = SKIPWATCH_SERVICES | {"kafka", "redis", "prometheus", "grafana"}
+    assert expected <= set(services)
+
+
+def test_compose_skipwatch_commands_are_real_subcommands(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name in SKIPWATCH_SERVICES:
+        svc = services[name]
+        assert svc["build"]["dockerfile"] == "deploy/Dockerfile"
+        assert (ROOT / svc["build"]["context"] / svc["build"]["dockerfile"]).is_file()
+        _check_subcommand(_command(svc["command"]), f"compose service {name}")
+    assert _command(services["topics"]["command"]) == ["topics", "create"]
+    assert _command(services["gateway"]["command"])[:2] == ["gateway", "jt808"]
+    assert _command(services["simulator"]["command"])[0] == "simulate"
+
+
+def test_compose_ports_match_settings_defaults(services: dict[str, dict[str, Any]]) -> None:
+    assert ApiSettings().port in _container_ports(services["api"])
+    assert GatewaySettings().port in _container_ports(services["gateway"])
+    assert WorkerSettings().metrics_port in _container_ports(services["worker"])
+    assert GATEWAY_METRICS_PORT in _container_ports(services["gateway"])
+    assert DISPATCHER_METRICS_PORT in _container_ports(services["dispatcher"])
+    env = services["api"]["environment"]
+    assert int(env["SKIPWATCH_API__PORT"]) == ApiSettings().port
+    assert int(env["SKIPWATCH_GATEWAY__PORT"]) == GatewaySettings().port
+    assert int(env["SKIPWATCH_WORKER__METRICS_PORT"]) == WorkerSettings().metrics_port
+    assert int(_interpolate(env["SKIPWATCH_KAFKA__PARTITIONS"])) == KafkaSettings().partitions
+
+
+def test_compose_env_is_shared_and_valid(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    assert "x-skipwatch-env: &skipwatch-env" in text
+    assert "local" in text.lower() and "SKIPWATCH_AUTH__TOKENS" in text
+    for name in SKIPWATCH_SERVICES:
+        env = services[name]["environment"]
+        assert env["SKIPWATCH_KAFKA__BOOTSTRAP_SERVERS"] == "kafka:29092", name
+        assert env["SKIPWATCH_REDIS__URL"].startswith("redis://redis:"), name
+        settings = _env_settings(env, monkeypatch)
+        assert settings.api.host == "0.0.0.0"  # reachable from other containers
+        assert settings.gateway.host == "0.0.0.0"
+        assert "admin" in settings.auth.tokens.values()
+    assert _env_settings(services["worker"]["environment"], monkeypatch).worker.store.startswith(
+        "rocksdb://"
+    )
+
+
+def test_compose_kafka_is_single_node_kraft(services: dict[str, dict[str, Any]]) -> None:
+    kafka = services["kafka"]
+    assert kafka["image"] == "apache/kafka:3.9.1"
+    env = {k: str(_interpolate(v)) for k, v in kafka["environment"].items()}
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    node = env["KAFKA_NODE_ID"]
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"].startswith(f"{node}@kafka:")
+    assert env["CLUSTER_ID"]
+    advertised = env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    listeners = {entry.split("://")[0] for entry in env["KAFKA_LISTENERS"].split(",")}
+    assert "INTERNAL://kafka:29092" in advertised  # what the skipwatch containers bootstrap from
+    assert env["KAFKA_CONTROLLER_LISTENER_NAMES"] in listeners
+    assert env["KAFKA_INTER_BROKER_LISTENER_NAME"] in listeners
+    protocol_map = dict(
+        p.split(":") for p in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    )
+    assert listeners <= set(protocol_map)
+    for key in (
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR",
+    ):
+        assert env[key] == "1", key
+    assert "/opt/kafka/bin/" in json.dumps(kafka["healthcheck"]["test"])
+    assert "redis-cli" in services["redis"]["healthcheck"]["test"]
+
+
+def test_compose_start_order(services: dict[str, dict[str, Any]]) -> None:
+    assert services["topics"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert services["topics"]["restart"] == "no"
+    for name in SKIPWATCH_SERVICES - {"topics"}:
+        dep = services[name]["depends_on"]["topics"]
+        assert dep["condition"] == "service_completed_successfully", name
+    for name in SKIPWATCH_SERVICES - {"topics", "simulator"}:
+        assert services[name]["healthcheck"]["test"], name
+    assert "replicas" in services["worker"]["deploy"]
+    assert "profiles" not in services["simulator"]  # `docker compose up` includes the demo data
+
+
+def test_compose_mounts_exist(services: dict[str, dict[str, Any]]) -> None:
+    for name in ("prometheus", "grafana"):
+        for volume in services[name]["volumes"]:
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), f"{name}: {source} missing"
+
+
+# --------------------------------------------------------------------------------------------
+# deploy/Dockerfile and .dockerignore
+
+
+def test_dockerfile_essentials() -> None:
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    stages = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", text, re.M | re.I)
+    assert len(stages) >= 2, "multi-stage build expected"
+    assert "python:3.11-slim" in text
+    assert re.search(r'^ENTRYPOINT \["skipwatch"\]$', text, re.M)
+    users = re.findall(r"^USER\s+(\S+)", text, re.M)
+    assert users and users[-1].split(":")[0] not in {"root", "0"}
+    assert "HEALTHCHECK" in text
+    ignore = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
+    for entry in ("**/.venv", "**/.skipwatch", "deploy/kafka/lib", "**/__pycache__", "tests"):
+        assert entry in ignore, entry
+
+
+# --------------------------------------------------------------------------------------------
+# Prometheus
+
+
+@pytest.fixture(scope="module")
+def prometheus() -> dict[str, Any]:
+    data = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def rules() -> list[dict[str, Any]]:
+    data = yaml.safe_load((PROMETHEUS_DIR / "rules.yml").read_text(encoding="utf-8"))
+    return [rule for group in data["groups"] for rule in group["rules"]]
+
+
+def test_prometheus_targets_are_compose_services(
+    prometheus: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    targets: dict[str, set[int]] = {}
+    for job in prometheus["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            for target in static["targets"]:
+                host, port = target.rsplit(":", 1)
+                targets.setdefault(host, set()).add(int(port))
+        for dns in job.get("dns_sd_configs", []):
+            for host in dns["names"]:
+                targets.setdefault(host, set()).add(int(dns["port"]))
+    assert {"api", "worker", "gateway", "dispatcher"} <= set(targets)
+    for host, ports in targets.items():
+        assert host in services, f"scrape target {host} is not a compose service"
+        if host in SKIPWATCH_SERVICES:
+            assert ports <= _container_ports(services[host]), (host, ports)
+    assert targets["api"] == {ApiSettings().port}
+    assert targets["worker"] == {WorkerSettings().metrics_port}
+    # The files Prometheus loads are the ones compose mounts.
+    mounted = {v.split(":")[1] for v in services["prometheus"]["volumes"] if v.startswith("./")}
+    for rule_file in prometheus["rule_files"]:
+        assert rule_file in mounted
+
+
+def test_prometheus_alert_rules(rules: list[dict[str, Any]]) -> None:
+    names = {rule["alert"] for rule in rules}
+    for wanted in (
+        "SkipwatchWorkerDown",
+        "SkipwatchDeadLettersRising",
+        "SkipwatchEventTimeLagHigh",
+        "SkipwatchWorkerStalled",
+        "SkipwatchWebhookDeliveriesFailing",
+    ):
+        assert wanted in names
+    for rule in rules:
+        assert rule["labels"]["severity"] in {"info", "warning", "critical"}, rule["alert"]
+        assert rule["annotations"]["summary"], rule["alert"]
+    _check_metric_names({rule["alert"]: rule["expr"] for rule in rules})
+
+
+def test_promql_metric_name_extraction() -> None:
+    expr = (
+        'histogram_quantile(0.99, sum by (le, topic) (rate(skipwatch_worker_x_bucket{a="b"}'
+        '[$__rate_interval]))) > 0 and on () up{job="x"} == 0'
+    )
+    assert _metric_names(expr) == {"skipwatch_worker_x_bucket", "up"}
+
+
+# --------------------------------------------------------------------------------------------
+# Grafana
+
+
+def _dashboard_files() -> list[Path]:
+    files = sorted((GRAFANA_DIR / "dashboards").glob("*.json"))
+    assert files
+    return files
+
+
+def test_grafana_provisioning(services: dict[str, dict[str, Any]]) -> None:
+    mounts = {
+        v.split(":")[0].removeprefix("./"): v.split(":")[1]
+        for v in services["grafana"]["volumes"]
+        if v.startswith("./")
+    }
+    provisioning = GRAFANA_DIR / "provisioning"
+    datasources = [
+        ds
+        for f in sorted((provisioning / "datasources").glob("*.y*ml"))
+        for ds in yaml.safe_load(f.read_text(encoding="utf-8"))["datasources"]
+    ]
+    assert [ds["type"] for ds in datasources] == ["prometheus"]
+    url = datasources[0]["url"]
+    host, port = url.split("//")[1].rstrip("/").split(":")
+    assert host in services and int(port) == 9090
+    providers = [
+        p
+        for f in sorted((provisioning / "dashboards").glob("*.y*ml"))
+        for p in yaml.safe_load(f.read_text(encoding="utf-8"))["providers"]
+    ]
+    assert providers
+    for provider in providers:
+        # The provider's path is where compose mounts deploy/grafana/dashboards.
+        assert provider["options"]["path"] == mounts["deploy/grafana/dashboards"]
+    assert mounts["deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+
+
+def test_grafana_dashboard_queries(services: dict[str, dict[str, Any]]) -> None:
+    for path in _dashboard_files():
+        dashboard = json.loads(path.read_text(encoding="utf-8"))
+        assert dashboard["uid"] and dashboard["title"]
+        panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+        ids = [p["id"] for p in dashboard["panels"]]
+        assert len(ids) == len(set(ids)), "panel ids must be unique"
+        exprs = {
+            f"{path.name}: {panel['title']} {target['refId']}": target["expr"]
+            for panel in panels
+            for target in panel["targets"]
+        }
+        _check_metric_names(exprs)
+        used = {name for expr in exprs.values() for name in _metric_names(expr)}
+        for wanted in (
+            "skipwatch_worker_events_total",
+            "skipwatch_worker_alerts_total",
+            "skipwatch_worker_deadletters_total",
+            "skipwatch_worker_event_time_lag_seconds_bucket",
+        ):
+            assert wanted in used, wanted
+        assert any(n.startswith("skipwatch_ingest_") for n in used)
+        assert any(n.startswith("skipwatch_jt808_") for n in used)
+
+
+# --------------------------------------------------------------------------------------------
+# Kubernetes
+
+
+def _k8s_docs() -> list[tuple[Path, dict[str, Any]]]:
+    docs = []
+    for path in sorted(K8S_DIR.rglob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            if doc is not None:
+                docs.append((path, doc))
+    return docs
+
+
+@pytest.fixture(scope="module")
+def k8s() -> list[tuple[Path, dict[str, Any]]]:
+    docs = _k8s_docs()
+    assert docs
+    return docs
+
+
+def _objects(k8s: list[tuple[Path, dict[str, Any]]], kind: str) -> dict[str, dict[str, Any]]:
+    return {doc["metadata"]["name"]: doc for _, doc in k8s if doc.get("kind") == kind}
+
+
+def _pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    return workload["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+
+
+def test_k8s_manifests_are_well_formed(k8s: list[tuple[Path, dict[str, Any]]]) -> None:
+    for path, doc in k8s:
+        where = path.relative_to(ROOT)
+        assert doc.get("apiVersion") and doc.get("kind"), where
+        if doc["kind"] == "Kustomization":
+            for resource in doc["resources"]:
+                assert (path.parent / resource).is_file(), resource
+            continue
+        assert doc["metadata"]["name"], where
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"].get("namespace") == "skipwatch", where
+    kustomization = next(doc for _, doc in k8s if doc["kind"] == "Kustomization")
+    listed = {K8S_DIR / r for r in kustomization["resources"]}
+    base = {p for p in K8S_DIR.glob("*.yaml") if p.name != "kustomization.yaml"}
+    assert base == listed, "every base manifest is listed in kustomization.yaml"
+    assert not any(doc["kind"] == "Secret" for p, doc in k8s if p in listed), "no Secret in base"
+
+
+def test_k8s_workloads(k8s: list[tuple[Path, dict[str, Any]]]) -> None:
+    workloads = {
+        **_objects(k8s, "Deployment"),
+        **_objects(k8s, "StatefulSet"),
+        **_objects(k8s, "Job"),
+    }
+    assert set(workloads) == {
+        "skipwatch-api",
+        "skipwatch-gateway",
+        "skipwatch-dispatcher",
+        "skipwatch-worker",
+        "skipwatch-topics",
+    }
+    for name, workload in workloads.items():
+        spec = _pod_spec(workload)
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        if workload["kind"] != "Job":
+            selector = workload["spec"]["selector"]["matchLabels"]
+            labels = workload["spec"]["template"]["metadata"]["labels"]
+            assert selector.items() <= labels.items(), name
+        for container in spec["containers"]:
+            _check_subcommand(container["args"], f"{name}/{container['name']}")
+            resources = container["resources"]
+            assert resources["requests"]["memory"] and resources["limits"]["memory"], name
+            ports = {p["containerPort"] for p in container.get("ports", [])}
+            annotations = workload["spec"]["template"]["metadata"].get("annotations", {})
+            if annotations.get("prometheus.io/scrape") == "true":
+                assert int(annotations["prometheus.io/port"]) in ports, name
+    api = _pod_spec(workloads["skipwatch-api"])["containers"][0]
+    assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert api["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert {p["containerPort"] for p in api["ports"]} == {ApiSettings().port}
+    gateway = _pod_spec(workloads["skipwatch-gateway"])["containers"][0]
+    assert GatewaySettings().port in {p["containerPort"] for p in gateway["ports"]}
+    worker = _pod_spec(workloads["skipwatch-worker"])["containers"][0]
+    assert {p["containerPort"] for p in worker["ports"]} == {WorkerSettings().metrics_port}
+    assert workloads["skipwatch-worker"]["spec"]["volumeClaimTemplates"]
+    assert workloads["skipwatch-topics"]["spec"]["template"]["spec"]["containers"][0]["args"] == [
+        "topics",
+        "create",
+    ]
+
+
+def test_k8s_workers_scale_within_partitions(
+    k8s: list[tuple[Path, dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _objects(k8s, "ConfigMap")["skipwatch-config"]["data"]
+    secret = _objects(k8s, "Secret")["skipwatch-secrets"]["stringData"]
+    for value in secret.values():
+        assert "REPLACE" in value or value == "{}", "the Secret template holds no real secret"
+    settings = _env_settings({**config, **secret}, monkeypatch)
+    assert settings.env == "prod"
+    assert settings.worker.store.startswith("rocksdb://")
+    worker = _objects(k8s, "StatefulSet")["skipwatch-worker"]
+    assert 1 <= worker["spec"]["replicas"] <= settings.kafka.partitions
+    mounts = {
+        m["mountPath"] for m in worker["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    }
+    assert any(str(settings.worker.data_dir).startswith(m) for m in mounts)
+
+
+def test_k8s_services_and_hpa(k8s: list[tuple[Path, dict[str, Any]]]) -> None:
+    pods = [
+        w["spec"]["template"]
+        for kind in ("Deployment", "StatefulSet")
+        for w in _objects(k8s, kind).values()
+    ]
+    for name, service in _objects(k8s, "Service").items():
+        selector = service["spec"]["selector"]
+        matching = [p for p in pods if selector.items() <= p["metadata"]["labels"].items()]
+        assert matching, f"Service {name} selects no pod"
+        port_names = {
+            port["name"] for p in matching for c in p["spec"]["containers"] for port in c["ports"]
+        }
+        for port in service["spec"]["ports"]:
+            assert port["targetPort"] in port_names, (name, port)
+    assert _objects(k8s, "Service")["skipwatch-gateway"]["spec"]["ports"][0]["protocol"] == "TCP"
+    for hpa in _objects(k8s, "HorizontalPodAutoscaler").values():
+        assert hpa["spec"]["scaleTargetRef"]["name"] in _objects(k8s, "Deployment")
