@@ -37,8 +37,9 @@ class EngineConfig:
     accuracy_lbs_m: float = 1_500.0
     # removal/tamper/... are one-shot alarms: active this long after the last one.
     alarm_hold_s: float = 24 * HOUR
-    # Wired and wireless fixes are compared only when taken this close in time.
-    separation_max_skew_s: float = 6 * HOUR
+    # Wired and wireless fixes are compared only when taken this close in time (a moving car
+    # makes older pairs disagree); the last comparison holds until the next comparable pair.
+    separation_max_skew_s: float = 15 * 60.0
     # After buffered (backfill) or late data, wait this long for a live fix before evaluating,
     # so a stale position never raises a live alert that the next live ping would clear.
     backfill_settle_s: float = 300.0

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from bisect import bisect_left, bisect_right
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,7 +37,7 @@ from rules.signals import contact as contact_signals
 from rules.signals import payment as payment_signals
 from rules.signals.catalog import SIGNALS
 from rules.signals.vehicle import Tracking
-from rules.spec import CATALOG_DIR, Expression, Rule, RuleSet, bucket, load_rules, nest
+from rules.spec import CATALOG_DIR, Expression, Rule, RuleSet, load_rules, nest
 from rules.state import AlertState, DeviceState, LoanState
 
 InputEvent = Loan | GpsPing | PaymentEvent | ContactAttempt
@@ -76,6 +77,14 @@ class Engine:
         self.tracking = Tracking(config, places, rules.thresholds, self.stats)
         self._max_days_past_due = int(max(rules.thresholds.get("payment.days_past_due", (0,)))) + 1
         self._memo: dict[tuple[Any, ...], bool] = {}
+        # Per rule, per expression (0 = condition, 1.. = escalations): the memo-key layout.
+        self._layouts: list[list[tuple[tuple[str, tuple[float, ...] | None], ...]]] = [
+            [
+                tuple((name, rule.bucketed.get(name)) for name in expr.inputs)
+                for expr in (rule.condition, *(e for e, _ in rule.escalations))
+            ]
+            for rule in rules.rules
+        ]
 
     @classmethod
     def default(cls) -> Engine:
@@ -249,13 +258,12 @@ class Engine:
         self, rule_index: int, n: int, rule: Rule, expr: Expression, signals: Mapping[str, Any]
     ) -> bool:
         key: list[Any] = [rule_index, n]
-        bucketed = rule.bucketed
-        for name in expr.inputs:
+        for name, thresholds in self._layouts[rule_index][n]:
             value = signals[name]
-            thresholds = bucketed.get(name)
             if thresholds is not None:
-                key.append(bucket(value, thresholds))
-            elif isinstance(value, list):
+                key.append(bisect_left(thresholds, value))
+                key.append(bisect_right(thresholds, value))
+            elif value.__class__ is list:
                 key.append(tuple(value))
             else:
                 key.append(value)

@@ -20,6 +20,11 @@ from rules.spec import CATALOG_DIR, RuleLoadError, load_rules
 app = typer.Typer(help="Rule catalog tools.", no_args_is_help=True)
 
 
+@app.callback()
+def rules_group() -> None:
+    """Rule catalog tools."""
+
+
 @app.command("check")
 def check(
     directory: Annotated[

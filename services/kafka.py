@@ -33,6 +33,11 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("deadletter", co_partitioned=False),
 )
 INPUT_TOPICS = ("loans", "gps.raw", "payments", "contacts")
+# The worker's own repartition topics: pings re-keyed by loan, and device→loan bindings.
+WORKER_TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec("gps.bound"),
+    TopicSpec("device-bindings", compacted=True),
+)
 
 
 def _topic_config(spec: TopicSpec) -> dict[str, str]:
@@ -89,12 +94,13 @@ async def ensure_topics(
         await admin.close()
 
 
-async def ensure_topics_for(settings: Settings) -> list[str]:
+async def ensure_topics_for(settings: Settings, worker: bool = False) -> list[str]:
     return await ensure_topics(
         settings.kafka.bootstrap_servers,
         settings.kafka.topic_prefix,
         settings.kafka.partitions,
         settings.kafka.replication_factor,
+        specs=TOPICS + WORKER_TOPICS if worker else TOPICS,
     )
 
 

@@ -45,6 +45,16 @@ class ApiSettings(BaseModel):
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     max_batch_items: Annotated[int, Field(ge=1, le=100_000)] = 5000
     max_body_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
+    # Run the projector (Kafka -> Redis view) inside the API process, so `skipwatch api` alone
+    # serves live alerts. Turn off where a separate process projects, or for ingest-only nodes.
+    projector_enabled: bool = True
+    # Also read payments, contacts and (sampled) pings for loan timelines.
+    projector_timeline: bool = True
+    # A loan timeline keeps every ping alarm but at most one position per device per interval.
+    timeline_ping_interval_s: Annotated[float, Field(ge=0)] = 600.0
+    timeline_cap: Annotated[int, Field(ge=10, le=10_000)] = 200
+    # Comment lines on idle server-sent-event streams keep proxies from closing them.
+    sse_heartbeat_s: Annotated[float, Field(gt=0, le=300)] = 15.0
 
 
 class AuthSettings(BaseModel):
@@ -82,8 +92,11 @@ class WorkerSettings(BaseModel):
     clock: Literal["wall", "event"] = "wall"
     # How far behind the newest event time a record may arrive and still count as live.
     allowed_lateness_s: Annotated[float, Field(ge=0)] = 300.0
+    # Rule files and risk-place files; default: the shipped rules/catalog/.
     rules_dir: Path | None = None
-    places_file: Path | None = None
+    places_dir: Path | None = None
+    # How long a silent worker keeps its partitions before the others take them over.
+    session_timeout_s: Annotated[float, Field(ge=6, le=300)] = 30.0
 
 
 class GatewaySettings(BaseModel):

@@ -7,7 +7,8 @@ One generator core (`Simulation`) and several sinks:
 - `mixed_stream`, a fast flat stream of serialized records for benchmarks.
 
 Everything is seeded: each loan draws from its own `random.Random(f"{seed}:{index}:...")`, so the
-same seed gives byte-identical output, and a loan does not change when the portfolio grows.
+same seed gives byte-identical output, and a loan depends only on the seed, its index and its
+scenario, not on how many other loans are simulated alongside it.
 
 Values are built as plain dicts in the shape of the `rules.events` models (and checked against
 them by the tests) rather than as model instances: constructing a pydantic model per ping would
@@ -31,6 +32,7 @@ from typing import Any, Protocol
 import orjson
 
 from rules.events import Alarm, Channel, DeviceKind, Fix, Label, Outcome, Party, PaymentType
+from rules.places import Place, PlaceKind, load_places
 
 # Asia/Shanghai has been UTC+8 all year since 1991 (no DST): a fixed offset is exact and much
 # faster to format than a ZoneInfo.
@@ -41,15 +43,6 @@ DAY = 86_400.0
 HOUR = 3_600.0
 EARTH_RADIUS_KM = 6371.0088
 KM_PER_DEG_LAT = 111.32
-
-# Unprefixed input topics (DESIGN §3) and which value field keys each one.
-TOPIC_KEY_FIELD = {
-    "loans": "loan_id",
-    "gps.raw": "device_id",
-    "payments": "loan_id",
-    "contacts": "loan_id",
-}
-
 
 # --------------------------------------------------------------------------------------------
 # Geography
@@ -120,41 +113,31 @@ def _toward(lat: float, lon: float, bearing_deg: float, km: float) -> tuple[floa
 
 
 # --------------------------------------------------------------------------------------------
-# Risk places (二押点, pawn shops, used-car markets)
+# Risk places (二押点, pawn shops, used-car markets): the rule engine's `rules.places.Place`
 
 
-@dataclass(frozen=True, slots=True)
-class RiskPlace:
-    place_id: str
-    name: str
-    kind: str  # e.g. second_pledge_lot, pawn_shop, used_car_market
-    lat: float
-    lon: float
-    radius_m: float = 300.0
+_GENERATED_PLACE_NAMES = {
+    PlaceKind.SECOND_PLEDGE_LOT: "{city}{n}号二押停车场（模拟）",
+    PlaceKind.PAWN_SHOP: "{city}{n}号典当行（模拟）",
+    PlaceKind.USED_CAR_MARKET: "{city}{n}号二手车市场（模拟）",
+}
+# The rule catalog's place list (a directory of .csv / .geojson files).
+CATALOG_PLACES = Path(__file__).resolve().parent.parent / "rules" / "catalog" / "places"
 
 
-# Kinds a borrower takes a car to; impound lots are where the lender takes it, not a skip.
-_SKIP_PLACE_HINTS = ("pledge", "pawn", "used", "market", "二押", "典当", "二手", "抵押")
-_GENERATED_PLACE_KINDS = (
-    ("second_pledge_lot", "{city}{n}号二押停车场"),
-    ("pawn_shop", "{city}{n}号典当行"),
-    ("used_car_market", "{city}{n}号二手车市场"),
-)
-
-
-def generate_places(seed: int, cities: Sequence[City] = PORTFOLIO_CITIES) -> tuple[RiskPlace, ...]:
+def generate_places(seed: int, cities: Sequence[City] = PORTFOLIO_CITIES) -> tuple[Place, ...]:
     """Plausible risk places 5–25 km from each city centre, two of each kind per city."""
-    places: list[RiskPlace] = []
+    places: list[Place] = []
     for city in cities:
         rng = random.Random(f"{seed}:places:{city.name}")
-        for kind, pattern in _GENERATED_PLACE_KINDS:
+        for kind, pattern in _GENERATED_PLACE_NAMES.items():
             for n in (1, 2):
                 lat, lon = _toward(city.lat, city.lon, rng.uniform(0, 360), rng.uniform(5, 25))
                 places.append(
-                    RiskPlace(
-                        place_id=f"sim-{city.name.lower()}-{kind}-{n}",
-                        name=pattern.format(city=city.name, n=n),
+                    Place(
+                        id=f"sim-{city.name.lower()}-{kind.value}-{n}",
                         kind=kind,
+                        name=pattern.format(city=city.name, n=n),
                         lat=round(lat, 6),
                         lon=round(lon, 6),
                         radius_m=round(rng.uniform(150, 400)),
@@ -163,94 +146,21 @@ def generate_places(seed: int, cities: Sequence[City] = PORTFOLIO_CITIES) -> tup
     return tuple(places)
 
 
-def find_catalog_places(catalog_dir: Path | None = None) -> Path | None:
-    """The places file of the rule catalog (`rules/catalog/places.*` or `places/*`), if any."""
-    root = catalog_dir or Path(__file__).resolve().parent.parent / "rules" / "catalog"
-    suffixes = (".json", ".geojson", ".yaml", ".yml")
-    candidates = sorted(root.glob("places.*")) + sorted(root.glob("places/*"))
-    for path in candidates:
-        if path.is_file() and path.suffix in suffixes:
-            return path
-    return None
+def catalog_places(path: Path = CATALOG_PLACES) -> tuple[Place, ...]:
+    """The catalog's risk places (file or directory), or none if it has no place list yet."""
+    if not path.exists():
+        return ()
+    return load_places(path).places
 
 
-def load_places(path: Path) -> tuple[RiskPlace, ...]:
-    """Read risk places from JSON, GeoJSON or YAML; tolerant of the common field spellings.
-
-    Accepts a list, ``{"places": [...]}`` or a GeoJSON FeatureCollection; each place needs a
-    position (``lat``/``lon``, ``center: [lat, lon]`` or a Point/Polygon geometry). Entries
-    without one are skipped: the simulator only needs somewhere to park a car.
-    """
-    text = path.read_text(encoding="utf-8")
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
-
-        data: Any = yaml.safe_load(text)
-    else:
-        data = orjson.loads(text)
-    if isinstance(data, dict):
-        data = data.get("places", data.get("features", []))
-    places: list[RiskPlace] = []
-    for number, item in enumerate(data if isinstance(data, list) else []):
-        place = _place_from(item, number)
-        if place is not None:
-            places.append(place)
-    return tuple(places)
-
-
-def _place_from(item: Any, number: int) -> RiskPlace | None:
-    if not isinstance(item, dict):
-        return None
-    props = item.get("properties")
-    attrs: dict[str, Any] = {**props, **item} if isinstance(props, dict) else dict(item)
-    position = _place_position(attrs)
-    if position is None:
-        return None
-    lat, lon, geometry_radius_m = position
-    radius_m = attrs.get("radius_m")
-    if radius_m is None and attrs.get("radius_km") is not None:
-        radius_m = float(attrs["radius_km"]) * 1000.0
-    kind = attrs.get("kind") or attrs.get("category") or attrs.get("place_type") or "risk_place"
-    if kind == "Feature":
-        kind = "risk_place"
-    place_id = attrs.get("place_id") or attrs.get("id") or f"place-{number}"
-    return RiskPlace(
-        place_id=str(place_id),
-        name=str(attrs.get("name") or place_id),
-        kind=str(kind),
-        lat=lat,
-        lon=lon,
-        radius_m=float(radius_m or attrs.get("radius") or geometry_radius_m or 300.0),
-    )
-
-
-def _place_position(attrs: dict[str, Any]) -> tuple[float, float, float | None] | None:
-    if "lat" in attrs and "lon" in attrs:
-        return float(attrs["lat"]), float(attrs["lon"]), None
-    center = attrs.get("center")
-    if isinstance(center, list | tuple) and len(center) == 2:
-        return float(center[0]), float(center[1]), None
-    geometry = attrs.get("geometry")
-    if not isinstance(geometry, dict):
-        return None
-    coords = geometry.get("coordinates")
-    if geometry.get("type") == "Point" and isinstance(coords, list):
-        return float(coords[1]), float(coords[0]), None  # GeoJSON is [lon, lat]
-    if geometry.get("type") == "Polygon" and isinstance(coords, list) and coords:
-        ring = [(float(p[1]), float(p[0])) for p in coords[0]]
-        lat = sum(p[0] for p in ring) / len(ring)
-        lon = sum(p[1] for p in ring) / len(ring)
-        radius_m = max(distance_km(lat, lon, p[0], p[1]) for p in ring) * 1000.0
-        return lat, lon, radius_m
-    return None
-
-
-def _places_near(
-    places: Sequence[RiskPlace], city: City, within_km: float = 80.0
-) -> list[RiskPlace]:
-    near = [p for p in places if distance_km(p.lat, p.lon, city.lat, city.lon) <= within_km]
-    preferred = [p for p in near if any(h in p.kind.lower() for h in _SKIP_PLACE_HINTS)]
-    return preferred or near
+def _places_near(places: Sequence[Place], city: City, within_km: float = 80.0) -> list[Place]:
+    """Where a borrower would take the car: not impound lots (that is the lender taking it)."""
+    return [
+        p
+        for p in places
+        if p.kind is not PlaceKind.IMPOUND_LOT
+        and distance_km(p.lat, p.lon, city.lat, city.lon) <= within_km
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -305,7 +215,7 @@ class SimulationConfig:
     duplicate_rate: float = 0.002
     out_of_order_rate: float = 0.005
     # Risk places to park skipping cars at; None: generated near each city.
-    places: tuple[RiskPlace, ...] | None = None
+    places: tuple[Place, ...] | None = None
     cities: tuple[City, ...] = PORTFOLIO_CITIES
 
     def __post_init__(self) -> None:
@@ -347,20 +257,31 @@ def format_ts(epoch_s: float) -> str:
     return datetime.fromtimestamp(int(epoch_s), CN_TZ).isoformat()
 
 
-def record_key(topic: str, value: dict[str, Any]) -> str:
-    """The Kafka key of DESIGN §3: device_id for gps.raw, loan_id for the loan topics."""
-    return str(value[TOPIC_KEY_FIELD[topic]])
-
-
 # --------------------------------------------------------------------------------------------
 # Borrowers and vehicles
 
-_SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董潘袁蔡蒋余于杜叶程魏苏吕丁任沈姚卢"
-_GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰涛明超华平刚桂英辉鹏飞玲霞斌波宇浩凯健俊帆琳婷雪梅兰峰亮建国志红"
-_PHONE_PREFIXES = ("130", "131", "132", "135", "136", "137", "138", "139", "150", "151", "152")
-_PHONE_PREFIXES += ("155", "158", "159", "166", "176", "177", "180", "181", "186", "187", "189")
+_SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董潘袁蔡蒋余于"
+_GIVEN = (
+    "伟芳娜敏静丽强磊军洋勇艳杰涛明超华平刚桂英辉鹏飞玲霞斌波宇浩凯健俊帆琳婷雪梅兰峰亮建国志红"
+)
+_PHONE_PREFIXES: tuple[str, ...] = (
+    "130",
+    "131",
+    "135",
+    "136",
+    "137",
+    "138",
+    "139",
+    "150",
+    "151",
+    "152",
+    "155",
+)
+_PHONE_PREFIXES += ("158", "159", "166", "176", "177", "180", "181", "186", "187", "189")
 _VIN_CHARS = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"  # ISO 3779: no I, O, Q
-_VIN_VALUE = {c: v for v, cs in enumerate(("", "AJ", "BKS", "CLT", "DMU", "ENV", "FW", "GPX")) for c in cs}
+_VIN_VALUE = {
+    c: v for v, cs in enumerate(("", "AJ", "BKS", "CLT", "DMU", "ENV", "FW", "GPX")) for c in cs
+}
 _VIN_VALUE.update({"H": 8, "Y": 8, "R": 9, "Z": 9})
 _VIN_VALUE.update({str(d): d for d in range(10)})
 _VIN_WEIGHTS = (8, 7, 6, 5, 4, 3, 2, 10, 0, 9, 8, 7, 6, 5, 4, 3, 2)
@@ -454,7 +375,7 @@ class _Plan:
     wireless_hours: tuple[float, ...]
     home_noise_m: float
     home_fix: Fix
-    avoid: list[RiskPlace]
+    avoid: list[Place]
     business: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
     # Skips and trips.
     departure: float | None = None  # leaves home for the skip trip
@@ -467,7 +388,7 @@ class _Plan:
     unreachable_at: float | None = None
     missed_due: date | None = None  # the seed case's missed instalment, before it leaves
     trip_days: dict[date, tuple[float, float]] = field(default_factory=dict)
-    gaps: list[tuple[float, float]] = field(default_factory=list)
+    gaps: list[tuple[float, float, float]] = field(default_factory=list)
 
 
 def _assign_scenarios(config: SimulationConfig) -> list[Scenario]:
@@ -530,7 +451,7 @@ class _Planner:
             if polygon
             else {"center": [round(center[0], 6), round(center[1], 6)], "radius_km": radius}
         )
-        schedule = self._schedule(rng)
+        schedule = self._schedule(rng, scenario)
         value: dict[str, Any] = {
             "schema_version": 1,
             "loan_id": loan_id,
@@ -572,10 +493,14 @@ class _Planner:
         self._behave(plan, rng, schedule)
         return plan
 
-    def _schedule(self, rng: random.Random) -> list[tuple[int, date, float]]:
+    def _schedule(self, rng: random.Random, scenario: Scenario) -> list[tuple[int, date, float]]:
         # Loans funded in the month before the window: the first instalment falls inside it, so
         # no instalment before the window is left without a payment event.
-        first_due = self.start_date + timedelta(days=rng.randint(1, 30))
+        latest = 30
+        if scenario is Scenario.SKIP_OUT_OF_REGION:
+            # The seed case needs an instalment to miss, with days left to see what follows.
+            latest = max(1, min(30, (_local_date(self.end - 4.5 * DAY) - self.start_date).days))
+        first_due = self.start_date + timedelta(days=rng.randint(1, latest))
         count = rng.choice((12, 18, 24, 36))
         principal = rng.randrange(40_000, 200_000, 1000)
         amount = round(principal * (1 + 0.012 * count) / count, 2)
@@ -589,7 +514,10 @@ class _Planner:
         in_window = [s for s in schedule if self.start_date <= s[1] <= self.end_date]
         scenario = plan.scenario
         if scenario.is_skip and not self._plan_skip(plan, rng, in_window):
-            scenario = plan.scenario = Scenario.PUNCTUAL  # window too short for this skip
+            # Window too short for this skip: one that needs no missed instalment, or none.
+            scenario = plan.scenario = Scenario.SKIP_TRACKER_CUT
+            if not self._plan_skip(plan, rng, in_window):
+                scenario = plan.scenario = Scenario.PUNCTUAL
         if scenario is Scenario.SHORT_TRIP:
             self._plan_trips(plan, rng)
         elif scenario is Scenario.TRACKER_GAP:
@@ -609,11 +537,12 @@ class _Planner:
         scenario = plan.scenario
         if scenario is Scenario.SKIP_OUT_OF_REGION:
             # The seed case: an instalment is missed first, then the car leaves 1–3 days later.
-            missed = [s for s in in_window if _local_midnight(s[1]) + 3.5 * DAY < self.end]
+            # Calls fail for a day or two before it goes.
+            missed = [s for s in in_window if _local_midnight(s[1]) + 4.5 * DAY < self.end]
             if not missed:
                 return False
             plan.missed_due = rng.choice(missed)[1]
-            day = plan.missed_due + timedelta(days=rng.randint(1, 3))
+            day = plan.missed_due + timedelta(days=rng.randint(2, 3))
         else:
             first = self.start_date + timedelta(days=max(1, int(0.2 * span / DAY)))
             last = _local_date(self.end - 1.5 * DAY)
@@ -631,8 +560,7 @@ class _Planner:
             else:
                 cut = arrival + rng.uniform(0.5, 5.0) * HOUR
                 plan.unreachable_at = cut
-                plan.wired_stop = cut + 601.0
-                lat, lon = plan.target
+                plan.wired_stop = cut  # from here on only the alarm pings below
                 # Trackers keep a backup battery: a few alarm pings after the main power goes.
                 for k, battery in enumerate((96.0, 91.0, 85.0)):
                     plan.alarm_pings.append((cut + 300.0 * k, "w", (Alarm.POWER_CUT,), battery))
@@ -646,8 +574,7 @@ class _Planner:
             [
                 c
                 for c in DESTINATION_CITIES
-                if 150 <= distance_km(c.lat, c.lon, *plan.home) <= 700
-                and c.name != plan.city.name
+                if 150 <= distance_km(c.lat, c.lon, *plan.home) <= 700 and c.name != plan.city.name
             ]
         )
         plan.target = _toward(dest.lat, dest.lon, rng.uniform(0, 360), rng.uniform(1, 6))
@@ -697,10 +624,16 @@ class _Planner:
             plan.trip_days[day] = out
 
     def _plan_gaps(self, plan: _Plan, rng: random.Random) -> None:
-        """Coverage gaps of 1–6 h: the wired tracker buffers and uploads the batch afterwards."""
+        """Coverage gaps of 1–6 h: the wired tracker buffers its fixes and uploads them later.
+
+        A gap is (start, end, upload): back in coverage the tracker goes on reporting live and
+        sends the buffer (JT/T 808 0x0704) minutes after its next scheduled report, so the old
+        pings arrive after newer ones.
+        """
         for _ in range(rng.randint(1, 3)):
             g0 = rng.uniform(self.start, self.end - 7 * HOUR)
-            plan.gaps.append((g0, g0 + rng.uniform(1.0, 6.0) * HOUR))
+            g1 = g0 + rng.uniform(1.0, 6.0) * HOUR
+            plan.gaps.append((g0, g1, g1 + plan.parked_interval_s + rng.uniform(60, 300)))
         plan.gaps.sort()
 
     # -- payments and contacts ------------------------------------------------------------
@@ -829,24 +762,28 @@ class _Planner:
             day += DAY
 
 
-
 def _point_in_region(
     rng: random.Random,
     center: tuple[float, float],
     near: tuple[float, float],
     km: tuple[float, float],
     inner_radius: float,
-    avoid: Sequence[RiskPlace],
+    avoid: Sequence[Place],
 ) -> tuple[float, float]:
-    """A point km[0]–km[1] from `near`, well inside the region, away from risk places."""
-    point = near
-    for _ in range(50):
-        point = _toward(*near, rng.uniform(0, 360), rng.uniform(*km))
+    """A point km[0]–km[1] from `near`, well inside the region, away from risk places.
+
+    From a home at the border most such points are outside: then anywhere in the inner half.
+    """
+    point = center
+    for attempt in range(60):
+        if attempt < 30:
+            point = _toward(*near, rng.uniform(0, 360), rng.uniform(*km))
+        else:
+            point = _toward(*center, rng.uniform(0, 360), rng.uniform(0, 0.5 * inner_radius))
         inside = distance_km(*point, *center) <= 0.75 * inner_radius
-        clear = all(distance_km(*point, p.lat, p.lon) > 1.5 for p in avoid)
-        if inside and clear:
+        if inside and all(distance_km(*point, p.lat, p.lon) > 1.5 for p in avoid):
             return point
-    return point
+    return center
 
 
 # --------------------------------------------------------------------------------------------
@@ -1069,7 +1006,7 @@ class Simulation:
                 for gap in plan.gaps:
                     if gap[0] <= t < gap[1]:
                         gap_uploads[gap] += 1
-                        forced = gap[1] + 1.0 + gap_uploads[gap] * 0.01
+                        forced = gap[2] + gap_uploads[gap] * 0.01
                 value = {
                     "schema_version": 1,
                     "event_id": f"{wired}-{wired_seq}",
@@ -1202,7 +1139,7 @@ def simulate_recording(
 
 @dataclass(frozen=True, slots=True)
 class TimeWarp:
-    """Maps simulated time onto the wall clock: `sim_start` happens at `wall_start`, `speed`× faster."""
+    """Simulated time on the wall clock: `sim_start` at `wall_start`, `speed` times faster."""
 
     sim_start: float
     wall_start: float
@@ -1232,8 +1169,7 @@ def live_records(records: Iterable[Record], warp: TimeWarp) -> Iterator[Record]:
         value = dict(record.value)
         if record.topic == "loans":
             value["schedule"] = [
-                {**item, "due_date": warp.wall_date(item["due_date"])}
-                for item in value["schedule"]
+                {**item, "due_date": warp.wall_date(item["due_date"])} for item in value["schedule"]
             ]
         else:
             value["ts"] = format_ts(warp.wall(record.event_time))
@@ -1379,14 +1315,14 @@ def mixed_stream(
     templates: list[tuple[bytes, tuple[float, float], tuple[int, float, bytes]]] = []
     for index in range(min(loans, _TEMPLATE_LOANS)):
         plan = planner.plan(index, Scenario.PUNCTUAL)
-        value = dict(plan.value, loan_id="{L}")
-        value["devices"] = [
+        stamped = dict(plan.value, loan_id="{L}")
+        stamped["devices"] = [
             {**d, "device_id": d["device_id"].replace(f"-{index + 1}-", "-{N}-")}
-            for d in value["devices"]
+            for d in stamped["devices"]
         ]
-        first = value["schedule"][0]
+        first = stamped["schedule"][0]
         due = (first["installment_no"], first["amount"], first["due_date"].encode())
-        templates.append((orjson.dumps(value), plan.home, due))
+        templates.append((orjson.dumps(stamped), plan.home, due))
 
     homes: list[tuple[float, float]] = []
     loan_keys: list[bytes] = []

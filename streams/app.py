@@ -30,6 +30,8 @@ from aiokafka.partitioner import murmur2
 from faust.types import EventT
 
 from rules.engine import Engine
+from rules.places import load_places
+from rules.spec import CATALOG_DIR, load_rules
 from rules.state import LoanState
 from rules.events import AlertEvent, GpsPing, InputEvent, Loan
 from services.kafka import deadletter_headers
@@ -77,15 +79,20 @@ class Pipeline:
     deadlines: DeadlineIndex
 
 
+def build_engine(settings: Settings) -> Engine:
+    """The shipped catalog and places, or the directories the settings name."""
+    rules = load_rules(settings.worker.rules_dir or CATALOG_DIR)
+    places = load_places(settings.worker.places_dir or CATALOG_DIR / "places")
+    return Engine(rules, places)
+
+
 def build_pipeline(
     settings: Settings,
     engine: Engine | None = None,
     metrics: WorkerMetrics | None = None,
     clock_wall: Callable[[], float] = time.time,
 ) -> Pipeline:
-    engine = engine or Engine.default(
-        rules_dir=settings.worker.rules_dir, places_file=settings.worker.places_file
-    )
+    engine = engine or build_engine(settings)
     metrics = metrics or WorkerMetrics.create()
     clock = Clock(settings.worker.clock, settings.worker.allowed_lateness_s, clock_wall)
     deadlines = DeadlineIndex()
@@ -112,23 +119,19 @@ def build_pipeline(
         producer_linger_ms=5,
         producer_acks=-1,
         table_standby_replicas=0,
+        broker_session_timeout=settings.worker.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.worker.session_timeout_s / 3),
         stream_wait_empty=False,
     )
 
-    def topic(name: str, internal: bool = False) -> faust.TopicT:
-        return app.topic(
-            prefix + name, key_type=bytes, value_type=bytes, partitions=partitions,
-            internal=internal,
-        )  # fmt: skip
+    # Every topic exists before the worker starts (streams/runner.py creates them).
+    def topic(*names: str) -> faust.TopicT:
+        return app.topic(*(prefix + n for n in names), key_type=bytes, value_type=bytes)
 
-    loans_topic = topic("loans")
-    gps_raw_topic = topic("gps.raw")
-    payments_topic = topic("payments")
-    contacts_topic = topic("contacts")
     alerts_topic = topic("alerts")
     deadletter_topic = topic("deadletter")
-    gps_bound_topic = topic("gps.bound", internal=True)
-    bindings_topic = topic("device-bindings", internal=True)
+    gps_bound_topic = topic("gps.bound")
+    bindings_topic = topic("device-bindings")
     topic_names = {
         prefix + n: n
         for n in ("loans", "gps.raw", "payments", "contacts", "gps.bound", "device-bindings")
@@ -137,7 +140,7 @@ def build_pipeline(
     def table(name: str) -> faust.Table:
         return app.Table(
             name, default=None, partitions=partitions, use_partitioner=True,
-            key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw",
+            key_type=str, value_type=bytes,
         )  # fmt: skip
 
     loan_state = table("loan-state")
@@ -182,7 +185,7 @@ def build_pipeline(
         return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
     def load_state(loan_id: str) -> tuple[LoanState, bytes | None]:
-        before: bytes | None = loan_state[loan_id]
+        before: bytes | None = loan_state.get(loan_id)
         return (LoanState.from_bytes(before) if before else engine.new_state(loan_id)), before
 
     def store_state(loan_id: str, state: LoanState, before: bytes | None, partition: int) -> None:
@@ -194,7 +197,7 @@ def build_pipeline(
         deadlines.schedule(partition, loan_id, deadline.timestamp() if deadline else None)
 
     async def rebind_devices(loan: Loan) -> None:
-        previous = set(orjson.loads(loan_devices[loan.loan_id] or b"[]"))
+        previous = set(orjson.loads(loan_devices.get(loan.loan_id) or b"[]"))
         current = {d.device_id for d in loan.devices} if loan.status == "active" else set()
         for device_id in previous - current:
             await bindings_topic.send(key=device_id.encode(), value=binding_record(loan.loan_id, False))
@@ -203,8 +206,7 @@ def build_pipeline(
         if current != previous:
             loan_devices[loan.loan_id] = orjson.dumps(sorted(current))
 
-    @app.agent(app.topic(*(prefix + n for n in ("loans", "payments", "contacts", "gps.bound")),
-                         key_type=bytes, value_type=bytes))  # fmt: skip
+    @app.agent(topic("loans", "payments", "contacts", "gps.bound"))
     async def evaluate(stream: faust.StreamT[bytes]) -> None:
         async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_S):
             async with state_lock:
@@ -228,7 +230,13 @@ def build_pipeline(
                 state, before = load_state(loan_id)
                 touched[loan_id] = (state, before, event.message.partition)
             now = datetime.fromtimestamp(clock.now(), UTC)
-            alerts.extend((loan_id, a) for a in engine.apply(state, decoded, now))
+            try:
+                changes = engine.apply(state, decoded, now)
+            except Exception as exc:  # the agent never dies on one record
+                log.exception("engine failed on a record", extra={"topic": topic_name})
+                await dead_letter(event, topic_name, Rejected("processing_error", repr(exc)))
+                continue
+            alerts.extend((loan_id, a) for a in changes)
             metrics.events.labels(topic_name, "applied").inc()
             if isinstance(decoded, Loan):
                 await rebind_devices(decoded)
@@ -238,8 +246,7 @@ def build_pipeline(
         metrics.deadlines_pending.set(len(deadlines))
         metrics.batch_seconds.labels("evaluate").observe(time.perf_counter() - started)
 
-    @app.agent(app.topic(prefix + "gps.raw", prefix + "device-bindings",
-                         key_type=bytes, value_type=bytes))  # fmt: skip
+    @app.agent(topic("gps.raw", "device-bindings"))
     async def bind_pings(stream: faust.StreamT[bytes]) -> None:
         async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_S):
             started = time.perf_counter()
@@ -253,7 +260,7 @@ def build_pipeline(
                     await dead_letter(event, topic_name, decoded)
                     continue
                 assert isinstance(decoded, GpsPing)
-                loan_id = bindings[decoded.device_id]
+                loan_id = bindings.get(decoded.device_id)
                 if loan_id is None:
                     keep_pending(decoded.device_id, event.value)
                     metrics.events.labels(topic_name, "pending_binding").inc()
@@ -263,7 +270,7 @@ def build_pipeline(
             metrics.batch_seconds.labels("bind_pings").observe(time.perf_counter() - started)
 
     def keep_pending(device_id: str, value: bytes) -> None:
-        held: list[str] = orjson.loads(pending[device_id] or b"[]")
+        held: list[str] = orjson.loads(pending.get(device_id) or b"[]")
         held.append(value.decode())
         pending[device_id] = orjson.dumps(held[-MAX_PENDING_PINGS_PER_DEVICE:])
 
@@ -271,11 +278,11 @@ def build_pipeline(
         loan_id, bound = read_binding(value)
         if not bound:
             # Only the loan that holds the binding may release it: a newer binding wins.
-            if bindings[device_id] == loan_id.encode():
+            if bindings.get(device_id) == loan_id.encode():
                 del bindings[device_id]
             return
         bindings[device_id] = loan_id.encode()
-        held = pending[device_id]
+        held = pending.get(device_id)
         if held:
             for ping in orjson.loads(held):
                 await gps_bound_topic.send(key=loan_id, value=ping.encode())
@@ -296,7 +303,7 @@ def build_pipeline(
 
     async def advance_due(owned: set[int], now_s: float, now: datetime) -> None:
         for loan_id in deadlines.pop_due(owned, now_s):
-            if not loan_state[loan_id]:
+            if not loan_state.get(loan_id):
                 continue
             state, before = load_state(loan_id)
             alerts = [(loan_id, a) for a in engine.advance(state, now)]
@@ -316,6 +323,4 @@ def build_pipeline(
                     count += 1
         log.info("deadline index rebuilt", extra={"deadlines": count})
 
-    # Declared so that Faust creates the internal topics and knows every topic it writes.
-    _ = (loans_topic, gps_raw_topic, payments_topic, contacts_topic, gps_bound_topic, bindings_topic)
     return Pipeline(app=app, engine=engine, metrics=metrics, clock=clock, deadlines=deadlines)

@@ -40,4 +40,4 @@ def run_worker(settings: Settings) -> None:
 
 async def _prepare(settings: Settings) -> None:
     await wait_for_broker(settings.kafka.bootstrap_servers)
-    await ensure_topics_for(settings)
+    await ensure_topics_for(settings, worker=True)

@@ -194,8 +194,8 @@ SIGNALS: dict[str, Signal] = {
         Signal(
             "devices.separated_km",
             "double",
-            "Distance between the latest wired and wireless fixes when taken within 6 h of each "
-            "other; 0 otherwise.",
+            "Distance between the wired and wireless fixes of the latest pair taken within "
+            "15 min of each other (held until the next such pair); 0 before any pair.",
         ),
         Signal(
             "devices.silent_kind",

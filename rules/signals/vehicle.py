@@ -207,7 +207,7 @@ class Tracking:
             )
         else:  # comes back when inside the border
             to_switch = reading.outside_m
-        state.region_check = [lat, lon, max(0.0, to_switch)]
+        state.region_check = [lat, lon, round(max(0.0, to_switch), 1)]
         if inside == state.inside:
             return False
         state.inside = inside
@@ -226,7 +226,7 @@ class Tracking:
         found = self.places.locate(
             lat, lon, state.place_id or None, self.config.place_exit_margin_m
         )
-        state.place_check = [lat, lon, found.clearance_m]
+        state.place_check = [lat, lon, round(found.clearance_m, 1)]
         place_id = found.place.id if found.place is not None else ""
         if found.place is not None:
             _record_visit(state, place_id, found.place.kind.value, ts)
@@ -279,10 +279,10 @@ class Tracking:
     def _separation(self, state: LoanState) -> bool:
         wired = _newest_fix(state, WIRED)
         wireless = _newest_fix(state, WIRELESS)
-        separated = 0.0
         skew = self.config.separation_max_skew_s
-        if wired is not None and wireless is not None and abs(wired[0] - wireless[0]) <= skew:
-            separated = round(distance_m(wired[1], wired[2], wireless[1], wireless[2]), 1)
+        if wired is None or wireless is None or abs(wired[0] - wireless[0]) > skew:
+            return False  # not comparable: the last comparison stands
+        separated = round(distance_m(wired[1], wired[2], wireless[1], wireless[2]), 1)
         before, state.separated_m = state.separated_m, separated
         ths = self.separation_km
         old_km, new_km = before / 1000.0, separated / 1000.0

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from rules.events import ContactAttempt, GpsPing, Loan, PaymentEvent
-from services.api import health, ingest
+from services.api import alerts, health, ingest, loans
 from services.api.auth import Authenticator
 from services.api.dedup import DedupStore, RedisDedup
 from services.api.deps import ApiContext
@@ -26,8 +26,11 @@ from services.api.metrics import ApiMetrics, RequestMetricsMiddleware
 from services.api.pipeline import IngestPipeline
 from services.api.publisher import ProducerLike, Publisher
 from services.api.traccar import TraccarForward
+from services.dashboard import install_dashboard
 from services.kafka import make_producer
+from services.projector import Projector, ProjectorMetrics
 from services.settings import Settings, get_settings
+from services.store import AlertStore, AlertView
 
 DESCRIPTION = """\
 Streaming early warning for auto-loan lenders: GPS pings, payments and contact attempts in,
@@ -81,12 +84,20 @@ def create_app(
     *,
     dedup: DedupStore | None = None,
     registry: CollectorRegistry | None = None,
+    alert_view: AlertView | None = None,
+    projector: bool | None = None,
 ) -> FastAPI:
     """The API. `producer` (started and stopped by the app) defaults to `make_producer(settings)`;
     `dedup` defaults to Redis at `settings.redis.url`; metrics go to `registry` (a fresh one by
-    default, so several apps in one process do not collide)."""
+    default, so several apps in one process do not collide). `alert_view` defaults to the Redis
+    view; `projector` (None: `api.projector_enabled`, but off when a producer is injected, i.e.
+    there is no real Kafka) runs the Kafka -> Redis projector as a background task."""
     settings = settings or get_settings()
     metrics = ApiMetrics(registry)
+    projector_metrics = ProjectorMetrics(metrics.registry)
+    run_projector = (
+        projector if projector is not None else settings.api.projector_enabled and producer is None
+    )
     authenticator = Authenticator(settings.auth)
 
     @asynccontextmanager
@@ -101,6 +112,28 @@ def create_app(
             if dedup is not None
             else RedisDedup(settings.redis.url, settings.redis.key_prefix)
         )
+        view = alert_view
+        if view is None:
+            view = AlertStore(
+                settings.redis.url,
+                settings.redis.key_prefix,
+                timeline_cap=settings.api.timeline_cap,
+            )
+        app.state.alert_view = view
+        runner: Projector | None = None
+        if run_projector:
+            assert isinstance(view, AlertStore), "the projector writes the Redis view"
+            runner = Projector(
+                bootstrap_servers=settings.kafka.bootstrap_servers,
+                topic_prefix=settings.kafka.topic_prefix,
+                store=view,
+                metrics=projector_metrics,
+                timeline=settings.api.projector_timeline,
+                ping_interval_s=settings.api.timeline_ping_interval_s,
+                client_id=settings.kafka.client_id,
+            )
+            runner.start()
+        app.state.projector = runner
         await publisher.start()
         app.state.skipwatch = ApiContext(
             settings=settings,
@@ -115,8 +148,11 @@ def create_app(
         try:
             yield
         finally:
+            if runner is not None:
+                await runner.stop()
             await publisher.stop()
             await store.close()
+            await view.close()
 
     app = SkipwatchAPI(
         title="skipwatch",
@@ -125,6 +161,7 @@ def create_app(
         lifespan=lifespan,
         openapi_tags=[
             {"name": "ingest", "description": "Write events; 2xx only after Kafka acknowledged."},
+            {"name": "alerts", "description": "The alert view: list, act on, stream."},
             {"name": "loans", "description": "Loan registration and state."},
             {"name": "health", "description": "Probes and Prometheus metrics (no auth)."},
         ],
@@ -133,4 +170,7 @@ def create_app(
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.include_router(health.router)
     app.include_router(ingest.router)
+    app.include_router(alerts.router)
+    app.include_router(loans.router)
+    install_dashboard(app)
     return app

@@ -29,6 +29,7 @@ class WorkerProcess:
     env: dict[str, str]
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    killed: bool = False
 
     def start(self) -> None:
         self._log = self.log_path.open("ab")
@@ -39,6 +40,7 @@ class WorkerProcess:
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         assert self.proc is not None
+        self.killed = True
         self.proc.send_signal(sig)
         self.proc.wait(timeout=60)
 
@@ -84,6 +86,12 @@ class Stack:
         self.workers.append(worker)
         return worker
 
+    def check_workers(self) -> None:
+        """Fail fast, with its log, when a worker died that nobody killed."""
+        for worker in self.workers:
+            if worker.proc and worker.proc.poll() is not None and not worker.killed:
+                raise AssertionError(f"worker exited ({worker.proc.returncode}):\n{worker.log_tail()}")
+
     async def produce(self, events: list[InputEvent]) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=2)
         await producer.start()
@@ -120,6 +128,7 @@ class Stack:
         try:
             async with asyncio.timeout(timeout_s):
                 while not until(records):
+                    self.check_workers()
                     batches = await consumer.getmany(timeout_ms=500)
                     for batch in batches.values():
                         records.extend(batch)

@@ -45,8 +45,8 @@ SUBCOMMANDS = {
 }
 SKIPWATCH_SERVICES = {"topics", "worker", "api", "gateway", "dispatcher", "simulator"}
 
-# Ports that are not (yet) in services/settings.py: gateway and dispatcher metrics.
-GATEWAY_METRICS_PORT = 9808
+# Metrics ports of the gateway (settings gateway.metrics_port) and dispatcher (not in settings yet).
+GATEWAY_METRICS_PORT = int(getattr(GatewaySettings(), "metrics_port", 9808))
 DISPATCHER_METRICS_PORT = 9102
 
 # Names that may appear in PromQL besides skipwatch_* metrics.
@@ -81,6 +81,10 @@ def _check_subcommand(args: list[str], where: str) -> None:
     subs = SUBCOMMANDS[args[0]]
     if subs is not None:
         assert len(args) > 1 and args[1] in subs, f"{where}: `{args[0]}` needs one of {subs}"
+    if args[:2] == ["gateway", "jt808"]:
+        flags = dict(zip(args[2::2], args[3::2], strict=False))
+        assert int(flags.get("--port", GatewaySettings().port)) == GatewaySettings().port, where
+        assert int(flags.get("--metrics-port", GATEWAY_METRICS_PORT)) == GATEWAY_METRICS_PORT
 
 
 def _env_settings(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Settings:

@@ -1,0 +1,208 @@
+"""`skipwatch simulate`: a simulated loan portfolio to a recording file and/or the Kafka topics.
+
+Mount it with ``app.command("simulate")(simulate_command)``; `app` here runs it standalone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Annotated
+
+import typer
+
+from rules.events import Label
+from rules.places import load_places
+from services.simulator import (
+    CN_TZ,
+    DEFAULT_START,
+    Record,
+    Simulation,
+    SimulationConfig,
+    TimeWarp,
+    catalog_places,
+    format_ts,
+    live_records,
+    produce_records,
+)
+
+app = typer.Typer(help="Simulate a used-car loan portfolio (loans, GPS, payments, contacts).")
+
+
+class Progress:
+    """A progress line on stderr at most about once a second."""
+
+    def __init__(self, stream: IO[str], every_s: float = 1.0) -> None:
+        self.stream, self.every_s = stream, every_s
+        self.started = self.last = time.monotonic()
+        self.count = 0
+
+    def __call__(self, count: int, record: Record) -> None:
+        self.count = count
+        now = time.monotonic()
+        if now - self.last >= self.every_s:
+            self.last = now
+            rate = count / max(now - self.started, 1e-9)
+            self.stream.write(
+                f"simulate: {count:,} records ({rate:,.0f}/s), "
+                f"event time {format_ts(record.event_time)}\n"
+            )
+            self.stream.flush()
+
+    def done(self) -> None:
+        elapsed = time.monotonic() - self.started
+        self.stream.write(f"simulate: {self.count:,} records in {elapsed:.1f} s\n")
+
+
+def _parse_start(value: str | None, live: bool) -> datetime:
+    if value is None:
+        # Live runs begin now; files default to a fixed date so the same seed gives the same file.
+        return datetime.fromtimestamp(int(time.time()), CN_TZ) if live else DEFAULT_START
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"not an RFC 3339 time: {value!r}", param_hint="--start") from None
+    if parsed.tzinfo is None:
+        raise typer.BadParameter(
+            "needs an explicit offset, e.g. 2026-03-02T00:00:00+08:00", param_hint="--start"
+        )
+    return parsed
+
+
+def _write_lines(
+    records: Iterable[Record], out: IO[bytes] | None, progress: Progress
+) -> Iterator[Record]:
+    for count, record in enumerate(records, start=1):
+        if out is not None:
+            out.write(record.line() + b"\n")
+        progress(count, record)
+        yield record
+
+
+def _write_labels(path: Path, labels: Iterable[Label]) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for label in labels:
+            fh.write(label.model_dump_json() + "\n")
+
+
+async def _to_kafka(records: Iterable[Record], rate: float | None, live_from: float | None) -> int:
+    from services.kafka import make_producer
+    from services.settings import get_settings
+
+    settings = get_settings()
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        return await produce_records(
+            records,
+            producer,
+            topic_prefix=settings.kafka.topic_prefix,
+            rate=rate,
+            live_from=live_from,
+        )
+    finally:
+        await producer.stop()
+
+
+@app.command()
+def simulate_command(
+    loans: Annotated[int, typer.Option(min=0, help="Loans in the portfolio.")] = 200,
+    days: Annotated[float, typer.Option(min=0.01, help="Days of event time.")] = 30.0,
+    seed: Annotated[int, typer.Option(help="Same seed, same output.")] = 1,
+    skip_fraction: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of loans that skip (labelled).")
+    ] = 0.05,
+    start: Annotated[
+        str | None,
+        typer.Option(help="RFC 3339 start of event time [default: 2026-03-02T00:00+08:00; now]."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write the recording (JSON lines) here; '-' for stdout.")
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option(help="Write ground-truth labels (JSON lines) here.")
+    ] = None,
+    kafka: Annotated[
+        bool, typer.Option("--kafka", help="Produce to the Kafka topics (SKIPWATCH_KAFKA__*).")
+    ] = False,
+    rate: Annotated[
+        float | None, typer.Option(min=0.001, help="Cap Kafka sends at this many records/s.")
+    ] = None,
+    live: Annotated[
+        bool,
+        typer.Option("--live", help="Map event time onto the wall clock from now (with --kafka)."),
+    ] = False,
+    speed: Annotated[
+        float, typer.Option(min=0.001, help="With --live: event time runs this many times faster.")
+    ] = 60.0,
+    places: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            help="Risk places (.csv/.geojson file or directory) [default: rules/catalog/places;"
+            " generated near cities it does not cover].",
+        ),
+    ] = None,
+) -> None:
+    """Simulate a portfolio: a recording file, labels, and/or records to Kafka (paced or live)."""
+    if live and not kafka:
+        raise typer.BadParameter("--live sends to Kafka: add --kafka", param_hint="--live")
+    risk_places = load_places(places).places if places is not None else catalog_places()
+    config = SimulationConfig(
+        loans=loans,
+        days=days,
+        seed=seed,
+        start=_parse_start(start, live),
+        skip_fraction=skip_fraction,
+        places=risk_places,
+    )
+    typer.echo(
+        f"simulate: {loans} loans, {days:g} days from {config.start.isoformat()}, seed {seed}; "
+        f"{len(risk_places)} risk places from {places or 'the catalog'} (generated where none)",
+        err=True,
+    )
+    simulation = Simulation(config)
+    if kafka:
+        from services.kafka import ensure_topics_for
+        from services.settings import get_settings
+
+        # Before the live clock starts, so the first live records are not already late.
+        asyncio.run(ensure_topics_for(get_settings()))
+    warp = TimeWarp(simulation.start, time.time(), speed) if live else None
+    records: Iterable[Record] = simulation.records()
+    sim_labels = simulation.labels
+    if warp is not None:
+        records = live_records(records, warp)
+        sim_labels = [
+            Label(
+                loan_id=label.loan_id,
+                unreachable_at=datetime.fromtimestamp(
+                    int(warp.wall(label.unreachable_at.timestamp())), CN_TZ
+                ),
+            )
+            for label in sim_labels
+        ]
+    if labels is not None:
+        _write_labels(labels, sim_labels)
+
+    progress = Progress(sys.stderr)
+    with ExitStack() as stack:
+        sink: IO[bytes] | None = None
+        if out is not None and str(out) == "-":
+            sink = sys.stdout.buffer
+        elif out is not None:
+            sink = stack.enter_context(out.open("wb"))
+        elif not kafka:
+            sink = sys.stdout.buffer  # nothing else asked for: the recording goes to stdout
+        written = _write_lines(records, sink, progress)
+        if kafka:
+            asyncio.run(_to_kafka(written, rate, None if warp is None else warp.wall_start))
+        else:
+            for _ in written:
+                pass
+    progress.done()

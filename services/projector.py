@@ -1,0 +1,303 @@
+"""The projector: reads Kafka and writes the Redis view (services/store.py) the API serves.
+
+It consumes `<prefix>alerts` (every alert state change, from workers and operators) and
+`<prefix>loans` (for loan summaries and device bindings), and, for loan timelines,
+`<prefix>payments`, `<prefix>contacts` and a sample of `<prefix>gps.raw`.
+
+Positions live in Redis next to the view, not (only) in Kafka: the view and "how far it has read"
+are then wiped together, so an emptied Redis is rebuilt from the beginning of the topics without
+anyone resetting a consumer group. Kafka offsets are committed too, under the group
+`<topic prefix>projector`, so the usual tools show the lag; they are not used for positioning.
+Every write is idempotent (see `store.merge` and the timeline's deterministic members), so the
+at-least-once redelivery after a crash or a rebalance changes nothing.
+
+Runs as a background task of the API process (`api.projector_enabled`); several API processes
+share the partitions through the consumer group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict, defaultdict
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from rules.events import AlertEvent, ContactAttempt, GpsPing, Loan, PaymentEvent
+from services.store import AlertStore, TimelineEntry
+
+log = logging.getLogger(__name__)
+
+ALERTS, LOANS, PAYMENTS, CONTACTS, GPS = "alerts", "loans", "payments", "contacts", "gps.raw"
+# Remembered devices for ping sampling; past this the memory is simply reset (only sampling
+# density suffers, never correctness).
+_MAX_SAMPLED_DEVICES = 200_000
+
+
+class ProjectorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.alerts = Counter(
+            "skipwatch_projector_alerts",
+            "AlertEvents read by the projector, by outcome: changed (written to the view), "
+            "unchanged (a repeat or an older state), invalid (not an AlertEvent; skipped).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.records = Counter(
+            "skipwatch_projector_records",
+            "Other records read by the projector, by topic (unprefixed) and outcome: applied, "
+            "invalid, unbound (ping of a device no loan lists), sampled_out (ping not kept).",
+            ["topic", "outcome"],
+            registry=self.registry,
+        )
+        self.lag = Gauge(
+            "skipwatch_projector_lag_records",
+            "Records in Kafka the projector has not read yet, by topic (summed over the "
+            "partitions this process owns).",
+            ["topic"],
+            registry=self.registry,
+        )
+        self.restarts = Counter(
+            "skipwatch_projector_restarts",
+            "Consumer restarts, by reason: error (Kafka or Redis failed), wiped (the view was "
+            "emptied while running; rebuilt from the beginning).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.rebuilds = Counter(
+            "skipwatch_projector_rebuilds",
+            "Times the view was found empty and read from the beginning of the topics.",
+            registry=self.registry,
+        )
+
+
+class _ViewWiped(RuntimeError):
+    pass
+
+
+class _SeekFromView(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    """On every assignment, continue where the view says it is, or from the beginning."""
+
+    def __init__(self, projector: Projector) -> None:
+        self._projector = projector
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        consumer = self._projector.consumer
+        assert consumer is not None
+        stored = await self._projector.store.offsets()
+        for tp in assigned:
+            offset = stored.get((tp.topic, tp.partition))
+            if offset is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, offset)
+
+
+class Projector:
+    def __init__(
+        self,
+        *,
+        bootstrap_servers: str,
+        topic_prefix: str,
+        store: AlertStore,
+        metrics: ProjectorMetrics,
+        timeline: bool = True,
+        ping_interval_s: float = 600.0,
+        retry_s: float = 2.0,
+        client_id: str = "skipwatch",
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self._bootstrap = bootstrap_servers
+        self._prefix = topic_prefix
+        self._topics = [ALERTS, LOANS] + ([PAYMENTS, CONTACTS, GPS] if timeline else [])
+        self._ping_interval_s = ping_interval_s
+        self._retry_s = retry_s
+        self._client_id = client_id
+        self._last_ping: OrderedDict[str, float] = OrderedDict()
+        self._task: asyncio.Task[None] | None = None
+        self.consumer: AIOKafkaConsumer | None = None
+        # Set once the consumer has caught up with the end of its partitions at least once.
+        self.caught_up = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="projector")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def run(self) -> None:
+        """Consume forever; on any failure start over from the positions stored in Redis."""
+        while True:
+            try:
+                await self._consume()
+            except asyncio.CancelledError:
+                raise
+            except _ViewWiped:
+                log.warning("the Redis view was wiped; rebuilding it from the topics")
+                self.metrics.restarts.labels("wiped").inc()
+                continue
+            except (KafkaError, RedisError, OSError) as exc:
+                log.warning("projector failed; restarting", extra={"error": repr(exc)})
+            except Exception:
+                # Never let the API lose its view silently: log loudly and keep trying.
+                log.exception("projector crashed; restarting")
+            self.metrics.restarts.labels("error").inc()
+            await asyncio.sleep(self._retry_s)
+
+    async def _consume(self) -> None:
+        if not await self.store.is_built():
+            # Empty (first start or wiped): no stored position, so every partition starts at 0.
+            self.metrics.rebuilds.inc()
+            await self.store.redis.delete(f"{self.store.prefix}offsets")
+            await self.store.mark_built()
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=f"{self._prefix}projector",
+            client_id=f"{self._client_id}-projector",
+            enable_auto_commit=True,
+            auto_offset_reset="earliest",
+            max_poll_records=2000,
+        )
+        await self.consumer.start()
+        try:
+            self.consumer.subscribe(
+                [self._prefix + t for t in self._topics], listener=_SeekFromView(self)
+            )
+            while True:
+                batches = await self.consumer.getmany(timeout_ms=500, max_records=2000)
+                positions: dict[tuple[str, int], int] = {}
+                for tp, records in batches.items():
+                    if records:
+                        await self._project(tp.topic[len(self._prefix) :], records)
+                        positions[(tp.topic, tp.partition)] = records[-1].offset + 1
+                if positions and not await self.store.save_offsets(positions):
+                    raise _ViewWiped
+                await self._measure_lag()
+        finally:
+            consumer, self.consumer = self.consumer, None
+            await consumer.stop()
+
+    async def _measure_lag(self) -> None:
+        assert self.consumer is not None
+        behind: dict[str, int] = defaultdict(int)
+        known = True
+        for tp in self.consumer.assignment():
+            highwater = self.consumer.highwater(tp)
+            if highwater is None:
+                known = False
+                continue
+            position = await self.consumer.position(tp)
+            behind[tp.topic[len(self._prefix) :]] += max(0, highwater - position)
+        for topic in self._topics:
+            self.metrics.lag.labels(topic).set(behind.get(topic, 0))
+        if known and self.consumer.assignment() and not any(behind.values()):
+            self.caught_up.set()
+
+    async def _project(self, topic: str, records: list[Any]) -> None:
+        if topic == ALERTS:
+            for record in records:
+                await self._project_alert(record.value)
+        elif topic == LOANS:
+            for record in records:
+                if record.value is None:
+                    continue  # a tombstone in the compacted topic
+                try:
+                    loan = Loan.model_validate_json(record.value)
+                except ValidationError:
+                    self.metrics.records.labels(LOANS, "invalid").inc()
+                    continue
+                await self.store.put_loan(loan)
+                self.metrics.records.labels(LOANS, "applied").inc()
+        elif topic in (PAYMENTS, CONTACTS):
+            await self._project_loan_events(topic, records)
+        elif topic == GPS:
+            await self._project_pings(records)
+
+    async def _project_alert(self, value: bytes) -> None:
+        try:
+            event = AlertEvent.model_validate_json(value)
+        except ValidationError as exc:
+            # Already in the log: the writer dead-letters bad input, a reader can only skip it.
+            log.warning("skipping an invalid AlertEvent", extra={"error": str(exc)[:500]})
+            self.metrics.alerts.labels("invalid").inc()
+            return
+        changed = await self.store.apply(event)
+        self.metrics.alerts.labels("changed" if changed else "unchanged").inc()
+
+    async def _project_loan_events(self, topic: str, records: list[Any]) -> None:
+        entries: dict[str, list[TimelineEntry]] = defaultdict(list)
+        for record in records:
+            try:
+                if topic == PAYMENTS:
+                    payment = PaymentEvent.model_validate_json(record.value)
+                    entry = TimelineEntry(
+                        ts=payment.ts,
+                        kind="payment",
+                        data=payment.model_dump(mode="json", exclude={"schema_version", "ts"}),
+                    )
+                    loan_id = payment.loan_id
+                else:
+                    contact = ContactAttempt.model_validate_json(record.value)
+                    entry = TimelineEntry(
+                        ts=contact.ts,
+                        kind="contact",
+                        data=contact.model_dump(mode="json", exclude={"schema_version", "ts"}),
+                    )
+                    loan_id = contact.loan_id
+            except ValidationError:
+                self.metrics.records.labels(topic, "invalid").inc()
+                continue
+            entries[loan_id].append(entry)
+            self.metrics.records.labels(topic, "applied").inc()
+        await self.store.add_timeline(entries)
+
+    async def _project_pings(self, records: list[Any]) -> None:
+        pings: list[GpsPing] = []
+        for record in records:
+            try:
+                pings.append(GpsPing.model_validate_json(record.value))
+            except ValidationError:
+                self.metrics.records.labels(GPS, "invalid").inc()
+        kept = [p for p in pings if self._keep_ping(p)]
+        self.metrics.records.labels(GPS, "sampled_out").inc(len(pings) - len(kept))
+        loans = await self.store.loans_of_devices(sorted({p.device_id for p in kept}))
+        entries: dict[str, list[TimelineEntry]] = defaultdict(list)
+        for ping in kept:
+            loan_id = loans.get(ping.device_id)
+            if loan_id is None:
+                self.metrics.records.labels(GPS, "unbound").inc()
+                continue
+            data = ping.model_dump(
+                mode="json",
+                include={"event_id", "device_id", "lat", "lon", "speed_kmh", "fix", "alarms"},
+            )
+            entries[loan_id].append(TimelineEntry(ts=ping.ts, kind="ping", data=data))
+            self.metrics.records.labels(GPS, "applied").inc()
+        await self.store.add_timeline(entries)
+
+    def _keep_ping(self, ping: GpsPing) -> bool:
+        """A timeline is for people: every alarm, otherwise one position per device per interval
+        (event time). The worker, not this, sees every ping."""
+        ts = ping.ts.timestamp()
+        last = self._last_ping.get(ping.device_id)
+        if not ping.alarms and last is not None and abs(ts - last) < self._ping_interval_s:
+            return False
+        if len(self._last_ping) >= _MAX_SAMPLED_DEVICES:
+            self._last_ping.clear()
+        self._last_ping[ping.device_id] = ts
+        return True

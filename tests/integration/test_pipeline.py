@@ -1,0 +1,173 @@
+"""The Faust worker on the real broker: seed case, timer-driven absence, crash and takeover."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import signal
+from collections import Counter, defaultdict
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from rules.events import AlertEvent, AlertStatus, InputEvent
+from tests.integration.conftest import Stack
+from tests.scenarios import at, cure, loan, ping, seed_case
+
+pytestmark = pytest.mark.integration
+SEED_RULE = "seed-missed-unreachable-out-of-region"
+
+
+def episodes(alerts: list[AlertEvent], rule: str) -> dict[str, set[tuple[str, AlertStatus]]]:
+    """Distinct (alert_id, status) per loan for one rule; a re-sent identical change is one."""
+    seen: dict[str, set[tuple[str, AlertStatus]]] = defaultdict(set)
+    for alert in alerts:
+        if alert.rule_id == rule:
+            seen[alert.loan_id].add((alert.alert_id, alert.status))
+    return seen
+
+
+async def committed_through(stack: Stack, topic: str, minimum: int) -> bool:
+    """True when the worker's group has committed at least `minimum` records of a topic."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(f"{stack.prefix}worker")
+    finally:
+        await admin.close()
+    total = sum(o.offset for tp, o in offsets.items() if tp.topic == stack.prefix + topic)
+    return total >= minimum
+
+
+async def wait_committed(stack: Stack, topic: str, minimum: int, timeout_s: float = 120) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not await committed_through(stack, topic, minimum):
+            await asyncio.sleep(0.5)
+
+
+async def test_seed_case_fires_one_critical_alert_with_evidence_and_cure_resolves(
+    stack: Stack,
+) -> None:
+    worker = stack.start_worker()
+    loan_record, events = seed_case("L-seed")
+    await stack.produce([loan_record, *events])
+
+    def fired(alerts: list[AlertEvent]) -> bool:
+        return any(a.rule_id == SEED_RULE for a in alerts)
+
+    alerts = await stack.alerts(until=fired)
+    assert fired(alerts), worker.log_tail()
+    critical = [a for a in alerts if a.severity == "critical"]
+    assert {(a.rule_id, a.status) for a in critical} == {(SEED_RULE, AlertStatus.FIRING)}
+    assert len({a.alert_id for a in critical}) == 1
+    alert = critical[0]
+    assert alert.loan_id == "L-seed"
+    assert alert.location is not None
+    evidence = {item.get("name") or item.get("signal"): item for item in alert.evidence}
+    assert evidence, "an alert carries the values that made it true"
+    text = str(alert.evidence)
+    for signal_name in ("payment.days_past_due", "vehicle.outside_home_region"):
+        assert signal_name in text
+
+    await stack.produce(cure("L-seed"))
+
+    def resolved(alerts: list[AlertEvent]) -> bool:
+        return any(a.rule_id == SEED_RULE and a.status == AlertStatus.RESOLVED for a in alerts)
+
+    alerts = await stack.alerts(until=resolved)
+    seed = [a for a in alerts if a.rule_id == SEED_RULE]
+    assert [a.status for a in seed] == [AlertStatus.FIRING, AlertStatus.RESOLVED], worker.log_tail()
+    assert {a.alert_id for a in seed} == {alert.alert_id}
+
+
+async def test_due_date_passing_without_any_event_fires_by_timer(stack: Stack) -> None:
+    """Loan L-silent gets no event after registration; only another loan's pings move event
+    time. Thirty days after its due date the sweep must raise overdue-30-days for it."""
+    stack.start_worker()
+    silent = loan("L-silent", due="2026-03-01")
+    busy = loan("L-busy", due="2026-05-01")
+    await stack.produce([silent, busy])
+    device = "L-busy-w"
+    start = at(1, 8)
+    pings: list[InputEvent] = [
+        ping(device, start + dt.timedelta(days=d), 1.0 + (d % 3), d) for d in range(0, 34)
+    ]
+    await stack.produce(pings)
+
+    def overdue(alerts: list[AlertEvent]) -> bool:
+        return any(a.rule_id == "overdue-30-days" for a in alerts)
+
+    alerts = await stack.alerts(until=overdue)
+    overdue_alerts = [a for a in alerts if a.rule_id == "overdue-30-days"]
+    assert {a.loan_id for a in overdue_alerts} == {"L-silent"}
+    # fired at the deadline (end of 31 March in Shanghai), not at some later event's time
+    assert overdue_alerts[0].event_time == dt.datetime(2026, 3, 31, 0, 0, tzinfo=at(1, 0).tzinfo)
+
+
+def split_seed_cases(count: int) -> tuple[list[InputEvent], list[InputEvent]]:
+    """Registrations, contacts and the first pings; then the rest of the pings."""
+    first: list[InputEvent] = []
+    second: list[InputEvent] = []
+    for n in range(count):
+        loan_record, events = seed_case(f"L{n:03d}")
+        first.append(loan_record)
+        first.extend(events[:5])
+        second.extend(events[5:])
+    return first, second
+
+
+async def test_worker_killed_mid_stream_recovers_state_and_alerts_once(stack: Stack) -> None:
+    loans = 40
+    first, second = split_seed_cases(loans)
+    worker = stack.start_worker()
+    await stack.produce(first)
+    # the contacts (state the alert needs) are processed and committed: they live only in state
+    await wait_committed(stack, "contacts", 2 * loans)
+    worker.kill(signal.SIGKILL)
+
+    await stack.produce(second)
+    stack.start_worker("w1-restarted")
+
+    def all_fired(alerts: list[AlertEvent]) -> bool:
+        return len(episodes(alerts, SEED_RULE)) == loans
+
+    alerts = await stack.alerts(until=all_fired, timeout_s=150)
+    per_loan = episodes(alerts, SEED_RULE)
+    assert len(per_loan) == loans, stack.workers[-1].log_tail()
+    for loan_id, changes in per_loan.items():
+        assert len({alert_id for alert_id, _ in changes}) == 1, loan_id
+        assert changes == {(next(iter(changes))[0], AlertStatus.FIRING)}, loan_id
+
+
+async def test_two_workers_share_partitions_and_one_takes_over(stack: Stack) -> None:
+    loans = 40
+    first, second = split_seed_cases(loans)
+    w1 = stack.start_worker("w1")
+    stack.start_worker("w2")
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.bootstrap)
+    await admin.start()
+    try:
+        async with asyncio.timeout(90):
+            while True:
+                [response] = await admin.describe_consumer_groups([f"{stack.prefix}worker"])
+                _error, _group, state, _ptype, _protocol, members, *_ = response.groups[0]
+                if len(members) == 2 and state == "Stable":
+                    break
+                await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
+
+    await stack.produce(first)
+    await wait_committed(stack, "contacts", 2 * loans)
+    w1.kill(signal.SIGKILL)
+    await stack.produce(second)
+
+    def all_fired(alerts: list[AlertEvent]) -> bool:
+        return len(episodes(alerts, SEED_RULE)) == loans
+
+    alerts = await stack.alerts(until=all_fired, timeout_s=150)
+    per_loan = episodes(alerts, SEED_RULE)
+    assert len(per_loan) == loans, stack.workers[-1].log_tail()
+    ids = Counter(alert_id for changes in per_loan.values() for alert_id, _ in changes)
+    assert all(count == 1 for count in ids.values())
+    assert all(len(changes) == 1 for changes in per_loan.values())
