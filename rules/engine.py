@@ -92,7 +92,7 @@ class Engine:
         return cls(load_rules(CATALOG_DIR), load_places(CATALOG_DIR / "places"))
 
     def new_state(self, loan_id: str) -> LoanState:
-        return LoanState(loan_id=loan_id)
+        return LoanState(loan_id=loan_id, dirty=True)  # evaluate on the first event
 
     # ------------------------------------------------------------------ inputs
 

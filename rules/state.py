@@ -12,6 +12,8 @@ from typing import Any, ClassVar
 
 import orjson
 
+_NO_DEADLINE = float("inf")  # cached "nothing scheduled": not stored (JSON has no infinity)
+
 # Fix quality: what a position can be trusted for.
 FIX_GPS, FIX_WIFI, FIX_LBS = 0, 1, 2
 
@@ -145,10 +147,13 @@ class LoanState:
     alerts: dict[str, AlertState] = field(default_factory=dict)
     seen: list[int] = field(default_factory=list)  # hashes of the latest event ids
 
-    # transient: recomputed after a restore
-    dirty: bool = True
+    # Saved too, so a worker that restores the state for every event keeps the evaluation
+    # gating: whether a signal changed since the last evaluation, and a lower bound of the next
+    # deadline (None: unknown, recompute).
+    dirty: bool = False
+    deadline: float | None = None
+    # transient: rebuilt on demand
     region_obj: Any = None
-    deadline: float | None = None  # cached lower bound of the next deadline
 
     # ------------------------------------------------------------------ serialisation
 
@@ -184,13 +189,15 @@ class LoanState:
         ("ck", "clock", None),
         ("pv", "pending_eval", None),
         ("sn", "seen", []),
+        ("dt", "dirty", False),
+        ("dl", "deadline", None),
     )
 
     def to_bytes(self) -> bytes:
         out: dict[str, Any] = {"id": self.loan_id}
         for key, name, default in self._FIELDS:
             value = getattr(self, name)
-            if value != default:
+            if value != default and value != _NO_DEADLINE:
                 out[key] = value
         if self.devices:
             out["dv"] = {k: d.dump() for k, d in self.devices.items()}
@@ -211,11 +218,3 @@ class LoanState:
         state.installments = [InstallmentState.load(i) for i in raw.get("in_", [])]
         state.alerts = {k: AlertState.load(v) for k, v in raw.get("al", {}).items()}
         return state
-
-    def semantic_bytes(self) -> bytes:
-        """The state without the duplicate filter's memory (for tests comparing outcomes)."""
-        seen, self.seen = self.seen, []
-        try:
-            return self.to_bytes()
-        finally:
-            self.seen = seen

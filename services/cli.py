@@ -8,7 +8,10 @@ from typing import Annotated
 
 import typer
 
+from services import cli_rules as rules_cli
 from services import infra
+from services.cli_rules import backtest_command
+from services.cli_simulate import simulate_command
 from services.jt808 import cli as jt808_cli
 from services.settings import SettingsError, get_settings
 
@@ -21,6 +24,9 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(jt808_cli.app, name="jt808", help="JT/T 808 tools (decode captured frames).")
 gateway_app.command("jt808")(jt808_cli.serve)
+app.command("simulate")(simulate_command)
+app.command("backtest")(backtest_command)
+app.add_typer(rules_cli.app, name="rules", help="Rule files: check them.")
 
 DataDir = Annotated[Path, typer.Option(help="Where Kafka and Redis keep their data.")]
 
@@ -64,7 +70,9 @@ def _print_status(data_dir: Path) -> bool:
 
 @topics_app.command("create")
 def topics_create(
-    partitions: Annotated[int | None, typer.Option(help="Default: SKIPWATCH_KAFKA__PARTITIONS")] = None,
+    partitions: Annotated[
+        int | None, typer.Option(help="Default: SKIPWATCH_KAFKA__PARTITIONS")
+    ] = None,
 ) -> None:
     """Create the skipwatch topics (co-partitioned), idempotently."""
     from services.kafka import ensure_topics

@@ -1,4 +1,4 @@
-"""Local infrastructure without Docker: a real Kafka (KRaft, from Maven jars) and a real redis-server.
+"""Local infrastructure without Docker: a real Kafka (KRaft, Maven jars) and a real redis-server.
 
 Data lives under an ignored project-local folder (.skipwatch/ by default).
 """

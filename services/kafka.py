@@ -1,8 +1,9 @@
-"""Kafka plumbing shared by every process: topic specs, idempotent creation, producers, dead letters."""
+"""Kafka plumbing shared by every process: topic specs, idempotent creation, producers."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -75,10 +76,9 @@ async def ensure_topics(
         ]
         created: list[str] = []
         if new:
-            try:
+            # a concurrent creator may win; the end state is the same
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass  # a concurrent creator won; the end state is the same
             created = [t.name for t in new]
         described = await admin.describe_topics(list(wanted))
         for topic in described:

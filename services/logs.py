@@ -1,4 +1,4 @@
-"""Structured logs: JSON lines by default (one event per line), readable console output on request."""
+"""Structured logs: JSON lines by default (one event a line), readable console output on request."""
 
 from __future__ import annotations
 

@@ -154,9 +154,7 @@ def load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        lines = [
-            f"{_env_name(err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)
-        ]
+        lines = [f"{_env_name(err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)]
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None
 
 

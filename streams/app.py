@@ -11,7 +11,7 @@ Tables (changelogged, `use_partitioner` so the key's partition is the source par
 a batch mixes partitions or the deadline sweep writes outside a stream):
   loan_state[loan_id]     engine state bytes
   loan_devices[loan_id]   device ids last bound for the loan (to unbind on change)
-  bindings[device_id]     loan id
+  bindings[device_id]     the binding in force (loan id, version)
   pending[device_id]      pings of a device not yet bound (kept, bounded, evaluated on binding)
 """
 
@@ -20,25 +20,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import faust
 import orjson
 from aiokafka.partitioner import murmur2
-from faust.types import EventT
+from faust.types import EventT, StreamT, TableT
 
 from rules.engine import Engine
+from rules.events import AlertEvent, GpsPing, InputEvent, Loan
 from rules.places import load_places
 from rules.spec import CATALOG_DIR, load_rules
 from rules.state import LoanState
-from rules.events import AlertEvent, GpsPing, InputEvent, Loan
 from services.kafka import deadletter_headers
 from services.settings import Settings
 from streams.deadlines import DeadlineIndex
 from streams.metrics import WorkerMetrics
-from streams.records import Rejected, binding_record, decode, read_binding
+from streams.records import Binding, Rejected, decode
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def build_pipeline(
         for n in ("loans", "gps.raw", "payments", "contacts", "gps.bound", "device-bindings")
     }
 
-    def table(name: str) -> faust.Table:
+    def table(name: str) -> TableT[str, bytes]:
         return app.Table(
             name, default=None, partitions=partitions, use_partitioner=True,
             key_type=str, value_type=bytes,
@@ -148,7 +148,7 @@ def build_pipeline(
     bindings = table("device-bindings")
     pending = table("pending-pings")
 
-    async def dead_letter(event: EventT, topic_name: str, rejected: Rejected) -> None:
+    async def dead_letter(event: EventT[bytes], topic_name: str, rejected: Rejected) -> None:
         metrics.events.labels(topic_name, rejected.reason).inc()
         metrics.deadletters.labels(topic_name, rejected.reason).inc()
         await deadletter_topic.send(
@@ -169,7 +169,9 @@ def build_pipeline(
         for loan_id, alert in alerts:
             metrics.alerts.labels(alert.rule_id, alert.severity, alert.status).inc()
             futures.append(
-                await alerts_topic.send(key=loan_id.encode(), value=alert.model_dump_json().encode())
+                await alerts_topic.send(
+                    key=loan_id.encode(), value=alert.model_dump_json().encode()
+                )
             )
         if futures:
             await asyncio.gather(*futures)
@@ -181,8 +183,12 @@ def build_pipeline(
             clock.observe(seconds)
             metrics.event_time_lag.labels(topic_name).observe(max(time.time() - seconds, 0.0))
 
+    def key_of(event: EventT[bytes]) -> str:
+        return event.key.decode() if isinstance(event.key, bytes) else ""
+
     def partition_of(key: str) -> int:
-        return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+        # The default partitioner of every Kafka client: murmur2 of the key bytes.
+        return int((murmur2(key.encode()) & 0x7FFFFFFF) % partitions)
 
     def load_state(loan_id: str) -> tuple[LoanState, bytes | None]:
         before: bytes | None = loan_state.get(loan_id)
@@ -196,23 +202,27 @@ def build_pipeline(
         deadline = engine.next_deadline(state)
         deadlines.schedule(partition, loan_id, deadline.timestamp() if deadline else None)
 
-    async def rebind_devices(loan: Loan) -> None:
+    async def rebind_devices(loan: Loan, version: int) -> None:
         previous = set(orjson.loads(loan_devices.get(loan.loan_id) or b"[]"))
         current = {d.device_id for d in loan.devices} if loan.status == "active" else set()
         for device_id in previous - current:
-            await bindings_topic.send(key=device_id.encode(), value=binding_record(loan.loan_id, False))
+            released = Binding(loan.loan_id, bound=False, version=version)
+            await bindings_topic.send(key=device_id.encode(), value=released.to_bytes())
         for device_id in current - previous:
-            await bindings_topic.send(key=device_id.encode(), value=binding_record(loan.loan_id, True))
+            bound = Binding(loan.loan_id, bound=True, version=version)
+            await bindings_topic.send(key=device_id.encode(), value=bound.to_bytes())
         if current != previous:
             loan_devices[loan.loan_id] = orjson.dumps(sorted(current))
 
     @app.agent(topic("loans", "payments", "contacts", "gps.bound"))
-    async def evaluate(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_S):
+    async def evaluate(stream: StreamT[bytes]) -> None:
+        async for events in stream.take_events(  # type: ignore[attr-defined]
+            BATCH_SIZE, within=BATCH_WITHIN_S
+        ):
             async with state_lock:
                 await evaluate_batch(events)
 
-    async def evaluate_batch(events: list[EventT]) -> None:
+    async def evaluate_batch(events: Sequence[EventT[bytes]]) -> None:
         started = time.perf_counter()
         touched: dict[str, tuple[LoanState, bytes | None, int]] = {}
         alerts: list[tuple[str, AlertEvent]] = []
@@ -223,7 +233,8 @@ def build_pipeline(
                 await dead_letter(event, topic_name, decoded)
                 continue
             observe(topic_name, decoded)
-            loan_id = event.key.decode() if isinstance(decoded, GpsPing) else decoded.loan_id
+            # gps.bound is our own topic, always keyed by the loan the device is bound to
+            loan_id = key_of(event) if isinstance(decoded, GpsPing) else decoded.loan_id
             if loan_id in touched:
                 state, before, _ = touched[loan_id]
             else:
@@ -239,7 +250,7 @@ def build_pipeline(
             alerts.extend((loan_id, a) for a in changes)
             metrics.events.labels(topic_name, "applied").inc()
             if isinstance(decoded, Loan):
-                await rebind_devices(decoded)
+                await rebind_devices(decoded, int(event.message.timestamp * 1000))
         await emit(alerts)
         for loan_id, (state, before, partition) in touched.items():
             store_state(loan_id, state, before, partition)
@@ -247,25 +258,28 @@ def build_pipeline(
         metrics.batch_seconds.labels("evaluate").observe(time.perf_counter() - started)
 
     @app.agent(topic("gps.raw", "device-bindings"))
-    async def bind_pings(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_S):
+    async def bind_pings(stream: StreamT[bytes]) -> None:
+        async for events in stream.take_events(  # type: ignore[attr-defined]
+            BATCH_SIZE, within=BATCH_WITHIN_S
+        ):
             started = time.perf_counter()
             for event in events:
                 topic_name = topic_names[event.message.topic]
                 if topic_name == "device-bindings":
-                    await apply_binding(event.key.decode(), event.value)
+                    await apply_binding(key_of(event), Binding.from_bytes(event.value))
                     continue
                 decoded = decode("gps.raw", event.value)
                 if isinstance(decoded, Rejected):
                     await dead_letter(event, topic_name, decoded)
                     continue
                 assert isinstance(decoded, GpsPing)
-                loan_id = bindings.get(decoded.device_id)
-                if loan_id is None:
+                held = bindings.get(decoded.device_id)
+                if held is None:
                     keep_pending(decoded.device_id, event.value)
                     metrics.events.labels(topic_name, "pending_binding").inc()
                     continue
-                await gps_bound_topic.send(key=loan_id, value=event.value)
+                loan_id = Binding.from_bytes(held).loan_id
+                await gps_bound_topic.send(key=loan_id.encode(), value=event.value)
                 metrics.events.labels(topic_name, "bound").inc()
             metrics.batch_seconds.labels("bind_pings").observe(time.perf_counter() - started)
 
@@ -274,21 +288,21 @@ def build_pipeline(
         held.append(value.decode())
         pending[device_id] = orjson.dumps(held[-MAX_PENDING_PINGS_PER_DEVICE:])
 
-    async def apply_binding(device_id: str, value: bytes) -> None:
-        loan_id, bound = read_binding(value)
-        if not bound:
-            # Only the loan that holds the binding may release it: a newer binding wins.
-            if bindings.get(device_id) == loan_id.encode():
-                del bindings[device_id]
+    async def apply_binding(device_id: str, change: Binding) -> None:
+        held = bindings.get(device_id)
+        if not change.supersedes(Binding.from_bytes(held) if held else None):
             return
-        bindings[device_id] = loan_id.encode()
-        held = pending.get(device_id)
-        if held:
-            for ping in orjson.loads(held):
-                await gps_bound_topic.send(key=loan_id, value=ping.encode())
+        if not change.bound:
+            del bindings[device_id]
+            return
+        bindings[device_id] = change.to_bytes()
+        waiting = pending.get(device_id)
+        if waiting:
+            for ping in orjson.loads(waiting):
+                await gps_bound_topic.send(key=change.loan_id.encode(), value=ping.encode())
             del pending[device_id]
 
-    @app.timer(SWEEP_INTERVAL_S)
+    @app.timer(SWEEP_INTERVAL_S)  # type: ignore[untyped-decorator]
     async def sweep_deadlines() -> None:
         """Advance only the loans whose deadline fell due, on partitions this worker owns."""
         owned = {
@@ -311,7 +325,7 @@ def build_pipeline(
             store_state(loan_id, state, before, partition_of(loan_id))
             metrics.deadlines_due.inc()
 
-    @loan_state.on_recover  # type: ignore[untyped-decorator]
+    @loan_state.on_recover
     async def rebuild_deadlines() -> None:
         """After recovery (start, rebalance) re-index the deadlines of every loan held."""
         count = 0

@@ -1,4 +1,4 @@
-"""Worker metrics, built on an injected registry; labels stay bounded (topic, outcome, rule, reason)."""
+"""Worker metrics on an injected registry; labels stay bounded (topic, outcome, rule, reason)."""
 
 from __future__ import annotations
 

@@ -28,10 +28,31 @@ def decode(topic: str, value: bytes | None) -> InputEvent | Rejected:
         return Rejected("invalid", describe_validation_error(exc))
 
 
-def binding_record(loan_id: str, bound: bool) -> bytes:
-    return orjson.dumps({"loan_id": loan_id, "bound": bound})
+@dataclass(frozen=True)
+class Binding:
+    """A device bound to (or released by) a loan, as of the loan record's Kafka timestamp.
 
+    Loans live on different partitions, so their records are processed in no particular
+    order: the newest loan record naming a device wins, whatever order they arrive in.
+    """
 
-def read_binding(value: bytes) -> tuple[str, bool]:
-    data = orjson.loads(value)
-    return str(data["loan_id"]), bool(data["bound"])
+    loan_id: str
+    bound: bool
+    version: int  # the loan record's timestamp, ms
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps({"loan_id": self.loan_id, "bound": self.bound, "version": self.version})
+
+    @classmethod
+    def from_bytes(cls, value: bytes) -> Binding:
+        data = orjson.loads(value)
+        return cls(str(data["loan_id"]), bool(data["bound"]), int(data["version"]))
+
+    def supersedes(self, current: Binding | None) -> bool:
+        """Whether this change applies on top of the binding held now."""
+        if current is None:
+            return self.bound
+        if self.bound:
+            return self.version >= current.version
+        # a release only undoes the releasing loan's own binding, never a newer one
+        return current.loan_id == self.loan_id and self.version >= current.version

@@ -21,7 +21,7 @@ def run_worker(settings: Settings) -> None:
     asyncio.run(_prepare(settings))
     pipeline = build_pipeline(settings)
     if settings.worker.metrics_port:
-        start_http_server(settings.worker.metrics_port, addr="0.0.0.0")  # noqa: S104
+        start_http_server(settings.worker.metrics_port, addr="0.0.0.0")
     log.info(
         "worker starting",
         extra={

@@ -22,7 +22,9 @@ def offset(lat: float, lon: float, north_km: float, east_km: float) -> tuple[flo
     )
 
 
-def loan(loan_id: str, devices: list[tuple[str, str]] | None = None, due: str = "2026-03-01") -> Loan:
+def loan(
+    loan_id: str, devices: list[tuple[str, str]] | None = None, due: str = "2026-03-01"
+) -> Loan:
     return Loan.model_validate(
         {
             "loan_id": loan_id,
@@ -80,7 +82,10 @@ def seed_case(loan_id: str) -> tuple[Loan, list[InputEvent]]:
     events += [contact(loan_id, at(2, 9, 30), "powered_off", 1)]
     events += [contact(loan_id, at(2, 10), "suspended", 2)]
     # drive east at 60 km/h: inside for the first half hour, then out (30 km radius)
-    events += [ping(device, at(2, 10) + dt.timedelta(minutes=10 * i), 2.0 + 10.0 * i, i + 1) for i in range(1, 13)]
+    events += [
+        ping(device, at(2, 10) + dt.timedelta(minutes=10 * i), 2.0 + 10.0 * i, i + 1)
+        for i in range(1, 13)
+    ]
     return loan(loan_id), events
 
 

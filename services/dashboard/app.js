@@ -32,7 +32,7 @@ function h(tag, attrs = {}, ...children) {
     else if (key === "class") el.className = value;
     else el.setAttribute(key, value === true ? "" : String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     el.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -206,11 +206,11 @@ function row(alert) {
     h("button", { class: "title-btn", type: "button", onclick: (e) => { e.stopPropagation(); open(); } },
       alert.title),
     h("span", { class: "sub mono" }, alert.rule_id)),
-  h("td", { class: "mono" }, alert.loan_id),
+  h("td", { class: "mono nowrap" }, alert.loan_id),
   h("td", { class: "num" }, riskCell(alert.risk_score)),
   h("td", {}, h("span", { class: `status ${alert.status}` }, alert.status),
     alert.assigned ? h("span", { class: "sub" }, `→ ${alert.assigned.assignee}`) : null),
-  h("td", { class: "age", title: when(alert.started_at), "data-started": alert.started_at },
+  h("td", { class: "age nowrap", title: when(alert.started_at), "data-started": alert.started_at },
     age(alert.started_at)));
 }
 
@@ -221,8 +221,8 @@ function render(flashId = null) {
   $("more").hidden = state.cursors.size === 0;
   const count = (sev) => alerts.filter((a) => a.severity === sev).length;
   $("counts").replaceChildren(
-    ...["critical", "warning", "info"].map((sev) =>
-      h("span", { class: "count" }, h("span", { class: `badge ${sev}` }, h("b", {}, count(sev))), " ")),
+    ...["critical", "warning", "info"].filter((sev) => count(sev) > 0).map((sev) =>
+      h("span", { class: `badge ${sev}` }, `${count(sev)} ${sev}`)),
     h("span", { class: "count" }, `${alerts.length} shown`));
   if (flashId) {
     const tr = $("rows").querySelector(`tr[data-id="${CSS.escape(flashId)}"]`);
@@ -371,9 +371,11 @@ function evidenceItem(item) {
         reasons.length ? h("ul", { class: "reasons" }, reasons) : null),
       h("span", { class: "v" }, String(item.score)));
   }
-  // Anything else: show its fields as they are.
-  return h("li", {}, h("span", { class: "k" }, item.kind || "item"),
-    h("span", { class: "v mono" }, JSON.stringify(item)));
+  // Anything else (e.g. a person the rule looked at): its fields as "key: value" pairs.
+  const fields = Object.entries(item).filter(([k]) => k !== "kind")
+    .map(([k, v]) => `${k.replaceAll("_", " ")}: ${typeof v === "object" ? JSON.stringify(v) : v}`);
+  return h("li", {}, h("span", { class: "k" }, (item.kind || "item").replaceAll("_", " ")),
+    h("span", { class: "v" }, fields.join(" · ")));
 }
 
 function actionBar(alert) {

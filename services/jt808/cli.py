@@ -167,7 +167,7 @@ def serve(
     idle_timeout: Annotated[float | None, typer.Option(min=1, help="Seconds without data.")] = None,
     require_auth: Annotated[
         bool | None,
-        typer.Option(help="Accept data only after 0x0102 (default: settings gateway.require_auth)."),
+        typer.Option(help="Accept data only after 0x0102 (default: gateway.require_auth)."),
     ] = None,
     metrics_port: Annotated[
         int | None, typer.Option(help="Prometheus /metrics port; 0 = off (default: settings).")
@@ -188,9 +188,7 @@ def serve(
         max_connections=max_connections or gateway_settings.max_connections,
         idle_timeout_s=idle_timeout or gateway_settings.idle_timeout_s,
         require_auth=gateway_settings.require_auth if require_auth is None else require_auth,
-        auth_secret=(
-            gateway_settings.auth_secret.get_secret_value() if gateway_settings.auth_secret else None
-        ),
+        auth_secret=secret.get_secret_value() if (secret := gateway_settings.auth_secret) else None,
     )
     _raise_fd_limit(options.max_connections + 256)
     metrics_port = gateway_settings.metrics_port if metrics_port is None else metrics_port

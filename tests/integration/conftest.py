@@ -90,7 +90,9 @@ class Stack:
         """Fail fast, with its log, when a worker died that nobody killed."""
         for worker in self.workers:
             if worker.proc and worker.proc.poll() is not None and not worker.killed:
-                raise AssertionError(f"worker exited ({worker.proc.returncode}):\n{worker.log_tail()}")
+                raise AssertionError(
+                    f"worker exited ({worker.proc.returncode}):\n{worker.log_tail()}"
+                )
 
     async def produce(self, events: list[InputEvent]) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=2)
@@ -114,9 +116,7 @@ class Stack:
         key = event.device_id if topic == "gps.raw" else event.loan_id  # type: ignore[union-attr]
         return self.prefix + topic, event.model_dump_json().encode(), key.encode()
 
-    async def read_topic(
-        self, topic: str, until: Any, timeout_s: float = 90.0
-    ) -> list[Any]:
+    async def read_topic(self, topic: str, until: Any, timeout_s: float = 90.0) -> list[Any]:
         """Read a topic from the start until `until(records)` is true (or time out)."""
         consumer = AIOKafkaConsumer(
             self.prefix + topic, bootstrap_servers=self.bootstrap,
@@ -147,9 +147,7 @@ class Stack:
 
 
 @pytest.fixture
-async def stack(
-    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
-) -> AsyncIterator[Stack]:
+async def stack(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> AsyncIterator[Stack]:
     partitions = 4
     await ensure_topics(kafka_bootstrap, topic_prefix, partitions)
     stack = Stack(kafka_bootstrap, topic_prefix, partitions, tmp_path)

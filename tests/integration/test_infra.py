@@ -58,7 +58,9 @@ async def test_ten_thousand_events_round_trip_through_a_consumer_group(
             )  # fmt: skip
             sent[ping.event_id] = ping
             futures.append(
-                await producer.send(topic, ping.model_dump_json().encode(), key=ping.device_id.encode())
+                await producer.send(
+                    topic, ping.model_dump_json().encode(), key=ping.device_id.encode()
+                )
             )
         await asyncio.gather(*futures)
     finally:

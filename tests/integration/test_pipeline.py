@@ -171,3 +171,86 @@ async def test_two_workers_share_partitions_and_one_takes_over(stack: Stack) -> 
     ids = Counter(alert_id for changes in per_loan.values() for alert_id, _ in changes)
     assert all(count == 1 for count in ids.values())
     assert all(len(changes) == 1 for changes in per_loan.values())
+
+
+async def test_pings_before_binding_are_kept_and_evaluated_when_the_loan_arrives(
+    stack: Stack,
+) -> None:
+    """Trackers are installed before funding: the seed case's pings and contacts come first,
+    the loan (which binds the device) last. The alert must still fire."""
+    stack.start_worker()
+    loan_record, events = seed_case("L-late-bind")
+    await stack.produce(events)
+    await asyncio.sleep(2)
+    await stack.produce([loan_record])
+
+    def fired(alerts: list[AlertEvent]) -> bool:
+        return any(a.rule_id == SEED_RULE for a in alerts)
+
+    alerts = await stack.alerts(until=fired)
+    assert {a.loan_id for a in alerts if a.rule_id == SEED_RULE} == {"L-late-bind"}
+
+
+async def test_rebinding_a_device_moves_its_pings_to_the_new_loan(stack: Stack) -> None:
+    stack.start_worker()
+    old_loan, events = seed_case("L-old")
+    # the device is moved to another loan before any ping is sent
+    moved_device = [("L-old-w", "wired")]
+    new_loan = loan("L-new", devices=moved_device)
+    old_loan_without = loan("L-old", devices=[("L-old-other", "wired")])
+    contacts_for_new = [
+        e.model_copy(update={"loan_id": "L-new", "event_id": e.event_id + "-new"})
+        for e in events
+        if not isinstance(e, type(events[0]))
+    ]
+    await stack.produce([old_loan])
+    await asyncio.sleep(2)
+    await stack.produce([old_loan_without, new_loan])
+    await asyncio.sleep(2)
+    await stack.produce(contacts_for_new + [e for e in events if isinstance(e, type(events[0]))])
+    # the old loan also has its dead phone: only the device decides who fires
+    await stack.produce([e for e in events if not isinstance(e, type(events[0]))])
+
+    def fired(alerts: list[AlertEvent]) -> bool:
+        return any(a.rule_id == SEED_RULE for a in alerts)
+
+    alerts = await stack.alerts(until=fired)
+    await asyncio.sleep(3)
+    alerts = await stack.alerts(until=lambda a: False, timeout_s=3)
+    assert {a.loan_id for a in alerts if a.rule_id == SEED_RULE} == {"L-new"}, [
+        (a.loan_id, a.rule_id, a.status) for a in alerts
+    ]
+
+
+async def test_bad_records_are_dead_lettered_with_reason_and_processing_goes_on(
+    stack: Stack,
+) -> None:
+    stack.start_worker()
+    await stack.produce_raw("payments", b"L1", b"{not json")
+    await stack.produce_raw("gps.raw", b"dev-x", b'{"event_id": "x", "device_id": "dev-x"}')
+    await stack.produce_raw("contacts", b"L1", b'{"event_id": "c", "loan_id": "L1", "ts": '
+                            b'"2026-03-01T10:00:00", "party": "borrower", "channel": "call", '
+                            b'"outcome": "reached"}')  # fmt: skip
+    loan_record, events = seed_case("L-after-bad")
+    await stack.produce([loan_record, *events])
+
+    def three(records: list[object]) -> bool:
+        return len(records) >= 3
+
+    dead = await stack.read_topic("deadletter", three)
+    reasons = {
+        (dict(r.headers)["skipwatch-source-topic"].decode(), dict(r.headers)["skipwatch-reason"])
+        for r in dead
+    }
+    prefix = stack.prefix
+    assert reasons == {
+        (prefix + "payments", b"undecodable"),
+        (prefix + "gps.raw", b"invalid"),
+        (prefix + "contacts", b"invalid"),
+    }
+    details = " ".join(dict(r.headers)["skipwatch-detail"].decode() for r in dead)
+    assert "device_kind" in details and "ts" in details
+    assert {r.value for r in dead} >= {b"{not json"}
+
+    alerts = await stack.alerts(until=lambda a: any(x.rule_id == SEED_RULE for x in a))
+    assert any(a.rule_id == SEED_RULE for a in alerts), "the worker went on after bad records"

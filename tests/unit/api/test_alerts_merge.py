@@ -11,9 +11,9 @@ from rules.events import AlertEvent, AlertStatus, Severity
 from services.store import (
     Action,
     AlertRecord,
+    InvalidCursor,
     decode_cursor,
     encode_cursor,
-    InvalidCursor,
     merge,
     operator_event,
 )

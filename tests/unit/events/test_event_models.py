@@ -61,7 +61,10 @@ LOAN: dict[str, Any] = {
     "status": "active",
     "borrower": {"name": "张三", "phone": "+8613800138000"},
     "vehicle": {"vin": "LSVAU2180N2123456", "plate": "川A12345"},
-    "devices": [{"device_id": "dev-1", "kind": "wired"}, {"device_id": "dev-2", "kind": "wireless"}],
+    "devices": [
+        {"device_id": "dev-1", "kind": "wired"},
+        {"device_id": "dev-2", "kind": "wireless"},
+    ],
     "home_region": {"center": [30.66, 104.06], "radius_km": 50},
     "schedule": [{"installment_no": 1, "due_date": "2026-03-01", "amount": 3200}],
 }
@@ -151,7 +154,9 @@ INVALID: list[tuple[str, type, dict[str, Any], str]] = [
 
 
 @pytest.mark.parametrize(("case", "model", "data", "field"), INVALID, ids=[c[0] for c in INVALID])
-def test_invalid_rejected_naming_the_field(case: str, model: type, data: dict[str, Any], field: str) -> None:
+def test_invalid_rejected_naming_the_field(
+    case: str, model: type, data: dict[str, Any], field: str
+) -> None:
     with pytest.raises(ValidationError) as info:
         model.model_validate(data)
     message = describe_validation_error(info.value)
@@ -194,7 +199,8 @@ def test_json_round_trip(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("topic", "data"), [("gps.raw", PING), ("payments", PAYMENT), ("contacts", CONTACT), ("loans", LOAN)]
+    ("topic", "data"),
+    [("gps.raw", PING), ("payments", PAYMENT), ("contacts", CONTACT), ("loans", LOAN)],
 )
 def test_recording_line_round_trip(topic: str, data: dict[str, Any]) -> None:
     event = decode_event(topic, MODELS_BY_TOPIC[topic].model_validate(data).model_dump_json())
@@ -202,7 +208,12 @@ def test_recording_line_round_trip(topic: str, data: dict[str, Any]) -> None:
     assert (read_topic, read_event) == (topic, event)
 
 
-MODELS_BY_TOPIC = {"gps.raw": GpsPing, "payments": PaymentEvent, "contacts": ContactAttempt, "loans": Loan}
+MODELS_BY_TOPIC = {
+    "gps.raw": GpsPing,
+    "payments": PaymentEvent,
+    "contacts": ContactAttempt,
+    "loans": Loan,
+}
 
 
 def test_recording_error_names_the_line() -> None:

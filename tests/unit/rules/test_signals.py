@@ -6,6 +6,8 @@ import datetime as dt
 from typing import Any
 
 import pytest
+
+from rules.events import MultiPolygonRegion, PolygonRegion
 from tests.unit.rules.rules_factories import (
     FAR,
     FIRST_OVERDUE_H,
@@ -21,8 +23,6 @@ from tests.unit.rules.rules_factories import (
     run,
     start,
 )
-
-from rules.events import MultiPolygonRegion, PolygonRegion
 
 pytestmark = pytest.mark.unit
 

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import pytest
+
+from streams.deadlines import DeadlineIndex
+from streams.records import Binding, Rejected, decode
+
+pytestmark = pytest.mark.unit
+
+
+def test_pop_due_returns_only_due_keys_of_owned_partitions_in_order() -> None:
+    index = DeadlineIndex()
+    index.schedule(0, "a", 30.0)
+    index.schedule(0, "b", 10.0)
+    index.schedule(1, "c", 5.0)
+    index.schedule(0, "d", 99.0)
+    assert index.pop_due({0}, now=30.0) == ["b", "a"]
+    assert index.pop_due({0}, now=30.0) == []
+    assert index.pop_due({0, 1}, now=30.0) == ["c"]
+    assert len(index) == 1
+
+
+def test_rescheduling_replaces_the_old_deadline() -> None:
+    index = DeadlineIndex()
+    index.schedule(0, "a", 10.0)
+    index.schedule(0, "a", 50.0)
+    assert index.pop_due({0}, now=20.0) == []
+    assert index.pop_due({0}, now=50.0) == ["a"]
+    index.schedule(0, "b", 10.0)
+    index.schedule(0, "b", None)
+    assert index.pop_due({0}, now=100.0) == []
+
+
+def test_sweep_cost_follows_due_deadlines_not_keys_held() -> None:
+    index = DeadlineIndex()
+    for n in range(100_000):
+        index.schedule(n % 4, f"loan{n}", 1_000.0 + n)
+    # only the 10 due entries are popped; the rest stay untouched in the heaps
+    assert len(index.pop_due({0, 1, 2, 3}, now=1_009.0)) == 10
+    assert len(index) == 99_990
+
+
+def test_dropped_partitions_are_forgotten() -> None:
+    index = DeadlineIndex()
+    index.schedule(2, "x", 1.0)
+    index.drop_partitions({2})
+    assert index.pop_due({2}, now=10.0) == []
+
+
+BIND_OLD = Binding("L-old", bound=True, version=100)
+CASES = [
+    # (change, held now, applies)
+    (Binding("L1", True, 5), None, True),
+    (Binding("L1", False, 5), None, False),
+    (Binding("L-new", True, 200), BIND_OLD, True),
+    (Binding("L-new", True, 50), BIND_OLD, False),  # an older loan record loses
+    (Binding("L-old", False, 150), BIND_OLD, True),
+    (Binding("L-old", False, 50), BIND_OLD, False),
+    (Binding("L-other", False, 500), BIND_OLD, False),  # only the holder releases
+]
+
+
+@pytest.mark.parametrize(("change", "held", "applies"), CASES)
+def test_binding_supersedes(change: Binding, held: Binding | None, applies: bool) -> None:
+    assert change.supersedes(held) is applies
+
+
+def test_binding_round_trips() -> None:
+    assert Binding.from_bytes(BIND_OLD.to_bytes()) == BIND_OLD
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [(b"", "undecodable"), (b"{nope", "undecodable"), (b'{"event_id": "x"}', "invalid")],
+)
+def test_decode_rejects_with_reason(value: bytes, reason: str) -> None:
+    rejected = decode("payments", value)
+    assert isinstance(rejected, Rejected)
+    assert rejected.reason == reason
