@@ -68,7 +68,7 @@ class ProjectorMetrics:
         self.restarts = Counter(
             "skipwatch_projector_restarts",
             "Consumer restarts, by reason: error (Kafka or Redis failed), wiped (the view was "
-            "emptied while running; rebuilt from the beginning).",
+            "emptied, or rebuilt by another process, while running; read again from there).",
             ["reason"],
             registry=self.registry,
         )
@@ -160,11 +160,11 @@ class Projector:
             await asyncio.sleep(self._retry_s)
 
     async def _consume(self) -> None:
-        if not await self.store.is_built():
+        generation = await self.store.generation()
+        if generation is None:
             # Empty (first start or wiped): no stored position, so every partition starts at 0.
             self.metrics.rebuilds.inc()
-            await self.store.redis.delete(f"{self.store.prefix}offsets")
-            await self.store.mark_built()
+            generation = await self.store.start_generation()
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
             group_id=f"{self._prefix}projector",
@@ -185,7 +185,7 @@ class Projector:
                     if records:
                         await self._project(tp.topic[len(self._prefix) :], records)
                         positions[(tp.topic, tp.partition)] = records[-1].offset + 1
-                if positions and not await self.store.save_offsets(positions):
+                if positions and not await self.store.save_offsets(positions, generation):
                     raise _ViewWiped
                 await self._measure_lag()
         finally:

@@ -24,7 +24,7 @@ Keys (all under `<redis.key_prefix>view:`):
     devices             HASH device_id -> loan_id (to put pings on a loan's timeline)
     timeline:<loan_id>  ZSET of JSON entries -> event time, capped to the newest N
     offsets             HASH "<topic>:<partition>" -> next offset the projector reads
-    built               sentinel: absent means the view is empty or was wiped (rebuild)
+    built               id of the current build; absent: empty or wiped (rebuild)
     changes             pub/sub channel: every changed alert record (for SSE)
 """
 
@@ -34,6 +34,7 @@ import base64
 import binascii
 import datetime as dt
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -81,10 +82,13 @@ class _Model(BaseModel):
 
 
 class Stamp(_Model):
-    """Who did something and when (wall clock)."""
+    """Who did something, when (wall clock), and to the alert at which severity: a later
+    escalation voids an ack, resolve or snooze (a collector who acked a warning must hear about
+    it again when it turns critical)."""
 
     by: str
     at: dt.datetime
+    severity: Severity
 
 
 class Assignment(Stamp):
@@ -100,9 +104,6 @@ class OperatorState(_Model):
     assigned: Assignment | None = None
     resolved: Stamp | None = None
     silenced: Silence | None = None
-    # The alert's severity when an operator last acted: a later escalation voids ack/resolve/snooze
-    # (a collector who acked a warning must hear about it again when it turns critical).
-    severity: Severity
 
     @property
     def at(self) -> dt.datetime:
@@ -124,7 +125,6 @@ class OperatorState(_Model):
             assigned=newer(self.assigned, other.assigned),
             resolved=newer(self.resolved, other.resolved),
             silenced=newer(self.silenced, other.silenced),
-            severity=other.severity if other.at >= self.at else self.severity,
         )
 
 
@@ -136,9 +136,21 @@ class AlertRecord:
     ops: OperatorState | None = None
 
     def ops_in_force(self) -> OperatorState | None:
-        if self.ops is None or self.base.severity.rank > self.ops.severity.rank:
+        """The operator state minus the acks, resolves and snoozes an escalation voided (the
+        assignment stays: it says who owns the alert, not what state it is in)."""
+        if self.ops is None:
             return None
-        return self.ops
+        rank = self.base.severity.rank
+
+        def valid(stamp: Any) -> Any:
+            return stamp if stamp is not None and stamp.severity.rank >= rank else None
+
+        return OperatorState(
+            acknowledged=valid(self.ops.acknowledged),
+            assigned=self.ops.assigned,
+            resolved=valid(self.ops.resolved),
+            silenced=valid(self.ops.silenced),
+        )
 
     def status(self, now: dt.datetime) -> AlertStatus:
         if self.base.status is AlertStatus.RESOLVED:
@@ -226,7 +238,8 @@ def operator_event(
 ) -> AlertEvent:
     """The AlertEvent an operator action publishes: the alert as it is, the new status and the
     whole operator state in labels (so the latest such event alone restores it)."""
-    stamp = Stamp(by=by, at=now)
+    severity = record.base.severity
+    stamp = Stamp(by=by, at=now, severity=severity)
     change: dict[str, Any] = {}
     if action is Action.ACK:
         change["acknowledged"] = stamp
@@ -234,15 +247,11 @@ def operator_event(
         change["resolved"] = stamp
     elif action is Action.ASSIGN:
         assert assignee is not None
-        change["assigned"] = Assignment(by=by, at=now, assignee=assignee)
+        change["assigned"] = Assignment(by=by, at=now, severity=severity, assignee=assignee)
     else:
         assert until is not None
-        change["silenced"] = Silence(by=by, at=now, until=until)
-    # Escalated since the last action: the old ack/resolve/snooze no longer count.
-    kept = record.ops_in_force() or OperatorState(
-        assigned=record.ops.assigned if record.ops else None, severity=record.base.severity
-    )
-    ops = kept.model_copy(update={**change, "severity": record.base.severity})
+        change["silenced"] = Silence(by=by, at=now, severity=severity, until=until)
+    ops = (record.ops or OperatorState()).model_copy(update=change)
     after = AlertRecord(base=record.base, ops=ops)
     labels = {
         **record.base.labels,
@@ -600,11 +609,19 @@ class AlertStore:
         return [TimelineEntry.from_member(r) for r in raws]
 
     # projector bookkeeping
-    async def is_built(self) -> bool:
-        return bool(await self.redis.exists(f"{self.prefix}built"))
+    async def generation(self) -> str | None:
+        """The id of the view's current build, or None when the view is empty or was wiped."""
+        raw = await self.redis.get(f"{self.prefix}built")
+        return _text(raw) if raw is not None else None
 
-    async def mark_built(self) -> None:
-        await self.redis.set(f"{self.prefix}built", b"1")
+    async def start_generation(self) -> str:
+        """Begin a rebuild from scratch: forget every stored position, then mark a new build."""
+        generation = uuid.uuid4().hex
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(f"{self.prefix}offsets")
+            pipe.set(f"{self.prefix}built", generation.encode())
+            await pipe.execute()
+        return generation
 
     async def offsets(self) -> dict[tuple[str, int], int]:
         raw: dict[bytes, bytes] = await self.redis.hgetall(f"{self.prefix}offsets")  # type: ignore[assignment]
@@ -614,18 +631,27 @@ class AlertStore:
             out[(topic, int(partition))] = int(v)
         return out
 
-    async def save_offsets(self, offsets: Mapping[tuple[str, int], int]) -> bool:
-        """Record positions; False when the view was wiped meanwhile (the caller rebuilds)."""
+    async def save_offsets(self, offsets: Mapping[tuple[str, int], int], generation: str) -> bool:
+        """Record positions, only if the view is still the build `generation`. False when it was
+        wiped or rebuilt meanwhile (by this or another process): the caller must start over, so
+        no process keeps positions that point past data the view no longer has."""
+        key = f"{self.prefix}built"
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.exists(f"{self.prefix}built")
-            pipe.hset(
-                f"{self.prefix}offsets",
-                mapping={f"{t}:{p}": o for (t, p), o in offsets.items()},
-            )
-            built, _ = await pipe.execute()
-        if not built:
-            await self.redis.delete(f"{self.prefix}offsets")
-        return bool(built)
+            try:
+                await pipe.watch(key)
+                current = await pipe.get(key)
+                if current is None or _text(current) != generation:
+                    await pipe.unwatch()  # type: ignore[no-untyped-call]
+                    return False
+                pipe.multi()  # type: ignore[no-untyped-call]
+                pipe.hset(
+                    f"{self.prefix}offsets",
+                    mapping={f"{t}:{p}": o for (t, p), o in offsets.items()},
+                )
+                await pipe.execute()
+            except WatchError:
+                return False
+        return True
 
     # live changes
     @asynccontextmanager
@@ -657,6 +683,10 @@ class AlertStore:
 
     async def close(self) -> None:
         await self.redis.aclose()
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
 
 
 class AlertNotFound(LookupError):

@@ -36,6 +36,7 @@ from rules.spec import CATALOG_DIR, load_rules
 from rules.state import LoanState
 from services.kafka import deadletter_headers
 from services.settings import Settings
+from streams import fastpath
 from streams.deadlines import DeadlineIndex
 from streams.metrics import WorkerMetrics
 from streams.records import Binding, Rejected, decode
@@ -92,6 +93,7 @@ def build_pipeline(
     metrics: WorkerMetrics | None = None,
     clock_wall: Callable[[], float] = time.time,
 ) -> Pipeline:
+    fastpath.install()
     engine = engine or build_engine(settings)
     metrics = metrics or WorkerMetrics.create()
     clock = Clock(settings.worker.clock, settings.worker.allowed_lateness_s, clock_wall)

@@ -29,9 +29,13 @@ from services.api import create_app
 from services.kafka import ensure_topics
 from services.settings import Settings
 
-pytestmark = pytest.mark.e2e
-
 CHROMIUM = "/usr/bin/chromium"
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason="needs Debian's Chromium (apt-get install chromium)"
+    ),
+]
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -130,8 +134,6 @@ async def running_api(settings: Settings) -> AsyncIterator[str]:
 
 @asynccontextmanager
 async def chromium() -> AsyncIterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not installed (Debian: apt-get install chromium)")
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -143,11 +145,15 @@ async def chromium() -> AsyncIterator[Browser]:
 async def screenshot(page: Page, folder: Path, name: str) -> Path:
     path = folder / f"{name}.png"
     await page.screenshot(path=str(path), full_page=True)
+    keep_copy(path)
+    return path
+
+
+def keep_copy(path: Path) -> None:
     extra = os.environ.get("SKIPWATCH_SCREENSHOT_DIR")
     if extra:
         Path(extra).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, Path(extra) / path.name)
-    return path
 
 
 async def sign_in(page: Page, base: str, token: str) -> None:

@@ -286,6 +286,18 @@ async def test_ack_goes_to_kafka_repeats_are_idempotent_and_a_wiped_view_is_rebu
         timeline = (await client.get("/v1/loans/L1/timeline", headers=auth(VIEWER))).json()
         assert [i["kind"] for i in timeline["items"]].count("alert") == 2  # not doubled
 
+        # Wiped while running: noticed at the next batch, and read again from the beginning.
+        await env.wipe_redis()
+        await env.produce_alerts(alert(3))
+
+        async def rebuilt_live() -> bool:
+            ids = await list_ids(client)
+            return ids == ["alert-003", "alert-002", "alert-001"]
+
+        await eventually(rebuilt_live)
+        body = (await client.get("/v1/alerts/alert-001", headers=auth(VIEWER))).json()
+        assert body["status"] == "acknowledged"
+
 
 async def test_sse_delivers_new_alerts_masked_for_viewers(env: Env) -> None:
     async with running_api(env) as client:

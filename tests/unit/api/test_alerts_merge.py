@@ -83,7 +83,17 @@ def test_escalation_voids_the_ack() -> None:
     )
     assert escalated is not None
     assert escalated.status(WALL) is AlertStatus.FIRING
-    assert escalated.ops_in_force() is None
+    in_force = escalated.ops_in_force()
+    assert in_force is not None and in_force.acknowledged is None
+    # A snooze of the critical alert does not bring the warning's ack back when it ends.
+    until = WALL + dt.timedelta(hours=1)
+    later = WALL + dt.timedelta(minutes=5)
+    snoozed = merge(
+        escalated, operator_event(escalated, Action.SNOOZE, by="admin", now=later, until=until)
+    )
+    assert snoozed is not None
+    assert snoozed.status(later) is AlertStatus.SILENCED
+    assert snoozed.status(until + dt.timedelta(seconds=1)) is AlertStatus.FIRING
 
 
 def test_snooze_ends_by_time_and_falls_back_to_ack() -> None:
