@@ -85,6 +85,20 @@ class Engine:
             ]
             for rule in rules.rules
         ]
+        # One key for all the rules: every signal some rule reads, bucketed on the union of the
+        # thresholds when every rule reading it buckets it (a finer split than any one rule's),
+        # else raw. Equal keys give equal per-rule memo keys, hence equal decisions.
+        read = sorted({name for rule in rules.rules for name in _rule_inputs(rule)})
+        self._decision_layout: tuple[tuple[str, tuple[float, ...] | None], ...] = tuple(
+            (
+                name,
+                rules.thresholds.get(name)
+                if all(name in r.bucketed for r in rules.rules if name in _rule_inputs(r))
+                else None,
+            )
+            for name in read
+        )
+        self._decisions: dict[tuple[Any, ...], tuple[tuple[tuple[bool, Severity], ...], bool]] = {}
 
     @classmethod
     def default(cls) -> Engine:
@@ -98,10 +112,13 @@ class Engine:
 
     def apply(self, state: LoanState, event: InputEvent, now: dt.datetime) -> list[AlertEvent]:
         """Apply one event already bound to this loan; returns alert state changes."""
-        out = self.advance(state, now)
         now_s = now.timestamp()
-        self.stats["events"] += 1
-        if isinstance(event, Loan):
+        deadline = state.deadline
+        # Usually nothing is due, and advance() would do nothing.
+        out = self._advance(state, now_s) if deadline is None or deadline <= now_s else []
+        stats = self.stats
+        stats["events"] += 1
+        if not isinstance(event, GpsPing) and isinstance(event, Loan):  # (pings first: cheaper)
             dirty = self._apply_loan(state, event, max(state.clock or now_s, now_s))
             instant = max(state.clock or now_s, now_s)
             if dirty:
@@ -109,34 +126,38 @@ class Engine:
                 out += self._evaluate(state, instant, to_datetime(instant))
             return out
 
-        ts = event.ts.timestamp()
-        if ts > now_s + self.config.max_future_skew_s:
-            self.stats["future_rejected"] += 1
+        event_ts = event.ts
+        ts = now_s if event_ts is now else event_ts.timestamp()
+        config = self.config
+        if ts > now_s + config.max_future_skew_s:
+            stats["future_rejected"] += 1
             return out
         digest = event_hash(event.event_id)
-        if digest in state.seen:
-            self.stats["duplicates"] += 1
+        seen = state.seen
+        if digest in seen:
+            stats["duplicates"] += 1
             return out
         clock = state.clock
-        late = (isinstance(event, GpsPing) and event.backfill) or (
-            clock is not None and ts < clock - self.config.late_tolerance_s
-        )
         if isinstance(event, GpsPing):
+            late = event.backfill or (clock is not None and ts < clock - config.late_tolerance_s)
             changed, dirty = self.tracking.apply_ping(state, event, ts)
-        elif isinstance(event, PaymentEvent):
-            changed = dirty = payment_signals.apply_payment(state, event, ts, digest)
         else:
-            changed = dirty = contact_signals.apply_contact(state, event, ts)
+            late = clock is not None and ts < clock - config.late_tolerance_s
+            if isinstance(event, PaymentEvent):
+                changed = dirty = payment_signals.apply_payment(state, event, ts, digest)
+            else:
+                changed = dirty = contact_signals.apply_contact(state, event, ts)
         if not changed:
-            self.stats["duplicates"] += 1
+            stats["duplicates"] += 1
             return out
-        state.seen.append(digest)
-        del state.seen[: -self.config.seen_event_ids]
+        seen.append(digest)
+        if len(seen) > config.seen_event_ids:
+            del seen[: -config.seen_event_ids]
         if late:
             # History is updated; the decision waits for live data (or the settle time), so a
             # buffered position never raises an alert the next live ping would clear.
-            self.stats["late_events"] += 1
-            settle_at = max(clock or ts, now_s) + self.config.backfill_settle_s
+            stats["late_events"] += 1
+            settle_at = max(clock or ts, now_s) + config.backfill_settle_s
             state.pending_eval = max(state.pending_eval or settle_at, settle_at)
             state.dirty = True
             state.deadline = None
@@ -144,7 +165,7 @@ class Engine:
         instant = max(clock or ts, ts)
         state.clock = instant
         if dirty or state.dirty or self._cached_deadline(state) <= instant:
-            out += self._evaluate(state, instant, event.ts)
+            out += self._evaluate(state, instant, event_ts)
         return out
 
     def apply_place_count(
@@ -167,7 +188,9 @@ class Engine:
 
     def advance(self, state: LoanState, now: dt.datetime) -> list[AlertEvent]:
         """Time passes with no event: run every deadline up to ``now`` at its own instant."""
-        now_s = now.timestamp()
+        return self._advance(state, now.timestamp())
+
+    def _advance(self, state: LoanState, now_s: float) -> list[AlertEvent]:
         out: list[AlertEvent] = []
         for _ in range(_MAX_DEADLINES_PER_ADVANCE):
             deadline = self._cached_deadline(state)
@@ -210,6 +233,7 @@ class Engine:
         if region != state.region:
             state.region = region
             state.region_obj = None
+            state.clear_zone = None
             state.region_check = None
             changed = True
             self._reclassify_region(state)
@@ -284,6 +308,40 @@ class Engine:
         self._memo[memo_key] = holds
         return holds
 
+    def _decide(self, signals: Mapping[str, Any]) -> tuple[tuple[tuple[bool, Severity], ...], bool]:
+        """Per rule: whether its condition holds and the severity (escalations applied); and
+        whether any rule's condition holds."""
+        key: list[Any] = []
+        for name, thresholds in self._decision_layout:
+            value = signals[name]
+            if thresholds is not None:
+                key.append(bisect_left(thresholds, value))
+                key.append(bisect_right(thresholds, value))
+            elif value.__class__ is list:
+                key.append(tuple(value))
+            else:
+                key.append(value)
+        decision_key = tuple(key)
+        cached = self._decisions.get(decision_key)
+        if cached is not None:
+            return cached
+        out: list[tuple[bool, Severity]] = []
+        for index, rule in enumerate(self.rules.rules):
+            holds = self._holds(index, 0, rule, rule.condition, signals)
+            severity = rule.severity
+            for n, (expr, escalated) in enumerate(rule.escalations, start=1):
+                if (
+                    holds
+                    and escalated.rank > severity.rank
+                    and self._holds(index, n, rule, expr, signals)
+                ):
+                    severity = escalated
+            out.append((holds, severity))
+        if len(self._decisions) >= _MEMO_LIMIT:
+            self._decisions.clear()
+        decided = self._decisions[decision_key] = (tuple(out), any(h for h, _ in out))
+        return decided
+
     def _evaluate(
         self, state: LoanState, instant: float, event_time: dt.datetime
     ) -> list[AlertEvent]:
@@ -318,8 +376,12 @@ class Engine:
                 )
             )
 
+        decisions, any_holds = self._decide(signals) if active else (None, False)
+        if not any_holds and not alerts:  # the common case: no rule holds, no episode to end
+            state.deadline = self._exact_deadline(state, instant)
+            return out
         for index, rule in enumerate(self.rules.rules):
-            holds = active and self._holds(index, 0, rule, rule.condition, signals)
+            holds, severity = decisions[index] if decisions is not None else (False, rule.severity)
             current = alerts.get(rule.id)
             if not holds:
                 if current is not None:
@@ -332,10 +394,6 @@ class Engine:
                         )
                     del alerts[rule.id]
                 continue
-            severity = rule.severity
-            for n, (expr, escalated) in enumerate(rule.escalations, start=1):
-                if escalated.rank > severity.rank and self._holds(index, n, rule, expr, signals):
-                    severity = escalated
             if current is None:
                 current = alerts[rule.id] = AlertState("pending", instant)
             if instant - current.active_since >= rule.for_seconds:
@@ -405,6 +463,10 @@ class Engine:
                         break
             candidates.extend(self.tracking.deadlines(state, clock))
         return min((c for c in candidates if c > clock), default=float("inf"))
+
+
+def _rule_inputs(rule: Rule) -> set[str]:
+    return {*rule.condition.inputs, *(name for e, _ in rule.escalations for name in e.inputs)}
 
 
 def _cel_value(name: str, value: Any) -> Any:

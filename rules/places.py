@@ -67,14 +67,52 @@ class PlaceIndex:
                 raise PlaceFileError(f"duplicate place id {place.id!r}")
             self.by_id[place.id] = place
         boxes = [_bbox(p.lat, p.lon, p.radius_m) for p in self.places]
+        self._boxes = boxes
         self._tree = STRtree([shapely.box(*b) for b in boxes])
+        # A grid over the boxes answers the small queries of locate() without shapely's per-call
+        # overhead; hits are put in the tree's order, so ties resolve as a tree query would.
+        world = (-1e9, -1e9, 1e9, 1e9)
+        self._rank = {int(i): n for n, i in enumerate(self._tree.query(shapely.box(*world)))}
+        self._grid: dict[tuple[int, int], list[int]] = {}
+        self._everywhere: list[int] = []  # boxes too large for the grid: always candidates
+        for index, box in enumerate(boxes):
+            cells = _cells(box)
+            if cells is None:
+                self._everywhere.append(index)
+                continue
+            for cell in cells:
+                self._grid.setdefault(cell, []).append(index)
 
     def __len__(self) -> int:
         return len(self.places)
 
     def candidates(self, lat: float, lon: float, within_m: float) -> list[Place]:
-        hits = self._tree.query(shapely.box(*_bbox(lat, lon, within_m)))
-        return [self.places[int(i)] for i in hits]
+        """Places whose bounding box meets the box ``within_m`` around the point."""
+        query = _bbox(lat, lon, within_m)
+        cells = _cells(query)
+        if cells is None:  # a huge query: the tree
+            hits = self._tree.query(shapely.box(*query))
+            return [self.places[int(i)] for i in hits]
+        found: set[int] = set(self._everywhere)
+        grid = self._grid
+        for cell in cells:
+            indices = grid.get(cell)
+            if indices:
+                found.update(indices)
+        if not found:
+            return []
+        minx, miny, maxx, maxy = query
+        boxes = self._boxes
+        hits = [
+            i
+            for i in found
+            if boxes[i][0] <= maxx
+            and boxes[i][2] >= minx
+            and boxes[i][1] <= maxy
+            and boxes[i][3] >= miny
+        ]
+        hits.sort(key=self._rank.__getitem__)
+        return [self.places[i] for i in hits]
 
     def locate(
         self, lat: float, lon: float, current: str | None = None, exit_margin_m: float = 0.0
@@ -102,6 +140,19 @@ class PlaceIndex:
             # Inside a place: the answer changes when the point leaves it (radius + margin).
             return PlaceFix(best, max(0.0, min(clearance, exit_margin_m - best_gap)))
         return PlaceFix(None, max(0.0, clearance))
+
+
+_CELL_DEG = 0.05  # grid cell (about 5.5 km of latitude)
+_MAX_CELLS = 64
+
+
+def _cells(box: tuple[float, float, float, float]) -> list[tuple[int, int]] | None:
+    """The grid cells a (lon/lat) box touches, or None when that is too many."""
+    x0, x1 = math.floor(box[0] / _CELL_DEG), math.floor(box[2] / _CELL_DEG)
+    y0, y1 = math.floor(box[1] / _CELL_DEG), math.floor(box[3] / _CELL_DEG)
+    if (x1 - x0 + 1) * (y1 - y0 + 1) > _MAX_CELLS:
+        return None
+    return [(x, y) for x in range(x0, x1 + 1) for y in range(y0, y1 + 1)]
 
 
 def _bbox(lat: float, lon: float, radius_m: float) -> tuple[float, float, float, float]:

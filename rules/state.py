@@ -8,6 +8,7 @@ under 2 KiB. Only ``dirty`` and the region object are transient: both are recomp
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, ClassVar
 
 import orjson
@@ -31,17 +32,20 @@ class DeviceState:
 
     def dump(self) -> dict[str, Any]:
         out: dict[str, Any] = {"k": self.kind}
-        for key, value in (
-            ("b", self.bound_at),
-            ("s", self.last_seen),
-            ("e", self.last_event),
-            ("f", self.fix),
-            ("j", self.jump),
-            ("a", self.alarms),
-            ("ae", self.alarm_event),
-        ):
-            if value:
-                out[key] = value
+        if self.bound_at:
+            out["b"] = self.bound_at
+        if self.last_seen:
+            out["s"] = self.last_seen
+        if self.last_event:
+            out["e"] = self.last_event
+        if self.fix:
+            out["f"] = self.fix
+        if self.jump:
+            out["j"] = self.jump
+        if self.alarms:
+            out["a"] = self.alarms
+        if self.alarm_event:
+            out["ae"] = self.alarm_event
         return out
 
     @classmethod
@@ -81,6 +85,8 @@ class InstallmentState:
 
     @classmethod
     def load(cls, raw: list[Any]) -> InstallmentState:
+        if len(raw) == 3:  # the usual row: nothing paid yet
+            return cls(raw[0], raw[1], raw[2])
         return cls(raw[0], raw[1], raw[2], raw[3] if len(raw) > 3 else 0.0, *raw[4:5])
 
 
@@ -154,6 +160,9 @@ class LoanState:
     deadline: float | None = None
     # transient: rebuilt on demand
     region_obj: Any = None
+    # [lat, lon, metres]: every position closer than this to (lat, lon) passes the region, place
+    # and stationary checks unchanged (see Tracking._move_vehicle). None: unknown.
+    clear_zone: list[float] | None = None
 
     # ------------------------------------------------------------------ serialisation
 
@@ -195,9 +204,8 @@ class LoanState:
 
     def to_bytes(self) -> bytes:
         out: dict[str, Any] = {"id": self.loan_id}
-        for key, name, default in self._FIELDS:
-            value = getattr(self, name)
-            if value != default and value != _NO_DEADLINE:
+        for (key, _, default), value in zip(self._FIELDS, _field_values(self), strict=True):
+            if value != default and (value.__class__ is not float or value != _NO_DEADLINE):
                 out[key] = value
         if self.devices:
             out["dv"] = {k: d.dump() for k, d in self.devices.items()}
@@ -210,11 +218,21 @@ class LoanState:
     @classmethod
     def from_bytes(cls, data: bytes) -> LoanState:
         raw = orjson.loads(data)
-        state = cls(loan_id=raw["id"])
-        for key, name, _ in cls._FIELDS:
-            if key in raw:
-                setattr(state, name, raw[key])
-        state.devices = {k: DeviceState.load(v) for k, v in raw.get("dv", {}).items()}
-        state.installments = [InstallmentState.load(i) for i in raw.get("in_", [])]
-        state.alerts = {k: AlertState.load(v) for k, v in raw.get("al", {}).items()}
+        names = _FIELD_NAMES
+        state = cls(loan_id=raw["id"], **{names[k]: v for k, v in raw.items() if k in names})
+        devices = raw.get("dv")
+        if devices:
+            state.devices = {k: DeviceState.load(v) for k, v in devices.items()}
+        installments = raw.get("in_")
+        if installments:
+            state.installments = [InstallmentState.load(i) for i in installments]
+        alerts = raw.get("al")
+        if alerts:
+            state.alerts = {k: AlertState.load(v) for k, v in alerts.items()}
         return state
+
+
+# Stored key -> field name, and all the stored fields' values in one call (to_bytes/from_bytes
+# run once per loan per worker batch).
+_FIELD_NAMES = {key: name for key, name, _ in LoanState._FIELDS}
+_field_values = attrgetter(*(name for _, name, _ in LoanState._FIELDS))

@@ -20,9 +20,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import faust
 import orjson
@@ -36,10 +38,9 @@ from rules.spec import CATALOG_DIR, load_rules
 from rules.state import LoanState
 from services.kafka import deadletter_headers
 from services.settings import Settings
-from streams import fastpath
 from streams.deadlines import DeadlineIndex
 from streams.metrics import WorkerMetrics
-from streams.records import Binding, Rejected, decode
+from streams.records import Binding, Rejected, decode, decode_bound, encode_bound
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,30 @@ class Clock:
 
 
 @dataclass
+class Handoff:
+    """What a batch sends, and the table writes that may happen only once those sends are acked.
+
+    A table write that records "handed on" (new loan state after its alerts, a pending ping
+    deleted after it was forwarded, a loan's device list after its bindings) must not reach the
+    changelog before the records it refers to reach the broker: after a crash the input would
+    be replayed against a state that says the work was done, and the records would be lost.
+    Faust flushes the changelog before committing input offsets, so this order is enough.
+    """
+
+    sends: list[Awaitable[Any]] = field(default_factory=list)
+    after_ack: list[Callable[[], None]] = field(default_factory=list)
+
+    async def send(self, topic: faust.TopicT, **record: Any) -> None:
+        self.sends.append(await topic.send(**record))
+
+    async def complete(self) -> None:
+        if self.sends:
+            await asyncio.gather(*self.sends)
+        for write in self.after_ack:
+            write()
+
+
+@dataclass
 class Pipeline:
     app: faust.App
     engine: Engine
@@ -93,7 +118,6 @@ def build_pipeline(
     metrics: WorkerMetrics | None = None,
     clock_wall: Callable[[], float] = time.time,
 ) -> Pipeline:
-    fastpath.install()
     engine = engine or build_engine(settings)
     metrics = metrics or WorkerMetrics.create()
     clock = Clock(settings.worker.clock, settings.worker.allowed_lateness_s, clock_wall)
@@ -122,6 +146,7 @@ def build_pipeline(
         producer_acks=-1,
         table_standby_replicas=0,
         broker_session_timeout=settings.worker.session_timeout_s,
+        consumer_group_instance_id=settings.worker.instance_id,
         broker_heartbeat_interval=min(3.0, settings.worker.session_timeout_s / 3),
         stream_wait_empty=False,
     )
@@ -159,24 +184,14 @@ def build_pipeline(
             headers=deadletter_headers(rejected.reason, prefix + topic_name, rejected.detail),
         )
 
-    async def emit(alerts: list[tuple[str, AlertEvent]]) -> None:
-        """Send alert changes and wait for the broker's ack.
-
-        Alerts go out *before* the state that produced them is written: after a crash the input
-        is replayed against the older state and the same alerts (same deterministic ids) come
-        again, so an alert can repeat but is never lost. Faust commits offsets only after the
-        changelog is flushed, so state is never behind the committed input.
-        """
-        futures = []
-        for loan_id, alert in alerts:
+    async def emit(handoff: Handoff, loan_id: str, alerts: list[AlertEvent]) -> None:
+        # Alerts go out before the state that produced them is written (Handoff): after a crash
+        # the input is replayed against the older state and the same alerts (deterministic
+        # ids) come again, so an alert can repeat but is never lost.
+        for alert in alerts:
             metrics.alerts.labels(alert.rule_id, alert.severity, alert.status).inc()
-            futures.append(
-                await alerts_topic.send(
-                    key=loan_id.encode(), value=alert.model_dump_json().encode()
-                )
-            )
-        if futures:
-            await asyncio.gather(*futures)
+            value = alert.model_dump_json().encode()
+            await handoff.send(alerts_topic, key=loan_id.encode(), value=value)
 
     def observe(topic_name: str, event: InputEvent) -> None:
         ts = getattr(event, "ts", None)
@@ -204,17 +219,18 @@ def build_pipeline(
         deadline = engine.next_deadline(state)
         deadlines.schedule(partition, loan_id, deadline.timestamp() if deadline else None)
 
-    async def rebind_devices(loan: Loan, version: int) -> None:
+    async def rebind_devices(handoff: Handoff, loan: Loan, version: int) -> None:
         previous = set(orjson.loads(loan_devices.get(loan.loan_id) or b"[]"))
         current = {d.device_id for d in loan.devices} if loan.status == "active" else set()
         for device_id in previous - current:
             released = Binding(loan.loan_id, bound=False, version=version)
-            await bindings_topic.send(key=device_id.encode(), value=released.to_bytes())
+            await handoff.send(bindings_topic, key=device_id.encode(), value=released.to_bytes())
         for device_id in current - previous:
             bound = Binding(loan.loan_id, bound=True, version=version)
-            await bindings_topic.send(key=device_id.encode(), value=bound.to_bytes())
+            await handoff.send(bindings_topic, key=device_id.encode(), value=bound.to_bytes())
         if current != previous:
-            loan_devices[loan.loan_id] = orjson.dumps(sorted(current))
+            devices = orjson.dumps(sorted(current))
+            handoff.after_ack.append(lambda: loan_devices.__setitem__(loan.loan_id, devices))
 
     @app.agent(topic("loans", "payments", "contacts", "gps.bound"))
     async def evaluate(stream: StreamT[bytes]) -> None:
@@ -224,36 +240,44 @@ def build_pipeline(
             async with state_lock:
                 await evaluate_batch(events)
 
+    def records_of(event: EventT[bytes]) -> Iterator[tuple[str, str, InputEvent | Rejected]]:
+        """(topic, loan id, decoded) for each input in a record; a gps.bound record holds many."""
+        topic_name = topic_names[event.message.topic]
+        if topic_name == "gps.bound":
+            for loan_id, ping in decode_bound(event.value):
+                yield topic_name, loan_id, ping
+            return
+        decoded = decode(topic_name, event.value)
+        loan_id = "" if isinstance(decoded, Rejected) else decoded.loan_id  # type: ignore[union-attr]
+        yield topic_name, loan_id, decoded
+
     async def evaluate_batch(events: Sequence[EventT[bytes]]) -> None:
         started = time.perf_counter()
         touched: dict[str, tuple[LoanState, bytes | None, int]] = {}
-        alerts: list[tuple[str, AlertEvent]] = []
+        handoff = Handoff()
         for event in events:
-            topic_name = topic_names[event.message.topic]
-            decoded = decode("gps.raw" if topic_name == "gps.bound" else topic_name, event.value)
-            if isinstance(decoded, Rejected):
-                await dead_letter(event, topic_name, decoded)
-                continue
-            observe(topic_name, decoded)
-            # gps.bound is our own topic, always keyed by the loan the device is bound to
-            loan_id = key_of(event) if isinstance(decoded, GpsPing) else decoded.loan_id
-            if loan_id in touched:
-                state, before, _ = touched[loan_id]
-            else:
-                state, before = load_state(loan_id)
-                touched[loan_id] = (state, before, event.message.partition)
-            now = datetime.fromtimestamp(clock.now(), UTC)
-            try:
-                changes = engine.apply(state, decoded, now)
-            except Exception as exc:  # the agent never dies on one record
-                log.exception("engine failed on a record", extra={"topic": topic_name})
-                await dead_letter(event, topic_name, Rejected("processing_error", repr(exc)))
-                continue
-            alerts.extend((loan_id, a) for a in changes)
-            metrics.events.labels(topic_name, "applied").inc()
-            if isinstance(decoded, Loan):
-                await rebind_devices(decoded, int(event.message.timestamp * 1000))
-        await emit(alerts)
+            for topic_name, loan_id, decoded in records_of(event):
+                if isinstance(decoded, Rejected):
+                    await dead_letter(event, topic_name, decoded)
+                    continue
+                observe(topic_name, decoded)
+                if loan_id in touched:
+                    state, before, _ = touched[loan_id]
+                else:
+                    state, before = load_state(loan_id)
+                    touched[loan_id] = (state, before, event.message.partition)
+                now = datetime.fromtimestamp(clock.now(), UTC)
+                try:
+                    changes = engine.apply(state, decoded, now)
+                except Exception as exc:  # the agent never dies on one record
+                    log.exception("engine failed on a record", extra={"topic": topic_name})
+                    await dead_letter(event, topic_name, Rejected("processing_error", repr(exc)))
+                    continue
+                await emit(handoff, loan_id, changes)
+                metrics.events.labels(topic_name, "applied").inc()
+                if isinstance(decoded, Loan):
+                    await rebind_devices(handoff, decoded, int(event.message.timestamp * 1000))
+        await handoff.complete()
         for loan_id, (state, before, partition) in touched.items():
             store_state(loan_id, state, before, partition)
         metrics.deadlines_pending.set(len(deadlines))
@@ -265,10 +289,12 @@ def build_pipeline(
             BATCH_SIZE, within=BATCH_WITHIN_S
         ):
             started = time.perf_counter()
+            bound: dict[int, list[tuple[str, bytes]]] = defaultdict(list)
+            handoff = Handoff()
             for event in events:
                 topic_name = topic_names[event.message.topic]
                 if topic_name == "device-bindings":
-                    await apply_binding(key_of(event), Binding.from_bytes(event.value))
+                    apply_binding(key_of(event), Binding.from_bytes(event.value), bound, handoff)
                     continue
                 decoded = decode("gps.raw", event.value)
                 if isinstance(decoded, Rejected):
@@ -281,16 +307,30 @@ def build_pipeline(
                     metrics.events.labels(topic_name, "pending_binding").inc()
                     continue
                 loan_id = Binding.from_bytes(held).loan_id
-                await gps_bound_topic.send(key=loan_id.encode(), value=event.value)
+                bound[partition_of(loan_id)].append((loan_id, event.value))
                 metrics.events.labels(topic_name, "bound").inc()
+            # Pings of one device stay in order: one record per partition, sent in batch order.
+            for partition, entries in bound.items():
+                await handoff.send(
+                    gps_bound_topic, value=encode_bound(entries), partition=partition
+                )
+            await handoff.complete()
             metrics.batch_seconds.labels("bind_pings").observe(time.perf_counter() - started)
 
     def keep_pending(device_id: str, value: bytes) -> None:
-        held: list[str] = orjson.loads(pending.get(device_id) or b"[]")
-        held.append(value.decode())
-        pending[device_id] = orjson.dumps(held[-MAX_PENDING_PINGS_PER_DEVICE:])
+        # Newline-separated raw pings: appending is a copy, not a JSON round trip per ping.
+        held = pending.get(device_id)
+        lines = held + b"\n" + value if held else value
+        if lines.count(b"\n") >= MAX_PENDING_PINGS_PER_DEVICE * 2:
+            lines = b"\n".join(lines.split(b"\n")[-MAX_PENDING_PINGS_PER_DEVICE:])
+        pending[device_id] = lines
 
-    async def apply_binding(device_id: str, change: Binding) -> None:
+    def apply_binding(
+        device_id: str,
+        change: Binding,
+        bound: dict[int, list[tuple[str, bytes]]],
+        handoff: Handoff,
+    ) -> None:
         held = bindings.get(device_id)
         if not change.supersedes(Binding.from_bytes(held) if held else None):
             return
@@ -300,9 +340,11 @@ def build_pipeline(
         bindings[device_id] = change.to_bytes()
         waiting = pending.get(device_id)
         if waiting:
-            for ping in orjson.loads(waiting):
-                await gps_bound_topic.send(key=change.loan_id.encode(), value=ping.encode())
-            del pending[device_id]
+            target = bound[partition_of(change.loan_id)]
+            pings = waiting.split(b"\n")[-MAX_PENDING_PINGS_PER_DEVICE:]
+            target.extend((change.loan_id, ping) for ping in pings)
+            # forget them only once the forwarded batch is acked (Handoff)
+            handoff.after_ack.append(lambda: pending.pop(device_id, None))
 
     @app.timer(SWEEP_INTERVAL_S)  # type: ignore[untyped-decorator]
     async def sweep_deadlines() -> None:
@@ -322,8 +364,9 @@ def build_pipeline(
             if not loan_state.get(loan_id):
                 continue
             state, before = load_state(loan_id)
-            alerts = [(loan_id, a) for a in engine.advance(state, now)]
-            await emit(alerts)
+            handoff = Handoff()
+            await emit(handoff, loan_id, engine.advance(state, now))
+            await handoff.complete()
             store_state(loan_id, state, before, partition_of(loan_id))
             metrics.deadlines_due.inc()
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import sys
 
 import faust
 from prometheus_client import start_http_server
@@ -32,10 +34,21 @@ def run_worker(settings: Settings) -> None:
             "metrics_port": settings.worker.metrics_port,
         },
     )
+    signal.signal(signal.SIGUSR1, _dump_tasks)
     worker = faust.Worker(
         pipeline.app, loglevel=settings.log_level.lower(), override_logging=False, quiet=True
     )
     worker.execute_from_commandline()
+
+
+def _dump_tasks(signum: int, frame: object) -> None:
+    """`kill -USR1 <pid>`: print every asyncio task's stack to stderr (what is the worker doing?)."""
+    try:
+        loop = asyncio.get_event_loop()
+    except RuntimeError:
+        return
+    for task in asyncio.all_tasks(loop):
+        task.print_stack(limit=12, file=sys.stderr)
 
 
 async def _prepare(settings: Settings) -> None:

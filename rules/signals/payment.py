@@ -24,11 +24,34 @@ def _zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
 
 
+# Per time zone, the last local day looked up: (start instant, end instant, ordinal). Evaluations
+# of many loans at nearby instants ask for the same day over and over.
+_DAYS: dict[str, tuple[float, float, int]] = {}
+
+
 def local_day(ts: float, timezone: str) -> int:
     """The date (as an ordinal) at instant ``ts`` in the loan's time zone."""
-    return dt.datetime.fromtimestamp(ts, _zone(timezone)).date().toordinal()
+    known = _DAYS.get(timezone)
+    if known is not None and known[0] <= ts < known[1]:
+        return known[2]
+    zone = _zone(timezone)
+    local = dt.datetime.fromtimestamp(ts, zone)
+    ordinal = local.date().toordinal()
+    start, end = day_start(ordinal, timezone), day_start(ordinal + 1, timezone)
+    # Remember the day only where it is plainly [local midnight, next local midnight) with one
+    # UTC offset (a DST change inside the day could make local dates non-monotonic).
+    first = dt.datetime.fromtimestamp(start, zone)
+    if (
+        start <= ts < end
+        and first.time() == dt.time(0)
+        and first.date().toordinal() == ordinal
+        and first.utcoffset() == dt.datetime.fromtimestamp(end, zone).utcoffset()
+    ):
+        _DAYS[timezone] = (start, end, ordinal)
+    return ordinal
 
 
+@lru_cache(maxsize=4096)
 def day_start(ordinal: int, timezone: str) -> float:
     """The instant local midnight starts day ``ordinal``."""
     day = dt.date.fromordinal(ordinal)
@@ -125,13 +148,20 @@ def apply_payment(state: LoanState, event: PaymentEvent, ts: float, event_hash: 
 def derive(state: LoanState, now: float, out: dict[str, Any]) -> None:
     today = local_day(now, state.timezone)
     overdue = _overdue(state, today)
-    out["payment.days_past_due"] = today - min(i.due for i in overdue) if overdue else 0
-    out["payment.missed_installments"] = len(overdue)
-    out["payment.overdue_amount"] = round(sum(i.amount - i.paid for i in overdue), 2)
-    out["payment.first_delinquency"] = bool(overdue) and state.cured == 0
+    if overdue:
+        out["payment.days_past_due"] = today - min(i.due for i in overdue)
+        out["payment.missed_installments"] = len(overdue)
+        out["payment.overdue_amount"] = round(sum(i.amount - i.paid for i in overdue), 2)
+        out["payment.first_delinquency"] = state.cured == 0
+    else:
+        out["payment.days_past_due"] = 0
+        out["payment.missed_installments"] = 0
+        out["payment.overdue_amount"] = 0
+        out["payment.first_delinquency"] = False
     last = state.last_received
-    out["payment.failed_debits"] = sum(
-        1 for ts, _ in state.failed_debits if last is None or ts > last
+    failed = state.failed_debits
+    out["payment.failed_debits"] = (
+        sum(1 for ts, _ in failed if last is None or ts > last) if failed else 0
     )
 
 
@@ -141,11 +171,17 @@ def deadline(state: LoanState, now: float, max_days_past_due: int) -> float | No
     if not state.installments:
         return None
     today = local_day(now, state.timezone)
-    unsettled = [i for i in state.installments if not i.settled]
-    if not unsettled:
-        return None
-    candidates = [i.due + 1 for i in unsettled if i.due >= today]  # passes unpaid then
-    overdue = [i for i in unsettled if i.due < today]
-    if overdue and today - min(i.due for i in overdue) <= max_days_past_due:
-        candidates.append(today + 1)
-    return day_start(min(candidates), state.timezone) if candidates else None
+    first: int | None = None  # the earliest day after an unsettled due date still to come
+    oldest: int | None = None  # the oldest unsettled due date already past
+    for row in state.installments:
+        if row.paid >= row.amount - 0.005:  # settled
+            continue
+        due = row.due
+        if due >= today:
+            if first is None or due + 1 < first:
+                first = due + 1  # passes unpaid then
+        elif oldest is None or due < oldest:
+            oldest = due
+    if oldest is not None and today - oldest <= max_days_past_due:
+        first = today + 1 if first is None else min(first, today + 1)
+    return day_start(first, state.timezone) if first is not None else None

@@ -17,7 +17,7 @@ from typing import Any
 
 from rules.config import EngineConfig
 from rules.events.gps import Alarm, DeviceKind, Fix, GpsPing
-from rules.geo import HomeRegion, distance_m
+from rules.geo import M_PER_DEG, HomeRegion, distance_m, home_region
 from rules.places import PlaceIndex
 from rules.state import FIX_GPS, FIX_LBS, FIX_WIFI, DeviceState, LoanState
 
@@ -26,8 +26,13 @@ FIX_QUALITY = {Fix.GPS: FIX_GPS, Fix.WIFI: FIX_WIFI, Fix.LBS: FIX_LBS, Fix.NONE:
 # newer ping without them. Every other alarm is an event, active for `alarm_hold_s`.
 LEVEL_ALARMS = frozenset({Alarm.POWER_CUT.value, Alarm.LOW_BATTERY.value})
 WIRED = DeviceKind.WIRED.value
+_GPS = Fix.GPS  # (an enum class attribute lookup is slow on the hot path)
 WIRELESS = DeviceKind.WIRELESS.value
 EPSILON = 0.001  # deadlines fall just after a threshold, where both > and >= hold
+# (|dlat| + |dlon|) in degrees times this is at least the great-circle distance in metres (a path
+# along the meridian, then the parallel, is no shorter); 1e-6 covers rounding in distance_m.
+_BOUND_PER_DEG = M_PER_DEG * (1.0 + 1e-6)
+_ZONE_MARGIN_M = 0.01  # of the clear zone, against rounding
 
 
 class Tracking:
@@ -48,6 +53,8 @@ class Tracking:
             FIX_WIFI: config.accuracy_wifi_m,
             FIX_LBS: config.accuracy_lbs_m,
         }
+        # Accuracy slack of a pair of fixes, by their qualities.
+        self._slack = [[self._accuracy[a] + self._accuracy[b] for b in range(3)] for a in range(3)]
         offline_thresholds = [
             *thresholds.get("device.offline_for.wired", ()),
             *thresholds.get("device.offline_for.wireless", ()),
@@ -91,24 +98,44 @@ class Tracking:
         if device is None:  # not in the loan's device list: trust the ping's kind
             device = DeviceState(kind=ping.device_kind.value, bound_at=ts)
             state.devices[ping.device_id] = device
-        quality = FIX_QUALITY[ping.fix]
-        if device.last_seen is not None and ts <= device.last_seen:
+        fix = ping.fix
+        quality = FIX_GPS if fix is _GPS else FIX_QUALITY[fix]
+        last_seen = device.last_seen
+        if last_seen is not None and ts <= last_seen:
             self.stats["late_pings"] += 1
-            return self._history(state, ping, ts, quality), False
-        previous = device.last_seen if device.last_seen is not None else device.bound_at
+            # Only buffered data feeds history this late. A live ping this old is a redelivery
+            # (or a reordered copy) of one the live path already judged: had it been a drift fix,
+            # recording its place now would change the state when the first delivery did not.
+            return ping.backfill and self._history(state, ping, ts, quality), False
+        previous = last_seen if last_seen is not None else device.bound_at
         dirty = new_device or previous is None or ts - previous >= self.min_gap
         device.last_seen = ts
         device.last_event = ping.event_id
-        if self._alarms(device, ping, ts):
+        if (device.alarms or ping.alarms) and self._alarms(device, ping, ts):
             dirty = True
         if quality is not None:
-            if self._plausible(device, ping, ts, quality):
-                device.fix = [ts, ping.lat, ping.lon, quality]
+            last_fix = device.fix
+            lat, lon = ping.lat, ping.lon
+            if (
+                last_fix is not None
+                and (abs(last_fix[1] - lat) + abs(last_fix[2] - lon)) * _BOUND_PER_DEG
+                <= self._slack[int(last_fix[3])][quality]
+            ):
+                device.jump = None  # within the fixes' accuracy: plausible (see _plausible)
+                plausible = True
+            else:
+                plausible = self._plausible(device, ping, ts, quality)
+            if plausible:
+                device.fix = [ts, lat, lon, quality]
                 if self._drives_vehicle(state, device, ts):
                     dirty |= self._move_vehicle(state, ping, ts, quality)
                 dirty |= self._separation(state)
             else:
                 self.stats["drift_discarded"] += 1
+        if ping.backfill:
+            # What a late delivery of this ping would record (see above), so a redelivery of it
+            # is a no-op whichever path it takes.
+            self._history(state, ping, ts, quality)
         return True, dirty
 
     def _alarms(self, device: DeviceState, ping: GpsPing, ts: float) -> bool:
@@ -167,8 +194,51 @@ class Tracking:
 
     def _move_vehicle(self, state: LoanState, ping: GpsPing, ts: float, quality: int) -> bool:
         dirty = state.position is None
-        state.position = [ts, ping.lat, ping.lon, quality]
+        lat, lon = ping.lat, ping.lon
+        state.position = [ts, lat, lon, quality]
         state.position_event = ping.event_id
+        zone = state.clear_zone
+        if zone is None or (abs(zone[0] - lat) + abs(zone[1] - lon)) * _BOUND_PER_DEG >= zone[2]:
+            zone = state.clear_zone = self._clear_zone(state, lat, lon)
+        if zone is not None:
+            # Within every check's clearance (most pings: a parked car): each check below would
+            # answer "unchanged", and only the place check records something (the visit).
+            if quality != FIX_LBS and self.places is not None and state.place_id:
+                _record_visit(state, state.place_id, state.place_kind, ts)
+            return dirty
+        return self._move_checks(state, ping, ts, quality) or dirty
+
+    def _clear_zone(self, state: LoanState, lat: float, lon: float) -> list[float] | None:
+        """How far from (lat, lon) the region, place and stationary checks all still pass, or
+        None if one of them does not pass here. By the triangle inequality: a point within
+        ``room`` of here is within each check's clearance of the check's centre."""
+        anchor = state.anchor
+        if anchor is None:
+            return None
+        # The margin (against rounding) first; give up as soon as one check would not pass.
+        room = self.config.stationary_radius_m - _ZONE_MARGIN_M
+        room -= distance_m(anchor[0], anchor[1], lat, lon)
+        if room <= 0.0:
+            return None
+        if state.region is not None:
+            check = state.region_check
+            if check is None:
+                return None
+            room = min(room, check[2] - _ZONE_MARGIN_M - distance_m(check[0], check[1], lat, lon))
+            if room <= 0.0:
+                return None
+        if self.places is not None:
+            check = state.place_check
+            if check is None:
+                return None
+            room = min(room, check[2] - _ZONE_MARGIN_M - distance_m(check[0], check[1], lat, lon))
+            if room <= 0.0:
+                return None
+        return [lat, lon, room]
+
+    def _move_checks(self, state: LoanState, ping: GpsPing, ts: float, quality: int) -> bool:
+        state.clear_zone = None  # a check may move its centre or clearance
+        dirty = False
         if state.region is not None:
             dirty |= self._region(state, ping, ts, quality)
         if quality != FIX_LBS:  # a cell-tower fix is too coarse for lots and parking
@@ -178,8 +248,6 @@ class Tracking:
         return dirty
 
     def region_of(self, state: LoanState) -> HomeRegion | None:
-        from rules.geo import home_region
-
         if state.region is None:
             return None
         if state.region_obj is None:
@@ -277,8 +345,17 @@ class Tracking:
         )
 
     def _separation(self, state: LoanState) -> bool:
-        wired = _newest_fix(state, WIRED)
-        wireless = _newest_fix(state, WIRELESS)
+        wired: list[float] | None = None
+        wireless: list[float] | None = None
+        for device in state.devices.values():
+            fix = device.fix
+            if fix is None:
+                continue
+            if device.kind == WIRED:
+                if wired is None or fix[0] > wired[0]:
+                    wired = fix
+            elif device.kind == WIRELESS and (wireless is None or fix[0] > wireless[0]):
+                wireless = fix
         skew = self.config.separation_max_skew_s
         if wired is None or wireless is None or abs(wired[0] - wireless[0]) > skew:
             return False  # not comparable: the last comparison stands
@@ -292,7 +369,8 @@ class Tracking:
         )
 
     def _history(self, state: LoanState, ping: GpsPing, ts: float, quality: int | None) -> bool:
-        """A late ping: remember risk places it shows, nothing else."""
+        """A buffered (backfill) ping: remember the risk place it shows, nothing else. Depends on
+        the ping alone (no drift verdict, no hysteresis), so applying it again is a no-op."""
         if quality in (None, FIX_LBS) or self.places is None:
             return False
         found = self.places.locate(ping.lat, ping.lon)
@@ -309,102 +387,112 @@ class Tracking:
         out["vehicle.outside_home_region"] = outside
         since = state.outside_since
         out["vehicle.outside_home_region_for"] = max(0.0, now - since) if outside and since else 0.0
-        at_place = bool(state.place_id)
+        place_id = state.place_id
+        at_place = bool(place_id)
         out["vehicle.at_risk_place"] = at_place
         out["vehicle.risk_place_kind"] = state.place_kind
-        out["vehicle.risk_place_id"] = state.place_id
+        out["vehicle.risk_place_id"] = place_id
         place_since = state.place_since
         out["vehicle.risk_place_dwell"] = (
             max(0.0, now - place_since) if at_place and place_since is not None else 0.0
         )
-        window_start = now - self.config.risk_visit_window_s
-        out["vehicle.risk_place_visits"] = len({v[0] for v in state.visits if v[3] >= window_start})
+        config = self.config
+        visits = state.visits
+        if visits:
+            window_start = now - config.risk_visit_window_s
+            out["vehicle.risk_place_visits"] = len({v[0] for v in visits if v[3] >= window_start})
+        else:
+            out["vehicle.risk_place_visits"] = 0
         out["vehicle.cars_at_place"] = state.cars_at_place if at_place else 0
         anchor = state.anchor
         out["vehicle.stationary_for"] = max(0.0, now - anchor[2]) if anchor else 0.0
-        out["vehicle.at_usual_place"] = self.at_usual_place(state)
+        out["vehicle.at_usual_place"] = bool(state.usual) and self.at_usual_place(state)
 
-        config = self.config
         last_by_kind = _last_seen_by_kind(state)
-        for kind, threshold in (
-            (WIRED, config.offline_after_wired_s),
-            (WIRELESS, config.offline_after_wireless_s),
-        ):
-            last = last_by_kind.get(kind)
-            out[f"device.has_{kind}"] = kind in last_by_kind
-            offline_for = max(0.0, now - last) if last is not None else 0.0
-            out[f"device.offline_for.{kind}"] = offline_for
-            out[f"device.offline.{kind}"] = kind in last_by_kind and offline_for >= threshold
-        kinds = [k for k in (WIRED, WIRELESS) if k in last_by_kind]
-        out["device.all_offline"] = bool(kinds) and all(out[f"device.offline.{k}"] for k in kinds)
-        seen = [v for v in last_by_kind.values() if v is not None]
-        out["device.silent_for"] = max(0.0, now - max(seen)) if seen else 0.0
+        has_wired = WIRED in last_by_kind
+        last = last_by_kind.get(WIRED)
+        out["device.has_wired"] = has_wired
+        offline_for = max(0.0, now - last) if last is not None else 0.0
+        out["device.offline_for.wired"] = offline_for
+        wired_offline = has_wired and offline_for >= config.offline_after_wired_s
+        out["device.offline.wired"] = wired_offline
+        has_wireless = WIRELESS in last_by_kind
+        last = last_by_kind.get(WIRELESS)
+        out["device.has_wireless"] = has_wireless
+        offline_for = max(0.0, now - last) if last is not None else 0.0
+        out["device.offline_for.wireless"] = offline_for
+        wireless_offline = has_wireless and offline_for >= config.offline_after_wireless_s
+        out["device.offline.wireless"] = wireless_offline
+        out["device.all_offline"] = (has_wired or has_wireless) and (
+            (wired_offline or not has_wired) and (wireless_offline or not has_wireless)
+        )
+        newest: float | None = None
+        for value in last_by_kind.values():
+            if value is not None and (newest is None or value > newest):
+                newest = value
+        out["device.silent_for"] = max(0.0, now - newest) if newest is not None else 0.0
         hold = config.alarm_hold_s
         alarms: set[str] = set()
         for device in state.devices.values():
-            for alarm, raised in device.alarms.items():
-                if alarm in LEVEL_ALARMS or now - raised <= hold:
-                    alarms.add(alarm)
-        out["device.alarms"] = sorted(alarms)
+            if device.alarms:
+                for alarm, raised in device.alarms.items():
+                    if alarm in LEVEL_ALARMS or now - raised <= hold:
+                        alarms.add(alarm)
+        out["device.alarms"] = sorted(alarms) if alarms else []
         out["devices.separated_km"] = state.separated_m / 1000.0
         # One kind silent while the other demonstrably reports (a tracker that never reported
         # proves nothing).
-        reported = {d.kind for d in state.devices.values() if d.last_seen is not None}
         silent = ""
-        if len(kinds) == 2:
-            if out["device.offline.wired"] and not out["device.offline.wireless"]:
-                silent = WIRED if WIRELESS in reported else ""
-            elif out["device.offline.wireless"] and not out["device.offline.wired"]:
-                silent = WIRELESS if WIRED in reported else ""
+        if has_wired and has_wireless and wired_offline != wireless_offline:
+            other = WIRELESS if wired_offline else WIRED
+            if any(d.kind == other and d.last_seen is not None for d in state.devices.values()):
+                silent = WIRED if wired_offline else WIRELESS
         out["devices.silent_kind"] = silent
 
     def deadlines(self, state: LoanState, now: float) -> list[float]:
         """Instants after ``now`` at which a time-based vehicle/device variable crosses a
         threshold or an alarm or a visit expires."""
-        starts: list[tuple[str, float | None]] = [
-            (
-                "vehicle.outside_home_region_for",
-                state.outside_since if state.inside is False else None,
-            ),
-            ("vehicle.risk_place_dwell", state.place_since if state.place_id else None),
-            ("vehicle.stationary_for", state.anchor[2] if state.anchor else None),
-        ]
-        last_by_kind = _last_seen_by_kind(state)
-        for kind in (WIRED, WIRELESS):
-            starts.append((f"device.offline_for.{kind}", last_by_kind.get(kind)))
-        seen = [v for v in last_by_kind.values() if v is not None]
-        starts.append(("device.silent_for", max(seen) if seen else None))
         out: list[float] = []
-        for name, start in starts:
-            if start is None:
-                continue
-            for threshold in self.duration_thresholds[name]:
+        thresholds = self.duration_thresholds
+
+        def first_after(name: str, start: float) -> None:
+            for threshold in thresholds[name]:
                 instant = start + threshold + EPSILON
                 if instant > now:
                     out.append(instant)
-                    break
+                    return
+
+        if state.inside is False and state.outside_since is not None:
+            first_after("vehicle.outside_home_region_for", state.outside_since)
+        if state.place_id and state.place_since is not None:
+            first_after("vehicle.risk_place_dwell", state.place_since)
+        if state.anchor:
+            first_after("vehicle.stationary_for", state.anchor[2])
+        last_by_kind = _last_seen_by_kind(state)
+        last = last_by_kind.get(WIRED)
+        if last is not None:
+            first_after("device.offline_for.wired", last)
+        last = last_by_kind.get(WIRELESS)
+        if last is not None:
+            first_after("device.offline_for.wireless", last)
+        newest: float | None = None
+        for value in last_by_kind.values():
+            if value is not None and (newest is None or value > newest):
+                newest = value
+        if newest is not None:
+            first_after("device.silent_for", newest)
         hold = self.config.alarm_hold_s
         for device in state.devices.values():
-            for alarm, raised in device.alarms.items():
-                if alarm not in LEVEL_ALARMS and raised + hold + EPSILON > now:
-                    out.append(raised + hold + EPSILON)
-        window = self.config.risk_visit_window_s
-        for visit in state.visits:
-            if visit[3] + window + EPSILON > now:
-                out.append(visit[3] + window + EPSILON)
+            if device.alarms:
+                for alarm, raised in device.alarms.items():
+                    if alarm not in LEVEL_ALARMS and raised + hold + EPSILON > now:
+                        out.append(raised + hold + EPSILON)
+        if state.visits:
+            window = self.config.risk_visit_window_s
+            for visit in state.visits:
+                if visit[3] + window + EPSILON > now:
+                    out.append(visit[3] + window + EPSILON)
         return out
-
-
-def _newest_fix(state: LoanState, kind: str) -> list[float] | None:
-    best: list[float] | None = None
-    for device in state.devices.values():
-        if (
-            device.kind == kind
-            and device.fix is not None
-            and (best is None or device.fix[0] > best[0])
-        ):
-            best = device.fix
-    return best
 
 
 def _last_seen_by_kind(state: LoanState) -> dict[str, float | None]:
@@ -427,7 +515,8 @@ def _record_visit(state: LoanState, place_id: str, kind: str, ts: float) -> bool
             visit[2] = min(visit[2], ts)
             visit[3] = max(visit[3], ts)
             return True
-    state.visits.append([place_id, kind, ts, ts])
+    entry = [place_id, kind, ts, ts]
+    state.visits.append(entry)
     state.visits.sort(key=lambda v: -v[3])
     del state.visits[4:]
-    return True
+    return entry in state.visits  # an old visit that would be dropped again changes nothing

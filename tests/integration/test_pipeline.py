@@ -126,7 +126,8 @@ async def test_worker_killed_mid_stream_recovers_state_and_alerts_once(stack: St
     worker.kill(signal.SIGKILL)
 
     await stack.produce(second)
-    stack.start_worker("w1-restarted")
+    # the same member comes back (a restarted pod keeps its name: static group membership)
+    stack.start_worker("w1-restarted", instance="w1")
 
     def all_fired(alerts: list[AlertEvent]) -> bool:
         return len(episodes(alerts, SEED_RULE)) == loans
@@ -204,9 +205,10 @@ async def test_rebinding_a_device_moves_its_pings_to_the_new_loan(stack: Stack) 
         if not isinstance(e, type(events[0]))
     ]
     await stack.produce([old_loan])
-    await asyncio.sleep(2)
+    await wait_committed(stack, "device-bindings", 1)
     await stack.produce([old_loan_without, new_loan])
-    await asyncio.sleep(2)
+    # bind L-old-w→L-old, bind L-old-other, release L-old-w, bind L-old-w→L-new: all applied
+    await wait_committed(stack, "device-bindings", 4)
     await stack.produce(contacts_for_new + [e for e in events if isinstance(e, type(events[0]))])
     # the old loan also has its dead phone: only the device decides who fires
     await stack.produce([e for e in events if not isinstance(e, type(events[0]))])

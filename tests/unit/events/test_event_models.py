@@ -136,7 +136,7 @@ INVALID: list[tuple[str, type, dict[str, Any], str]] = [
     ("centre lat out of range", Loan,
      with_(LOAN, home_region={"center": [95, 104], "radius_km": 5}), "home_region"),
     ("open polygon ring", Loan,
-     with_(LOAN, home_region={"type": "Polygon", "coordinates": [SQUARE[:-1] + [[104.5, 30.5]]]}),
+     with_(LOAN, home_region={"type": "Polygon", "coordinates": [[*SQUARE[:-1], [104.5, 30.5]]]}),
      "home_region"),
     ("polygon too few points", Loan,
      with_(LOAN, home_region={"type": "Polygon", "coordinates": [SQUARE[:3]]}), "home_region"),

@@ -492,6 +492,49 @@ def test_long_silence_then_far_away_is_not_drift() -> None:
     assert state.inside is False
 
 
+@pytest.mark.parametrize("backfill", [False, True])
+def test_drift_fix_redelivered_after_the_seen_window_changes_nothing(backfill: bool) -> None:
+    """Found by test_duplicates_change_nothing: a fix discarded as drift at a risk place, then
+    redelivered once the duplicate filter has forgotten its id, must not become a visit."""
+    engine, state = start()
+    jump = ping(at(0, minutes=1), SECOND_PLEDGE_LOT, backfill=backfill)  # ~6 km in a minute
+    run(engine, state, [ping(at(0)), jump, *hourly_pings(1, 20)])
+    assert engine.stats["drift_discarded"] == 1
+    # Buffered data feeds history whether it is judged drift or not (late, it cannot be judged).
+    assert len(state.visits) == int(backfill)
+    snapshot = state.to_bytes()
+    run(engine, state, [jump])
+    assert state.to_bytes() == snapshot
+
+
+def test_wireless_fix_not_driving_the_vehicle_redelivered_changes_nothing() -> None:
+    engine, state = start()
+    wireless = ping(at(0, minutes=5), SECOND_PLEDGE_LOT, device="X1", kind="wireless")
+    run(engine, state, [ping(at(0)), wireless, *hourly_pings(1, 20)])
+    run(engine, state, [ping(at(20, minutes=1), device="X1", kind="wireless")])
+    snapshot = state.to_bytes()
+    run(engine, state, [wireless])
+    assert state.to_bytes() == snapshot
+
+
+def test_old_visit_dropped_from_the_kept_four_stays_dropped() -> None:
+    engine, state = start()
+    lots = [
+        SECOND_PLEDGE_LOT,
+        USED_CAR_MARKET,
+        IMPOUND_LOT,
+        (30.6921, 104.1306),
+        (30.6705, 104.0412),
+    ]
+    first = ping(at(1), lots[0], backfill=True)
+    later = [ping(at(2 + n), where, backfill=True) for n, where in enumerate(lots[1:])]
+    run(engine, state, [ping(at(10)), first, *later, *hourly_pings(11, 30)], until=at(30))
+    assert "cd-2p-001" not in [v[0] for v in state.visits]  # the oldest of five
+    snapshot = state.to_bytes()
+    run(engine, state, [first], until=at(30))
+    assert state.to_bytes() == snapshot
+
+
 def test_repeated_event_id_is_ignored_even_with_other_content() -> None:
     engine, state = start()
     run(engine, state, [ping(at(0), event_id="same")])
