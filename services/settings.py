@@ -97,6 +97,9 @@ class WorkerSettings(BaseModel):
     places_dir: Path | None = None
     # How long a silent worker keeps its partitions before the others take them over.
     session_timeout_s: Annotated[float, Field(ge=6, le=300)] = 30.0
+    # Decoded states of this many recently touched loans are kept (≈5 KiB each) besides the
+    # table's bytes; 0 turns the cache off.
+    state_cache_size: Annotated[int, Field(ge=0, le=10_000_000)] = 20_000
     # Static group membership (Kafka group.instance.id), e.g. the StatefulSet pod name: a worker
     # that restarts within the session timeout gets its partitions back without a rebalance.
     instance_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,200}$")] | None = None

@@ -38,6 +38,7 @@ from rules.spec import CATALOG_DIR, load_rules
 from rules.state import LoanState
 from services.kafka import deadletter_headers
 from services.settings import Settings
+from streams.cache import StateCache
 from streams.deadlines import DeadlineIndex
 from streams.metrics import WorkerMetrics
 from streams.records import Binding, Rejected, decode, decode_bound, encode_bound
@@ -84,7 +85,7 @@ class Handoff:
     """
 
     sends: list[Awaitable[Any]] = field(default_factory=list)
-    after_ack: list[Callable[[], None]] = field(default_factory=list)
+    after_ack: list[Callable[[], object]] = field(default_factory=list)
 
     async def send(self, topic: faust.TopicT, **record: Any) -> None:
         self.sends.append(await topic.send(**record))
@@ -122,6 +123,7 @@ def build_pipeline(
     metrics = metrics or WorkerMetrics.create()
     clock = Clock(settings.worker.clock, settings.worker.allowed_lateness_s, clock_wall)
     deadlines = DeadlineIndex()
+    states: StateCache[LoanState] = StateCache(settings.worker.state_cache_size)
     # One writer at a time per worker: a batch of the agent and the deadline sweep both
     # read-modify-write loan state across awaits (alert acks).
     state_lock = asyncio.Lock()
@@ -209,13 +211,17 @@ def build_pipeline(
 
     def load_state(loan_id: str) -> tuple[LoanState, bytes | None]:
         before: bytes | None = loan_state.get(loan_id)
-        return (LoanState.from_bytes(before) if before else engine.new_state(loan_id)), before
+        if not before:
+            return engine.new_state(loan_id), before
+        state = states.take(loan_id, before)
+        return (state if state is not None else LoanState.from_bytes(before)), before
 
     def store_state(loan_id: str, state: LoanState, before: bytes | None, partition: int) -> None:
         after = state.to_bytes()
         # A write costs a changelog record: only when the state really changed.
         if after != before:
             loan_state[loan_id] = after
+        states.put(loan_id, after, state)
         deadline = engine.next_deadline(state)
         deadlines.schedule(partition, loan_id, deadline.timestamp() if deadline else None)
 

@@ -42,7 +42,7 @@ def run_worker(settings: Settings) -> None:
 
 
 def _dump_tasks(signum: int, frame: object) -> None:
-    """`kill -USR1 <pid>`: print every asyncio task's stack to stderr (what is the worker doing?)."""
+    """`kill -USR1 <pid>`: print every asyncio task's stack to stderr (what is it doing?)."""
     try:
         loop = asyncio.get_event_loop()
     except RuntimeError:

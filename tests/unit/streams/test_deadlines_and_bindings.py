@@ -77,3 +77,19 @@ def test_decode_rejects_with_reason(value: bytes, reason: str) -> None:
     rejected = decode("payments", value)
     assert isinstance(rejected, Rejected)
     assert rejected.reason == reason
+
+
+def test_state_cache_hits_only_for_the_exact_bytes_and_takes_entries_out() -> None:
+    from streams.cache import StateCache
+
+    cache: StateCache[dict[str, int]] = StateCache(capacity=2)
+    state = {"n": 1}
+    cache.put("L1", b"v1", state)
+    assert cache.take("L1", b"v0") is None  # the table holds other bytes: decode those
+    cache.put("L1", b"v1", state)
+    assert cache.take("L1", b"v1") is state
+    assert cache.take("L1", b"v1") is None  # taken out while in use
+    cache.put("L1", b"v1", state)
+    cache.put("L2", b"x", {})
+    cache.put("L3", b"y", {})
+    assert len(cache) == 2 and cache.take("L1", b"v1") is None  # least recently used evicted
