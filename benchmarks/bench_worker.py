@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from rules.events import EVENT_TYPE_BY_TOPIC  # noqa: E402
 from services import infra  # noqa: E402
-from services.kafka import WORKER_TOPICS, TOPICS, ensure_topics  # noqa: E402
+from services.kafka import TOPICS, WORKER_TOPICS, ensure_topics  # noqa: E402
 from services.simulator import mixed_stream  # noqa: E402
 
 INPUTS = ("loans", "gps.raw", "payments", "contacts")

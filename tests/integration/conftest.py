@@ -80,7 +80,9 @@ class Stack:
         env.update(extra)
         return env
 
-    def start_worker(self, name: str = "w1", instance: str | None = None, **extra: str) -> WorkerProcess:
+    def start_worker(
+        self, name: str = "w1", instance: str | None = None, **extra: str
+    ) -> WorkerProcess:
         """A worker process; `instance` is its static group member id (default: the name)."""
         extra.setdefault("SKIPWATCH_WORKER__INSTANCE_ID", instance or name)
         worker = WorkerProcess(self.worker_env(name, **extra), self.tmp / f"{name}.log")
