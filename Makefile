@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Start Kafka, Redis, worker, API + dashboard, JT/T 808 gateway, webhook dispatcher and a simulator.
+## Start Kafka, Redis, worker, API + dashboard, JT/T 808 gateway and a simulator.
 up: $(STAMP)
 	$(BIN)/skipwatch up
 

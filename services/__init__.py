@@ -1,1 +1,1 @@
-"""Everything with a socket: API, ingest, gateway, dispatcher, store, settings, CLI."""
+"""Everything with a socket: API, ingest, JT/T 808 gateway, Redis view, settings, CLI."""

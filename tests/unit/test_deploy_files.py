@@ -38,16 +38,15 @@ K8S_DIR = ROOT / "deploy" / "k8s"
 SUBCOMMANDS = {
     "worker": None,
     "api": None,
-    "dispatcher": None,
     "simulate": None,
     "gateway": {"jt808"},
     "topics": {"create"},
 }
-SKIPWATCH_SERVICES = {"topics", "worker", "api", "gateway", "dispatcher", "simulator"}
+# The webhook dispatcher (DESIGN §7) is not built yet; it will be added with its own service.
+SKIPWATCH_SERVICES = {"topics", "worker", "api", "gateway", "simulator"}
 
-# Metrics ports of the gateway (settings gateway.metrics_port) and dispatcher (not in settings yet).
+# Metrics port of the gateway (settings gateway.metrics_port).
 GATEWAY_METRICS_PORT = int(getattr(GatewaySettings(), "metrics_port", 9808))
-DISPATCHER_METRICS_PORT = 9102
 
 # Names that may appear in PromQL besides skipwatch_* metrics.
 STANDARD_METRICS = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
@@ -187,7 +186,6 @@ def test_compose_ports_match_settings_defaults(services: dict[str, dict[str, Any
     assert GatewaySettings().port in _container_ports(services["gateway"])
     assert WorkerSettings().metrics_port in _container_ports(services["worker"])
     assert GATEWAY_METRICS_PORT in _container_ports(services["gateway"])
-    assert DISPATCHER_METRICS_PORT in _container_ports(services["dispatcher"])
     env = services["api"]["environment"]
     assert int(env["SKIPWATCH_API__PORT"]) == ApiSettings().port
     assert int(env["SKIPWATCH_GATEWAY__PORT"]) == GatewaySettings().port
@@ -308,7 +306,7 @@ def test_prometheus_targets_are_compose_services(
         for dns in job.get("dns_sd_configs", []):
             for host in dns["names"]:
                 targets.setdefault(host, set()).add(int(dns["port"]))
-    assert {"api", "worker", "gateway", "dispatcher"} <= set(targets)
+    assert {"api", "worker", "gateway"} <= set(targets)
     for host, ports in targets.items():
         assert host in services, f"scrape target {host} is not a compose service"
         if host in SKIPWATCH_SERVICES:
@@ -328,7 +326,6 @@ def test_prometheus_alert_rules(rules: list[dict[str, Any]]) -> None:
         "SkipwatchDeadLettersRising",
         "SkipwatchEventTimeLagHigh",
         "SkipwatchWorkerStalled",
-        "SkipwatchWebhookDeliveriesFailing",
     ):
         assert wanted in names
     for rule in rules:
@@ -463,7 +460,6 @@ def test_k8s_workloads(k8s: list[tuple[Path, dict[str, Any]]]) -> None:
     assert set(workloads) == {
         "skipwatch-api",
         "skipwatch-gateway",
-        "skipwatch-dispatcher",
         "skipwatch-worker",
         "skipwatch-topics",
     }
