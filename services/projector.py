@@ -41,6 +41,10 @@ ALERTS, LOANS, PAYMENTS, CONTACTS, GPS = "alerts", "loans", "payments", "contact
 _MAX_SAMPLED_DEVICES = 200_000
 
 
+# How long stopping may wait for the Kafka consumer to leave its group.
+STOP_TIMEOUT_S = 10.0
+
+
 class ProjectorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -137,8 +141,10 @@ class Projector:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # aiokafka's consumer.stop() can hang while a group join is in flight: shutdown
+            # must not wait on it forever (the API's lifespan ends here).
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._task, STOP_TIMEOUT_S)
 
     async def run(self) -> None:
         """Consume forever; on any failure start over from the positions stored in Redis."""
@@ -190,7 +196,8 @@ class Projector:
                 await self._measure_lag()
         finally:
             consumer, self.consumer = self.consumer, None
-            await consumer.stop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(consumer.stop(), STOP_TIMEOUT_S)
 
     async def _measure_lag(self) -> None:
         assert self.consumer is not None
