@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from bisect import bisect_left, bisect_right
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from rules.alerts import build_alert, to_datetime
@@ -55,6 +55,24 @@ STAT_NAMES = (
 )
 _MEMO_LIMIT = 200_000
 _MAX_DEADLINES_PER_ADVANCE = 10_000
+
+
+def _memo_key(
+    layout: Iterable[tuple[str, tuple[float, ...] | None]], signals: Mapping[str, Any]
+) -> tuple[Any, ...]:
+    """What a condition's result depends on: each input's value, with a time-varying input
+    reduced to which side of each threshold it is on (so a memoised result stays exact)."""
+    key: list[Any] = []
+    for name, thresholds in layout:
+        value = signals[name]
+        if thresholds is not None:
+            key.append(bisect_left(thresholds, value))
+            key.append(bisect_right(thresholds, value))
+        elif value.__class__ is list:
+            key.append(tuple(value))
+        else:
+            key.append(value)
+    return tuple(key)
 
 
 def event_hash(event_id: str) -> int:
@@ -281,17 +299,7 @@ class Engine:
     def _holds(
         self, rule_index: int, n: int, rule: Rule, expr: Expression, signals: Mapping[str, Any]
     ) -> bool:
-        key: list[Any] = [rule_index, n]
-        for name, thresholds in self._layouts[rule_index][n]:
-            value = signals[name]
-            if thresholds is not None:
-                key.append(bisect_left(thresholds, value))
-                key.append(bisect_right(thresholds, value))
-            elif value.__class__ is list:
-                key.append(tuple(value))
-            else:
-                key.append(value)
-        memo_key = tuple(key)
+        memo_key = (rule_index, n, *_memo_key(self._layouts[rule_index][n], signals))
         cached = self._memo.get(memo_key)
         if cached is not None:
             return cached
@@ -311,17 +319,7 @@ class Engine:
     def _decide(self, signals: Mapping[str, Any]) -> tuple[tuple[tuple[bool, Severity], ...], bool]:
         """Per rule: whether its condition holds and the severity (escalations applied); and
         whether any rule's condition holds."""
-        key: list[Any] = []
-        for name, thresholds in self._decision_layout:
-            value = signals[name]
-            if thresholds is not None:
-                key.append(bisect_left(thresholds, value))
-                key.append(bisect_right(thresholds, value))
-            elif value.__class__ is list:
-                key.append(tuple(value))
-            else:
-                key.append(value)
-        decision_key = tuple(key)
+        decision_key = _memo_key(self._decision_layout, signals)
         cached = self._decisions.get(decision_key)
         if cached is not None:
             return cached
