@@ -34,10 +34,14 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("deadletter", co_partitioned=False),
 )
 INPUT_TOPICS = ("loans", "gps.raw", "payments", "contacts")
-# The worker's own repartition topics: pings re-keyed by loan, and device→loan bindings.
+# The worker's own repartition topics: pings re-keyed by loan, device→loan bindings, places.
 WORKER_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("gps.bound"),
     TopicSpec("device-bindings", compacted=True),
+    # Cross-loan: vehicles entering/leaving risk places (key place id) and the resulting count
+    # of financed cars there, fanned back out to each loan at the place (key loan id).
+    TopicSpec("place-moves"),
+    TopicSpec("place-counts"),
 )
 
 

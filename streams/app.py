@@ -24,6 +24,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import faust
@@ -33,7 +34,7 @@ from faust.types import EventT, StreamT, TableT
 
 from rules.engine import Engine
 from rules.events import AlertEvent, GpsPing, InputEvent, Loan
-from rules.places import load_places
+from rules.places import PlaceOccupancy, load_places
 from rules.spec import CATALOG_DIR, load_rules
 from rules.state import LoanState
 from services.kafka import deadletter_headers
@@ -41,7 +42,15 @@ from services.settings import Settings
 from streams.cache import StateCache
 from streams.deadlines import DeadlineIndex
 from streams.metrics import WorkerMetrics
-from streams.records import Binding, Rejected, decode, decode_bound, encode_bound
+from streams.records import (
+    Binding,
+    PlaceCount,
+    PlaceMove,
+    Rejected,
+    decode,
+    decode_bound,
+    encode_bound,
+)
 
 log = logging.getLogger(__name__)
 
@@ -161,10 +170,15 @@ def build_pipeline(
     deadletter_topic = topic("deadletter")
     gps_bound_topic = topic("gps.bound")
     bindings_topic = topic("device-bindings")
+    place_moves_topic = topic("place-moves")
+    place_counts_topic = topic("place-counts")
     topic_names = {
         prefix + n: n
-        for n in ("loans", "gps.raw", "payments", "contacts", "gps.bound", "device-bindings")
-    }
+        for n in (
+            "loans", "gps.raw", "payments", "contacts", "gps.bound", "device-bindings",
+            "place-moves", "place-counts",
+        )
+    }  # fmt: skip
 
     def table(name: str) -> TableT[str, bytes]:
         return app.Table(
@@ -176,6 +190,7 @@ def build_pipeline(
     loan_devices = table("loan-devices")
     bindings = table("device-bindings")
     pending = table("pending-pings")
+    occupancy = table("place-occupancy")
 
     async def dead_letter(event: EventT[bytes], topic_name: str, rejected: Rejected) -> None:
         metrics.events.labels(topic_name, rejected.reason).inc()
@@ -195,7 +210,7 @@ def build_pipeline(
             value = alert.model_dump_json().encode()
             await handoff.send(alerts_topic, key=loan_id.encode(), value=value)
 
-    def observe(topic_name: str, event: InputEvent) -> None:
+    def observe(topic_name: str, event: InputEvent | PlaceCount) -> None:
         ts = getattr(event, "ts", None)
         if ts is not None:
             seconds = ts.timestamp()
@@ -238,7 +253,47 @@ def build_pipeline(
             devices = orjson.dumps(sorted(current))
             handoff.after_ack.append(lambda: loan_devices.__setitem__(loan.loan_id, devices))
 
-    @app.agent(topic("loans", "payments", "contacts", "gps.bound"))
+    async def report_place_move(handoff: Handoff, state: LoanState, before: str | None) -> None:
+        """Tell the place aggregate when the vehicle left or entered a risk place."""
+        after = engine.place_of(state)
+        if after == before:
+            return
+        at = state.clock or clock.now()
+        if before is not None:
+            move = PlaceMove(state.loan_id, entered=False, at=at)
+            await handoff.send(place_moves_topic, key=before.encode(), value=move.to_bytes())
+        if after is not None:
+            move = PlaceMove(state.loan_id, entered=True, at=at)
+            await handoff.send(place_moves_topic, key=after.encode(), value=move.to_bytes())
+
+    @app.agent(topic("place-moves"))
+    async def count_places(stream: StreamT[bytes]) -> None:
+        """Cross-loan: keep who is at each risk place, and give every loan there the count."""
+        async for events in stream.take_events(  # type: ignore[attr-defined]
+            BATCH_SIZE, within=BATCH_WITHIN_S
+        ):
+            handoff = Handoff()
+            changed: dict[str, PlaceOccupancy] = {}
+            for event in events:
+                place_id = key_of(event)
+                move = PlaceMove.from_bytes(event.value)
+                place = changed.get(place_id) or PlaceOccupancy(
+                    place_id, orjson.loads(occupancy.get(place_id) or b"{}")
+                )
+                if move.entered:
+                    place.enter(move.loan_id, move.at)
+                else:
+                    place.leave(move.loan_id)
+                changed[place_id] = place
+            for place_id, place in changed.items():
+                count = PlaceCount(place_id, place.count).to_bytes()
+                for loan_id in place.loans:
+                    await handoff.send(place_counts_topic, key=loan_id.encode(), value=count)
+                value = orjson.dumps(place.loans)
+                handoff.after_ack.append(partial(occupancy.__setitem__, place_id, value))
+            await handoff.complete()
+
+    @app.agent(topic("loans", "payments", "contacts", "gps.bound", "place-counts"))
     async def evaluate(stream: StreamT[bytes]) -> None:
         async for events in stream.take_events(  # type: ignore[attr-defined]
             BATCH_SIZE, within=BATCH_WITHIN_S
@@ -246,12 +301,17 @@ def build_pipeline(
             async with state_lock:
                 await evaluate_batch(events)
 
-    def records_of(event: EventT[bytes]) -> Iterator[tuple[str, str, InputEvent | Rejected]]:
+    def records_of(
+        event: EventT[bytes],
+    ) -> Iterator[tuple[str, str, InputEvent | PlaceCount | Rejected]]:
         """(topic, loan id, decoded) for each input in a record; a gps.bound record holds many."""
         topic_name = topic_names[event.message.topic]
         if topic_name == "gps.bound":
             for loan_id, ping in decode_bound(event.value):
                 yield topic_name, loan_id, ping
+            return
+        if topic_name == "place-counts":
+            yield topic_name, key_of(event), PlaceCount.from_bytes(event.value)
             return
         decoded = decode(topic_name, event.value)
         loan_id = "" if isinstance(decoded, Rejected) else decoded.loan_id  # type: ignore[union-attr]
@@ -273,13 +333,20 @@ def build_pipeline(
                     state, before = load_state(loan_id)
                     touched[loan_id] = (state, before, event.message.partition)
                 now = datetime.fromtimestamp(clock.now(), UTC)
+                place_before = engine.place_of(state)
                 try:
-                    changes = engine.apply(state, decoded, now)
+                    if isinstance(decoded, PlaceCount):
+                        changes = engine.apply_place_count(
+                            state, decoded.place_id, decoded.count, now
+                        )
+                    else:
+                        changes = engine.apply(state, decoded, now)
                 except Exception as exc:  # the agent never dies on one record
                     log.exception("engine failed on a record", extra={"topic": topic_name})
                     await dead_letter(event, topic_name, Rejected("processing_error", repr(exc)))
                     continue
                 await emit(handoff, loan_id, changes)
+                await report_place_move(handoff, state, place_before)
                 metrics.events.labels(topic_name, "applied").inc()
                 if isinstance(decoded, Loan):
                     await rebind_devices(handoff, decoded, int(event.message.timestamp * 1000))

@@ -80,3 +80,36 @@ def decode_bound(value: bytes) -> list[tuple[str, GpsPing | Rejected]]:
         except ValidationError as exc:
             items.append((str(loan_id), Rejected("invalid", describe_validation_error(exc))))
     return items
+
+
+@dataclass(frozen=True)
+class PlaceMove:
+    """A loan's vehicle entered or left a risk place (keyed by place id on `place-moves`)."""
+
+    loan_id: str
+    entered: bool
+    at: float
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps({"loan_id": self.loan_id, "entered": self.entered, "at": self.at})
+
+    @classmethod
+    def from_bytes(cls, value: bytes) -> PlaceMove:
+        data = orjson.loads(value)
+        return cls(str(data["loan_id"]), bool(data["entered"]), float(data["at"]))
+
+
+@dataclass(frozen=True)
+class PlaceCount:
+    """How many financed cars are at a place now (keyed by loan id on `place-counts`)."""
+
+    place_id: str
+    count: int
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps({"place_id": self.place_id, "count": self.count})
+
+    @classmethod
+    def from_bytes(cls, value: bytes) -> PlaceCount:
+        data = orjson.loads(value)
+        return cls(str(data["place_id"]), int(data["count"]))

@@ -9,6 +9,7 @@ from collections import Counter, defaultdict
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 from rules.events import AlertEvent, AlertStatus, InputEvent
 from tests.integration.conftest import Stack
@@ -33,6 +34,8 @@ async def committed_through(stack: Stack, topic: str, minimum: int) -> bool:
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(f"{stack.prefix}worker")
+    except GroupCoordinatorNotAvailableError:  # the group has not formed yet
+        return False
     finally:
         await admin.close()
     total = sum(o.offset for tp, o in offsets.items() if tp.topic == stack.prefix + topic)
@@ -256,3 +259,32 @@ async def test_bad_records_are_dead_lettered_with_reason_and_processing_goes_on(
 
     alerts = await stack.alerts(until=lambda a: any(x.rule_id == SEED_RULE for x in a))
     assert any(a.rule_id == SEED_RULE for a in alerts), "the worker went on after bad records"
+
+
+async def test_three_financed_cars_at_one_lot_fire_the_cluster_rule(stack: Stack) -> None:
+    """Cross-loan: the worker counts the lender's cars at a risk place (place-moves →
+    place-occupancy → place-counts) and gives each loan at the place the count."""
+    stack.start_worker()
+    lot = (30.7142, 104.0335)  # cd-2p-001, a second-pledge lot in rules/catalog/places
+    loans = [loan(f"L-lot-{n}") for n in range(3)]
+    pings: list[InputEvent] = []
+    for n in range(3):
+        device = f"L-lot-{n}-w"
+        for i in range(6):
+            when = at(2, 9 + n) + dt.timedelta(minutes=10 * i)
+            p = ping(device, when, 0.0, i)
+            pings.append(p.model_copy(update={"lat": lot[0], "lon": lot[1], "speed_kmh": 0.0}))
+    await stack.produce([*loans])
+    await wait_committed(stack, "device-bindings", 3)
+    await stack.produce(pings)
+
+    def clustered(alerts: list[AlertEvent]) -> bool:
+        fired = {a.loan_id for a in alerts if a.rule_id == "financed-cars-cluster-at-lot"}
+        return len(fired) == 3
+
+    alerts = await stack.alerts(until=clustered)
+    cluster = [a for a in alerts if a.rule_id == "financed-cars-cluster-at-lot"]
+    assert {a.loan_id for a in cluster} == {"L-lot-0", "L-lot-1", "L-lot-2"}, stack.workers[
+        0
+    ].log_tail()
+    assert all(a.status == AlertStatus.FIRING for a in cluster)
