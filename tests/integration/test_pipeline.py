@@ -153,7 +153,11 @@ async def test_two_workers_share_partitions_and_one_takes_over(stack: Stack) -> 
     try:
         async with asyncio.timeout(90):
             while True:
-                [response] = await admin.describe_consumer_groups([f"{stack.prefix}worker"])
+                try:
+                    [response] = await admin.describe_consumer_groups([f"{stack.prefix}worker"])
+                except GroupCoordinatorNotAvailableError:  # the group has not formed yet
+                    await asyncio.sleep(0.5)
+                    continue
                 _error, _group, state, _ptype, _protocol, members, *_ = response.groups[0]
                 if len(members) == 2 and state == "Stable":
                     break
