@@ -22,7 +22,7 @@ import struct
 import sys
 import time
 import traceback
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,47 +31,16 @@ sys.path.insert(0, str(ROOT))
 from services.jt808 import codec  # noqa: E402
 from services.jt808.mapping import (  # noqa: E402
     DeviceDirectory,
-    PingRejected,
     VendorConfig,
-    describe_message,
-    location_to_ping,
 )
+from tests.unit.jt808.support import decode_everything  # noqa: E402
 
 DIRECTORY = DeviceDirectory(VendorConfig.model_validate({"default_profile": "g10ls"}))
-RECEIVED = datetime(2024, 1, 1, tzinfo=UTC)
-REASONS = set(codec.FrameErrorReason.__args__)  # type: ignore[attr-defined]
 
 
 def check(data: bytes) -> None:
-    """The property under test; raises on anything but the documented errors."""
-    assembler = codec.SplitAssembler()
-    for raw in codec.FrameSplitter().feed(data):
-        try:
-            whole = assembler.add(codec.decode_frame(raw))
-            if whole is None:
-                continue
-            body = codec.parse_body(whole)
-        except codec.FrameError as exc:
-            if exc.reason not in REASONS:
-                raise AssertionError(f"unknown reason {exc.reason!r}") from exc
-            continue
-        identity = DIRECTORY.resolve(whole.header.phone)
-        assert identity is not None
-        describe_message(whole, body, identity)
-        locations: tuple[codec.Location, ...] = ()
-        if isinstance(body, codec.Location):
-            locations = (body,)
-        elif isinstance(body, codec.Batch):
-            locations = body.locations
-        for loc in locations:
-            with contextlib.suppress(PingRejected):
-                location_to_ping(
-                    loc,
-                    identity=identity,
-                    phone=whole.header.phone,
-                    received_at=RECEIVED,
-                    backfill=True,
-                )
+    """The property under test (shared with the suite); raises on anything undocumented."""
+    decode_everything(data, DIRECTORY, backfill=True)
 
 
 def seeds() -> list[bytes]:

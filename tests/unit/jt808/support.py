@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import struct
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from services.jt808 import codec
+from services.jt808.mapping import DeviceDirectory, PingRejected, describe_message, location_to_ping
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 VECTORS_PATH = REPO_ROOT.parent / "shared" / "jt808" / "vectors.json"
@@ -97,3 +99,40 @@ def general_response(body: bytes) -> tuple[int, int, int]:
     """(reply serial, reply msg id, result) of a 0x8001 body."""
     serial, msg_id, result = struct.unpack(">HHB", body)
     return serial, msg_id, result
+
+
+FUZZ_RECEIVED_AT = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def decode_everything(data: bytes, directory: DeviceDirectory, *, backfill: bool = False) -> None:
+    """The fuzzing property, shared by the suite and benchmarks/fuzz_jt808.py: the full receive
+    path minus the socket (split, decode, reassemble, parse, describe, map to GpsPing) raises
+    nothing but FrameError with a documented reason and PingRejected."""
+    assembler = codec.SplitAssembler()
+    for raw in codec.FrameSplitter().feed(data):
+        try:
+            whole = assembler.add(codec.decode_frame(raw))
+            if whole is None:
+                continue
+            body = codec.parse_body(whole)
+        except codec.FrameError as exc:
+            if exc.reason not in codec.FrameErrorReason.__args__:  # type: ignore[attr-defined]
+                raise AssertionError(f"unknown reason {exc.reason!r}") from exc
+            continue
+        identity = directory.resolve(whole.header.phone)
+        assert identity is not None
+        describe_message(whole, body, identity)
+        locations: tuple[codec.Location, ...] = ()
+        if isinstance(body, codec.Location):
+            locations = (body,)
+        elif isinstance(body, codec.Batch):
+            locations = body.locations
+        for loc in locations:
+            with contextlib.suppress(PingRejected):
+                location_to_ping(
+                    loc,
+                    identity=identity,
+                    phone=whole.header.phone,
+                    received_at=FUZZ_RECEIVED_AT,
+                    backfill=backfill,
+                )

@@ -7,9 +7,7 @@ but PingRejected, and a gateway connection never hits an internal error.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import struct
-from datetime import UTC, datetime
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -17,7 +15,8 @@ from hypothesis import strategies as st
 
 from services.jt808 import codec
 from services.jt808.cli import decode_hex
-from services.jt808.mapping import DeviceDirectory, PingRejected, VendorConfig, location_to_ping
+from services.jt808.mapping import DeviceDirectory, VendorConfig
+from tests.unit.jt808 import support
 from tests.unit.jt808.support import FakeTransport, load_vectors
 from tests.unit.jt808.test_gateway import make_gateway
 
@@ -28,31 +27,7 @@ SEEDS = [bytes.fromhex(c["frame"]) for c in load_vectors()["decode"]]
 
 
 def decode_everything(data: bytes) -> None:
-    """The full receive path minus the socket; only the documented errors may escape."""
-    assembler = codec.SplitAssembler()
-    for raw in codec.FrameSplitter().feed(data):
-        try:
-            whole = assembler.add(codec.decode_frame(raw))
-            if whole is None:
-                continue
-            body = codec.parse_body(whole)
-        except codec.FrameError as exc:
-            assert exc.reason in codec.FrameErrorReason.__args__  # type: ignore[attr-defined]
-            continue
-        locations = (body,) if isinstance(body, codec.Location) else ()
-        if isinstance(body, codec.Batch):
-            locations = body.locations
-        identity = DIRECTORY.resolve(whole.header.phone)
-        assert identity is not None
-        for loc in locations:
-            with contextlib.suppress(PingRejected):
-                location_to_ping(
-                    loc,
-                    identity=identity,
-                    phone=whole.header.phone,
-                    received_at=datetime(2024, 1, 1, tzinfo=UTC),
-                    backfill=False,
-                )
+    support.decode_everything(data, DIRECTORY)
 
 
 def reframe(payload: bytes) -> bytes:
