@@ -20,6 +20,7 @@ class WorkerMetrics:
     deadlines_pending: Gauge
     pending_pings: Gauge
     batch_seconds: Histogram
+    input_gaps: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry = REGISTRY) -> WorkerMetrics:
@@ -74,6 +75,12 @@ class WorkerMetrics:
                 "skipwatch_worker_batch_seconds",
                 "Time to process one batch of records.",
                 ["agent"],
+                registry=registry,
+            ),
+            input_gaps=Counter(
+                "skipwatch_worker_input_gaps_total",
+                "Records the consumer skipped; the partition was sent back to replay them.",
+                ["topic"],
                 registry=registry,
             ),
         )

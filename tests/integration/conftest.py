@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import murmur2
 
 from rules.events import AlertEvent, InputEvent, Loan
 from rules.events.recording import TOPIC_BY_EVENT_TYPE
@@ -114,6 +115,10 @@ class Stack:
             await producer.send_and_wait(self.prefix + topic, value, key=key)
         finally:
             await producer.stop()
+
+    def partition_of(self, key: bytes) -> int:
+        """The partition the default partitioner of every Kafka client gives a key."""
+        return (murmur2(key) & 0x7FFFFFFF) % self.partitions
 
     def record(self, event: InputEvent) -> tuple[str, bytes, bytes]:
         topic = TOPIC_BY_EVENT_TYPE[type(event)]

@@ -8,6 +8,7 @@ import signal
 from collections import Counter, defaultdict
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 
@@ -40,6 +41,31 @@ async def committed_through(stack: Stack, topic: str, minimum: int) -> bool:
         await admin.close()
     total = sum(o.offset for tp, o in offsets.items() if tp.topic == stack.prefix + topic)
     return total >= minimum
+
+
+async def group_lag(stack: Stack) -> dict[str, int]:
+    """Records not yet committed by the worker group, per input topic-partition that lags."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.bootstrap)
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(f"{stack.prefix}worker")
+        ends = await consumer.end_offsets(list(committed))
+    finally:
+        await consumer.stop()
+        await admin.close()
+    lag = {f"{tp.topic}[{tp.partition}]": ends[tp] - o.offset for tp, o in committed.items()}
+    return {name: n for name, n in sorted(lag.items()) if n}
+
+
+async def diagnosis(stack: Stack) -> str:
+    """What the group has not committed, and the last worker's log with its task stacks."""
+    worker = stack.workers[-1]
+    if worker.proc and worker.proc.poll() is None:
+        worker.proc.send_signal(signal.SIGUSR1)  # streams/runner.py prints every task's stack
+        await asyncio.sleep(1)
+    return f"lag: {await group_lag(stack)}\n{worker.log_tail(400)}"
 
 
 async def wait_committed(stack: Stack, topic: str, minimum: int, timeout_s: float = 120) -> None:
@@ -81,6 +107,15 @@ async def test_seed_case_fires_one_critical_alert_with_evidence_and_cure_resolve
     seed = [a for a in alerts if a.rule_id == SEED_RULE]
     assert [a.status for a in seed] == [AlertStatus.FIRING, AlertStatus.RESOLVED], worker.log_tail()
     assert {a.alert_id for a in seed} == {alert.alert_id}
+
+    # the loan's state is in the changelog under its own key, on its input partition, so the
+    # worker that owns that partition after a rebalance is the one that recovers it
+    state_records = await stack.read_topic(
+        "worker-loan-state-changelog", lambda records: len(records) > 0, timeout_s=10
+    )
+    assert {(r.key, r.partition) for r in state_records} == {
+        (b"L-seed", stack.partition_of(b"L-seed"))
+    }
 
 
 async def test_due_date_passing_without_any_event_fires_by_timer(stack: Stack) -> None:
@@ -137,7 +172,7 @@ async def test_worker_killed_mid_stream_recovers_state_and_alerts_once(stack: St
 
     alerts = await stack.alerts(until=all_fired, timeout_s=150)
     per_loan = episodes(alerts, SEED_RULE)
-    assert len(per_loan) == loans, stack.workers[-1].log_tail()
+    assert len(per_loan) == loans, await diagnosis(stack)
     for loan_id, changes in per_loan.items():
         assert len({alert_id for alert_id, _ in changes}) == 1, loan_id
         assert changes == {(next(iter(changes))[0], AlertStatus.FIRING)}, loan_id
@@ -175,7 +210,7 @@ async def test_two_workers_share_partitions_and_one_takes_over(stack: Stack) -> 
 
     alerts = await stack.alerts(until=all_fired, timeout_s=150)
     per_loan = episodes(alerts, SEED_RULE)
-    assert len(per_loan) == loans, stack.workers[-1].log_tail()
+    assert len(per_loan) == loans, await diagnosis(stack)
     ids = Counter(alert_id for changes in per_loan.values() for alert_id, _ in changes)
     assert all(count == 1 for count in ids.values())
     assert all(len(changes) == 1 for changes in per_loan.values())

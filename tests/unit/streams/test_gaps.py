@@ -1,0 +1,44 @@
+"""The guard that sends a partition back when the consumer skipped a record (streams/gaps.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.gaps import APPLY, DROP, InputGaps, Verdict
+
+pytestmark = pytest.mark.unit
+
+
+def test_in_order_records_are_applied() -> None:
+    gaps = InputGaps()
+    assert [gaps.admit("p0", n) for n in (5, 6, 7)] == [APPLY, APPLY, APPLY]
+
+
+def test_a_skipped_record_sends_the_partition_back_once_and_waits_for_it() -> None:
+    gaps = InputGaps()
+    gaps.admit("p0", 5)
+    assert gaps.admit("p0", 7) == Verdict(apply=False, seek_to=6)
+    assert gaps.admit("p0", 8) == DROP  # stale records after the gap: no second seek
+    assert gaps.admit("p0", 6) == APPLY  # the replay arrives
+    assert gaps.admit("p0", 7) == APPLY
+    assert gaps.admit("p0", 9) == Verdict(apply=False, seek_to=8)  # a new gap seeks again
+
+
+def test_redelivered_records_are_applied_again_and_partitions_are_independent() -> None:
+    gaps = InputGaps()
+    for n in (0, 1, 2):
+        gaps.admit("p0", n)
+    assert gaps.admit("p0", 1) == APPLY
+    assert gaps.admit("p0", 3) == APPLY
+    assert gaps.admit("p1", 40) == APPLY  # first record seen on a partition sets its position
+
+
+def test_rebalanced_partitions_start_afresh() -> None:
+    gaps = InputGaps()
+    gaps.admit("p0", 1)
+    gaps.admit("p1", 1)
+    gaps.forget(["p0"])
+    assert gaps.admit("p0", 10) == APPLY
+    assert gaps.admit("p1", 10) == Verdict(apply=False, seek_to=2)
+    gaps.forget()
+    assert gaps.admit("p1", 10) == APPLY
