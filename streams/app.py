@@ -30,7 +30,7 @@ from typing import Any, cast
 import faust
 import orjson
 from aiokafka.partitioner import murmur2
-from faust.types import EventT, StreamT, TableT
+from faust.types import TP, EventT, StreamT, TableT
 
 from rules.engine import Engine
 from rules.events import AlertEvent, GpsPing, InputEvent, Loan
@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 BATCH_SIZE = 1000
 BATCH_WITHIN_S = 0.02
 SWEEP_INTERVAL_S = 1.0
+STALL_CHECK_S = 5.0
+STALL_QUIET_S = 15.0
 MAX_PENDING_PINGS_PER_DEVICE = 200
 
 
@@ -207,7 +209,7 @@ def build_pipeline(
             headers=deadletter_headers(rejected.reason, prefix + topic_name, rejected.detail),
         )
 
-    gaps = InputGaps()
+    gaps: InputGaps[TP] = InputGaps()
 
     async def forget_partitions(sender: Any, *args: Any, **kwargs: Any) -> None:
         gaps.forget(args[0] if args else None)  # a rebalance: the partitions it moved
@@ -218,20 +220,32 @@ def build_pipeline(
     async def in_order(events: Sequence[EventT[bytes]]) -> list[EventT[bytes]]:
         """The events to apply; a partition that jumped past a record is sent back (gaps.py)."""
         kept = []
+        now = time.monotonic()
         for event in events:
             tp, offset = event.message.tp, event.message.offset
-            verdict = gaps.admit(tp, offset)
+            verdict = gaps.admit(tp, offset, now)
             if verdict.seek_to is not None:
-                log.warning(
-                    "input gap: replaying from the skipped record",
-                    extra={"topic": tp.topic, "partition": tp.partition,
-                           "expected": verdict.seek_to, "got": offset},
-                )  # fmt: skip
-                metrics.input_gaps.labels(topic_names.get(tp.topic, "other")).inc()
-                await app.consumer.seek(tp, verdict.seek_to)
+                await replay(tp, verdict.seek_to, got=offset)
             if verdict.apply:
                 kept.append(event)
         return kept
+
+    async def replay(tp: TP, offset: int, got: int | None) -> None:
+        log.warning(
+            "input gap: replaying from the skipped record",
+            extra={"topic": tp.topic, "partition": tp.partition, "expected": offset, "got": got},
+        )
+        metrics.input_gaps.labels(topic_names.get(tp.topic, "other")).inc()
+        await app.consumer.seek(tp, offset)
+
+    @app.timer(STALL_CHECK_S)  # type: ignore[untyped-decorator]
+    async def replay_dropped_tails() -> None:
+        """Records after the expected offset and none delivered for a while: replay them."""
+        if not gaps.expected or app.rebalancing:
+            return
+        ends = await app.consumer.highwaters(*gaps.expected)
+        for tp, offset in gaps.stalled(ends, time.monotonic(), STALL_QUIET_S).items():
+            await replay(tp, offset, got=None)
 
     async def emit(handoff: Handoff, loan_id: str, alerts: list[AlertEvent]) -> None:
         # Alerts go out before the state that produced them is written (Handoff): after a crash

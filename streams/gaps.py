@@ -10,13 +10,17 @@ The guard follows, per partition, the next offset an agent expects. A batch that
 is not applied: the caller seeks the partition back to the expected offset, so the skipped record
 and the ones after it come again, in order. Records below the expected offset are re-deliveries
 and are applied again (the engine ignores repeated event ids). After a rebalance the partitions
-start afresh.
+start afresh. A partition whose tail was dropped (records after the expected offset, none
+delivered for a while) is sent back the same way by a periodic check.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
 
 
 @dataclass(frozen=True)
@@ -30,12 +34,14 @@ DROP = Verdict(apply=False)
 
 
 @dataclass
-class InputGaps:
-    expected: dict[Hashable, int] = field(default_factory=dict)
+class InputGaps(Generic[K]):
+    expected: dict[K, int] = field(default_factory=dict)
     # partitions already sent back to an offset: stale records after the gap must not seek again
-    rewound: dict[Hashable, int] = field(default_factory=dict)
+    rewound: dict[K, int] = field(default_factory=dict)
+    last_seen: dict[K, float] = field(default_factory=dict)
 
-    def admit(self, tp: Hashable, offset: int) -> Verdict:
+    def admit(self, tp: K, offset: int, now: float = 0.0) -> Verdict:
+        self.last_seen[tp] = now
         expected = self.expected.get(tp)
         if expected is None or offset == expected:
             self.expected[tp] = offset + 1
@@ -48,8 +54,20 @@ class InputGaps:
         self.rewound[tp] = expected
         return Verdict(apply=False, seek_to=expected)
 
-    def forget(self, tps: Iterable[Hashable] | None = None) -> None:
+    def stalled(self, end_offsets: Mapping[K, int], now: float, quiet_s: float) -> dict[K, int]:
+        """Partitions with records after the expected offset but nothing delivered for `quiet_s`
+        (the consumer dropped the tail of a partition): where to seek them back to."""
+        out: dict[K, int] = {}
+        for tp, expected in self.expected.items():
+            end = end_offsets.get(tp)
+            if end is not None and end > expected and now - self.last_seen[tp] >= quiet_s:
+                out[tp] = expected
+                self.last_seen[tp] = now  # one seek per quiet period
+        return out
+
+    def forget(self, tps: Iterable[K] | None = None) -> None:
         """Partitions revoked or newly assigned (all when None) start afresh."""
         for tp in list(self.expected) if tps is None else tps:
             self.expected.pop(tp, None)
             self.rewound.pop(tp, None)
+            self.last_seen.pop(tp, None)

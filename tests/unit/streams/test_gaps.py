@@ -42,3 +42,17 @@ def test_rebalanced_partitions_start_afresh() -> None:
     assert gaps.admit("p1", 10) == Verdict(apply=False, seek_to=2)
     gaps.forget()
     assert gaps.admit("p1", 10) == APPLY
+
+
+def test_a_partition_whose_tail_was_dropped_is_sent_back_after_a_quiet_period() -> None:
+    gaps = InputGaps()
+    gaps.admit("p0", 4, now=100.0)  # expects 5 next
+    gaps.admit("p1", 9, now=100.0)  # expects 10, and 10 is the end: caught up
+    ends = {"p0": 8, "p1": 10}
+    assert gaps.stalled(ends, now=105.0, quiet_s=15.0) == {}  # not quiet long enough
+    assert gaps.stalled(ends, now=115.0, quiet_s=15.0) == {"p0": 5}
+    assert gaps.stalled(ends, now=116.0, quiet_s=15.0) == {}  # one seek per quiet period
+    gaps.admit("p0", 5, now=117.0)
+    gaps.admit("p0", 6, now=117.0)
+    gaps.admit("p0", 7, now=117.0)
+    assert gaps.stalled(ends, now=200.0, quiet_s=15.0) == {}
