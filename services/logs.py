@@ -36,6 +36,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Kafka clients are chatty at INFO about every rebalance step.
-    for noisy in ("aiokafka", "kafka"):
+    # Kafka clients are chatty at INFO about every rebalance step, and mode logs every service
+    # start; Faust's own INFO lines (assignment, recovery progress) are kept.
+    for noisy in ("aiokafka", "kafka", "mode"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
