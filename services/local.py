@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from services import infra
+from services.settings import EXIT_RESTART
 
 COMPONENTS: dict[str, list[str]] = {
     "worker": ["worker"],
@@ -84,13 +85,17 @@ def run_local_stack(
     exe = [sys.executable, "-m", "services.cli"]
     subprocess.run([*exe, "topics", "create"], env=env, check=True)
     children: dict[str, subprocess.Popen[str]] = {}
-    for name in components:
+
+    def start(name: str) -> None:
         proc = subprocess.Popen(
             [*exe, *COMPONENTS[name]], env=env, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )  # fmt: skip
         children[name] = proc
         threading.Thread(target=_pump, args=(name, proc.stdout), daemon=True).start()
+
+    for name in components:
+        start(name)
 
     api_port = os.environ.get("SKIPWATCH_API__PORT", "8000")
     sys.stderr.write(
@@ -112,10 +117,15 @@ def run_local_stack(
     signal.signal(signal.SIGTERM, stop)
     exit_code = 0
     while not stopping:
-        for name, proc in children.items():
-            if proc.poll() is not None and name != "simulator":
-                sys.stderr.write(f"{name} exited with code {proc.returncode}; stopping\n")
-                exit_code, stopping = 1, True
+        for name, proc in list(children.items()):
+            if proc.poll() is None or name == "simulator":
+                continue
+            if proc.returncode == EXIT_RESTART:  # the worker's own watchdog asks for a restart
+                sys.stderr.write(f"{name} asked for a restart; restarting\n")
+                start(name)
+                continue
+            sys.stderr.write(f"{name} exited with code {proc.returncode}; stopping\n")
+            exit_code, stopping = 1, True
         time.sleep(0.5)
     for proc in children.values():
         if proc.poll() is None:

@@ -82,6 +82,10 @@ class AuthSettings(BaseModel):
         return value
 
 
+# The worker's exit code for "restart me" (EX_TEMPFAIL): its watchdog found a stalled rebalance.
+EXIT_RESTART = 75
+
+
 class WorkerSettings(BaseModel):
     store: Annotated[str, Field(pattern=r"^(memory|rocksdb)://.*$")] = "memory://"
     data_dir: Path = PROJECT_ROOT / ".skipwatch" / "worker"
@@ -103,6 +107,9 @@ class WorkerSettings(BaseModel):
     # Static group membership (Kafka group.instance.id), e.g. the StatefulSet pod name: a worker
     # that restarts within the session timeout gets its partitions back without a rebalance.
     instance_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,200}$")] | None = None
+    # A rebalance or table recovery that makes no progress for this long stops the worker with
+    # exit code 75, for its supervisor (Kubernetes, compose, `skipwatch up`) to restart it.
+    recovery_stall_s: Annotated[float, Field(ge=5)] = 120.0
 
 
 class GatewaySettings(BaseModel):

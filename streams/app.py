@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -38,10 +39,10 @@ from rules.places import PlaceOccupancy, load_places
 from rules.spec import CATALOG_DIR, load_rules
 from rules.state import LoanState
 from services.kafka import deadletter_headers
-from services.settings import Settings
+from services.settings import EXIT_RESTART, Settings
 from streams.cache import StateCache
 from streams.deadlines import DeadlineIndex
-from streams.gaps import InputGaps
+from streams.gaps import InputGaps, RecoveryWatchdog
 from streams.metrics import WorkerMetrics
 from streams.records import (
     Binding,
@@ -237,6 +238,21 @@ def build_pipeline(
         )
         metrics.input_gaps.labels(topic_names.get(tp.topic, "other")).inc()
         await app.consumer.seek(tp, offset)
+
+    watchdog = RecoveryWatchdog(settings.worker.recovery_stall_s)
+
+    @app.timer(STALL_CHECK_S)  # type: ignore[untyped-decorator]
+    async def watch_recovery() -> None:
+        recovery = app.tables.recovery  # type: ignore[attr-defined]
+        recovering = bool(app.rebalancing or app.in_recovery)
+        if watchdog.stalled(recovering, recovery.active_remaining_total(), time.monotonic()):
+            log.error(
+                "rebalance or table recovery made no progress; exiting for a restart",
+                extra={"stalled_s": settings.worker.recovery_stall_s,
+                       "remaining": watchdog.remaining, "exit_code": EXIT_RESTART},
+            )  # fmt: skip
+            logging.shutdown()
+            os._exit(EXIT_RESTART)
 
     @app.timer(STALL_CHECK_S)  # type: ignore[untyped-decorator]
     async def replay_dropped_tails() -> None:

@@ -21,6 +21,7 @@ from aiokafka.partitioner import murmur2
 from rules.events import AlertEvent, InputEvent, Loan
 from rules.events.recording import TOPIC_BY_EVENT_TYPE
 from services.kafka import ensure_topics
+from services.settings import EXIT_RESTART
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,6 +32,7 @@ class WorkerProcess:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     killed: bool = False
+    restarts: int = 0
 
     def start(self) -> None:
         self._log = self.log_path.open("ab")
@@ -77,6 +79,7 @@ class Stack:
             SKIPWATCH_WORKER__METRICS_PORT="0",
             SKIPWATCH_WORKER__DATA_DIR=str(self.tmp / name),
             SKIPWATCH_LOG_LEVEL="INFO",
+            SKIPWATCH_WORKER__RECOVERY_STALL_S="30",
         )
         env.update(extra)
         return env
@@ -92,12 +95,16 @@ class Stack:
         return worker
 
     def check_workers(self) -> None:
-        """Fail fast, with its log, when a worker died that nobody killed."""
+        """Act as the supervisor: restart a worker whose watchdog asked for it (as Kubernetes
+        or compose would); fail fast, with its log, when a worker died otherwise."""
         for worker in self.workers:
-            if worker.proc and worker.proc.poll() is not None and not worker.killed:
-                raise AssertionError(
-                    f"worker exited ({worker.proc.returncode}):\n{worker.log_tail()}"
-                )
+            if worker.proc is None or worker.proc.poll() is None or worker.killed:
+                continue
+            if worker.proc.returncode == EXIT_RESTART:
+                worker.restarts += 1
+                worker.start()
+                continue
+            raise AssertionError(f"worker exited ({worker.proc.returncode}):\n{worker.log_tail()}")
 
     async def produce(self, events: list[InputEvent]) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=2)

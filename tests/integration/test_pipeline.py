@@ -65,7 +65,8 @@ async def diagnosis(stack: Stack) -> str:
     if worker.proc and worker.proc.poll() is None:
         worker.proc.send_signal(signal.SIGUSR1)  # streams/runner.py prints every task's stack
         await asyncio.sleep(1)
-    return f"lag: {await group_lag(stack)}\n{worker.log_tail(400)}"
+    restarts = [w.restarts for w in stack.workers]
+    return f"lag: {await group_lag(stack)}; restarts: {restarts}\n{worker.log_tail(400)}"
 
 
 async def wait_committed(stack: Stack, topic: str, minimum: int, timeout_s: float = 120) -> None:

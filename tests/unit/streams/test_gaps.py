@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.gaps import APPLY, DROP, InputGaps, Verdict
+from streams.gaps import APPLY, DROP, InputGaps, RecoveryWatchdog, Verdict
 
 pytestmark = pytest.mark.unit
 
@@ -56,3 +56,14 @@ def test_a_partition_whose_tail_was_dropped_is_sent_back_after_a_quiet_period() 
     gaps.admit("p0", 6, now=117.0)
     gaps.admit("p0", 7, now=117.0)
     assert gaps.stalled(ends, now=200.0, quiet_s=15.0) == {}
+
+
+def test_recovery_that_stops_progressing_is_a_stall_and_progress_or_completion_is_not() -> None:
+    dog = RecoveryWatchdog(stall_s=30.0)
+    assert not dog.stalled(recovering=True, remaining=500, now=0.0)
+    assert not dog.stalled(recovering=True, remaining=200, now=25.0)  # progress
+    assert not dog.stalled(recovering=True, remaining=200, now=50.0)
+    assert dog.stalled(recovering=True, remaining=200, now=55.0)  # 30 s without progress
+    assert not dog.stalled(recovering=False, remaining=0, now=60.0)
+    assert not dog.stalled(recovering=True, remaining=200, now=100.0)  # a new recovery
+    assert dog.stalled(recovering=True, remaining=200, now=130.0)
