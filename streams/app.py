@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import faust
 import orjson
@@ -110,6 +110,20 @@ class Handoff:
             write()
 
 
+class RawKeyTable(faust.Table):  # type: ignore[type-arg]
+    """A table whose `str` keys are written as raw UTF-8, the bytes the input topics are keyed by.
+
+    Faust writes `str` keys as JSON strings, and `"L1"` hashes to another partition than `L1`:
+    the changelog record would not be on the key's input partition, and after a rebalance the
+    worker owning that partition would not recover the key's state. The serializer must be set
+    before the table's changelog topic is made (the app's table class), so that recovery
+    decodes the keys the way they were written.
+    """
+
+    def _serializer_from_type(self, typ: Any) -> Any:
+        return "raw" if typ is str else super()._serializer_from_type(typ)
+
+
 @dataclass
 class Pipeline:
     app: faust.App
@@ -164,6 +178,7 @@ def build_pipeline(
         consumer_group_instance_id=settings.worker.instance_id,
         broker_heartbeat_interval=min(3.0, settings.worker.session_timeout_s / 3),
         stream_wait_empty=False,
+        Table=RawKeyTable,
     )
 
     # Every topic exists before the worker starts (streams/runner.py creates them).
@@ -185,15 +200,10 @@ def build_pipeline(
     }  # fmt: skip
 
     def table(name: str) -> TableT[str, bytes]:
-        created = app.Table(
+        return app.Table(
             name, default=None, partitions=partitions, use_partitioner=True,
             key_type=str, value_type=bytes,
         )  # fmt: skip
-        # Keys go to the changelog as the same UTF-8 bytes the input topics are keyed by (Faust
-        # would write them as JSON strings), so the partitioner puts a key's changelog record on
-        # its input partition and the worker that owns the partition recovers its state.
-        cast("faust.Table[str, bytes]", created).key_serializer = "raw"
-        return created
 
     loan_state = table("loan-state")
     loan_devices = table("loan-devices")
