@@ -435,11 +435,15 @@ def build_pipeline(
         ):
             started = time.perf_counter()
             bound: dict[int, list[tuple[str, bytes]]] = defaultdict(list)
+            # Pings of unbound devices, gathered per device for the batch: one pending-pings
+            # write per device and batch instead of one per ping.
+            waiting: dict[str, list[bytes]] = {}
             handoff = Handoff()
             for event in await in_order(events):
                 topic_name = topic_names[event.message.topic]
                 if topic_name == "device-bindings":
-                    apply_binding(key_of(event), Binding.from_bytes(event.value), bound, handoff)
+                    change = Binding.from_bytes(event.value)
+                    apply_binding(key_of(event), change, bound, handoff, waiting)
                     continue
                 decoded = decode("gps.raw", event.value)
                 if isinstance(decoded, Rejected):
@@ -448,7 +452,7 @@ def build_pipeline(
                 assert isinstance(decoded, GpsPing)
                 held = bindings.get(decoded.device_id)
                 if held is None:
-                    keep_pending(decoded.device_id, event.value)
+                    waiting.setdefault(decoded.device_id, []).append(event.value)
                     metrics.events.labels(topic_name, "pending_binding").inc()
                     continue
                 loan_id = Binding.from_bytes(held).loan_id
@@ -460,12 +464,17 @@ def build_pipeline(
                     gps_bound_topic, value=encode_bound(entries), partition=partition
                 )
             await handoff.complete()
+            # After the acks: a device bound and released again in this batch has its pending
+            # pings dropped by the bind's after-ack step; pings kept later must survive it.
+            for device_id, pings in waiting.items():
+                keep_pending(device_id, pings)
             metrics.batch_seconds.labels("bind_pings").observe(time.perf_counter() - started)
 
-    def keep_pending(device_id: str, value: bytes) -> None:
+    def keep_pending(device_id: str, values: list[bytes]) -> None:
         # Newline-separated raw pings: appending is a copy, not a JSON round trip per ping.
         held = pending.get(device_id)
-        lines = held + b"\n" + value if held else value
+        added = b"\n".join(values[-MAX_PENDING_PINGS_PER_DEVICE:])
+        lines = held + b"\n" + added if held else added
         if lines.count(b"\n") >= MAX_PENDING_PINGS_PER_DEVICE * 2:
             lines = b"\n".join(lines.split(b"\n")[-MAX_PENDING_PINGS_PER_DEVICE:])
         pending[device_id] = lines
@@ -475,6 +484,7 @@ def build_pipeline(
         change: Binding,
         bound: dict[int, list[tuple[str, bytes]]],
         handoff: Handoff,
+        waiting_in_batch: dict[str, list[bytes]],
     ) -> None:
         held = bindings.get(device_id)
         if not change.supersedes(Binding.from_bytes(held) if held else None):
@@ -484,10 +494,12 @@ def build_pipeline(
             return
         bindings[device_id] = change.to_bytes()
         waiting = pending.get(device_id)
-        if waiting:
+        # the table's pings first, then this batch's (not in the table yet: nothing to forget)
+        pings = (waiting.split(b"\n") if waiting else []) + waiting_in_batch.pop(device_id, [])
+        if pings:
             target = bound[partition_of(change.loan_id)]
-            pings = waiting.split(b"\n")[-MAX_PENDING_PINGS_PER_DEVICE:]
-            target.extend((change.loan_id, ping) for ping in pings)
+            target.extend((change.loan_id, ping) for ping in pings[-MAX_PENDING_PINGS_PER_DEVICE:])
+        if waiting:
             # forget them only once the forwarded batch is acked (Handoff)
             handoff.after_ack.append(lambda: pending.pop(device_id, None))
 
