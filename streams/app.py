@@ -236,17 +236,19 @@ def build_pipeline(
             tp, offset = event.message.tp, event.message.offset
             verdict = gaps.admit(tp, offset, now)
             if verdict.seek_to is not None:
-                await replay(tp, verdict.seek_to, got=offset)
+                await replay(tp, verdict.seek_to, got=offset, new_gap=verdict.new_gap)
             if verdict.apply:
                 kept.append(event)
         return kept
 
-    async def replay(tp: TP, offset: int, got: int | None) -> None:
-        log.warning(
-            "input gap: replaying from the skipped record",
-            extra={"topic": tp.topic, "partition": tp.partition, "expected": offset, "got": got},
-        )
-        metrics.input_gaps.labels(topic_names.get(tp.topic, "other")).inc()
+    async def replay(tp: TP, offset: int, got: int | None, new_gap: bool = True) -> None:
+        if new_gap:
+            log.warning(
+                "input gap: replaying from the skipped record",
+                extra={"topic": tp.topic, "partition": tp.partition, "expected": offset,
+                       "got": got},
+            )  # fmt: skip
+            metrics.input_gaps.labels(topic_names.get(tp.topic, "other")).inc()
         await app.consumer.seek(tp, offset)
 
     watchdog = RecoveryWatchdog(settings.worker.recovery_stall_s)

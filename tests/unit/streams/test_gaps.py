@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.gaps import APPLY, DROP, InputGaps, RecoveryWatchdog, Verdict
+from streams.gaps import APPLY, InputGaps, RecoveryWatchdog, Verdict
 
 pytestmark = pytest.mark.unit
 
@@ -14,14 +14,15 @@ def test_in_order_records_are_applied() -> None:
     assert [gaps.admit("p0", n) for n in (5, 6, 7)] == [APPLY, APPLY, APPLY]
 
 
-def test_a_skipped_record_sends_the_partition_back_once_and_waits_for_it() -> None:
+def test_a_skipped_record_sends_the_partition_back_and_stale_records_wait_for_it() -> None:
     gaps = InputGaps()
     gaps.admit("p0", 5)
-    assert gaps.admit("p0", 7) == Verdict(apply=False, seek_to=6)
-    assert gaps.admit("p0", 8) == DROP  # stale records after the gap: no second seek
+    assert gaps.admit("p0", 7) == Verdict(apply=False, seek_to=6, new_gap=True)
+    # stale records fetched after the gap: not applied, seek again (not a new gap)
+    assert gaps.admit("p0", 8) == Verdict(apply=False, seek_to=6, new_gap=False)
     assert gaps.admit("p0", 6) == APPLY  # the replay arrives
     assert gaps.admit("p0", 7) == APPLY
-    assert gaps.admit("p0", 9) == Verdict(apply=False, seek_to=8)  # a new gap seeks again
+    assert gaps.admit("p0", 9) == Verdict(apply=False, seek_to=8, new_gap=True)
 
 
 def test_redelivered_records_are_applied_again_and_partitions_are_independent() -> None:
@@ -39,7 +40,7 @@ def test_rebalanced_partitions_start_afresh() -> None:
     gaps.admit("p1", 1)
     gaps.forget(["p0"])
     assert gaps.admit("p0", 10) == APPLY
-    assert gaps.admit("p1", 10) == Verdict(apply=False, seek_to=2)
+    assert gaps.admit("p1", 10) == Verdict(apply=False, seek_to=2, new_gap=True)
     gaps.forget()
     assert gaps.admit("p1", 10) == APPLY
 
