@@ -46,25 +46,32 @@ class MemoryDedup:
     def __init__(self, ttl_s: float = DEFAULT_TTL_S, max_entries: int = DEFAULT_MEMORY_ENTRIES):
         self._ttl_s = ttl_s
         self._max_entries = max_entries
-        self._expiry: OrderedDict[tuple[str, str], float] = OrderedDict()
+        # Keyed by "<namespace>\0<event_id>": a str key is no object for the garbage collector
+        # to track (a tuple per id was, and made collections of a busy API process slow).
+        self._expiry: OrderedDict[str, float] = OrderedDict()
 
     async def seen(self, namespace: str, ids: Sequence[str]) -> set[str]:
         now = time.monotonic()
+        prefix = namespace + "\0"
+        get = self._expiry.get
         found: set[str] = set()
         for event_id in ids:
-            expires = self._expiry.get((namespace, event_id))
+            expires = get(prefix + event_id)
             if expires is not None and expires > now:
                 found.add(event_id)
         return found
 
     async def mark(self, namespace: str, ids: Sequence[str]) -> None:
         expires = time.monotonic() + self._ttl_s
+        prefix = namespace + "\0"
+        expiry = self._expiry
+        move_to_end = expiry.move_to_end
         for event_id in ids:
-            key = (namespace, event_id)
-            self._expiry[key] = expires
-            self._expiry.move_to_end(key)
-        while len(self._expiry) > self._max_entries:
-            self._expiry.popitem(last=False)
+            key = prefix + event_id
+            expiry[key] = expires
+            move_to_end(key)
+        while len(expiry) > self._max_entries:
+            expiry.popitem(last=False)
 
     async def ping(self) -> bool:
         return True

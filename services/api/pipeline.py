@@ -127,7 +127,8 @@ class IngestPipeline:
         """
         batch = _Batch(principal=principal)
         topic = self._settings.topic(source.topic)
-        validate = source.model.model_validate
+        # model_validate without its Python wrapper (same validator, same defaults).
+        validate = source.model.__pydantic_validator__.validate_python
         to_json = source.model.__pydantic_serializer__.to_json
         key_field = source.key_field
         for index, item in enumerate(items):

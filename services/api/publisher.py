@@ -245,9 +245,16 @@ class Publisher:
         waiting: dict[asyncio.Future[None], list[OutRecord]] = {}
         try:
             async with asyncio.timeout(self._timeout_s):
+                for topic in {record.topic for record in records}:
+                    await self._partition_count(topic)
+                queue_for = self._queue_for
                 for record in records:
-                    queue = await self._queue_for(record)
-                    waiting.setdefault(queue.add(record), []).append(record)
+                    acked = queue_for(record).add(record)
+                    batch_records = waiting.get(acked)
+                    if batch_records is None:
+                        waiting[acked] = [record]
+                    else:
+                        batch_records.append(record)
                 await asyncio.wait(waiting)
         except (KafkaError, OSError, TimeoutError) as exc:
             result.error = exc
@@ -262,11 +269,16 @@ class Publisher:
             result.acked.extend(batch_records)
         return result
 
-    async def _queue_for(self, record: OutRecord) -> _PartitionQueue:
-        count = self._partition_counts.get(record.topic)
+    async def _partition_count(self, topic: str) -> int:
+        count = self._partition_counts.get(topic)
         if count is None:
-            count = len(await self._producer.partitions_for(record.topic))
-            self._partition_counts[record.topic] = count
+            count = len(await self._producer.partitions_for(topic))
+            self._partition_counts[topic] = count
+        return count
+
+    def _queue_for(self, record: OutRecord) -> _PartitionQueue:
+        """The record's partition queue; `_partition_count(record.topic)` must have been awaited."""
+        count = self._partition_counts[record.topic]
         target = (record.topic, partition_for(record.key, count))
         queue = self._queues.get(target)
         if queue is None:

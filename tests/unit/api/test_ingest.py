@@ -17,6 +17,7 @@ from tests.unit.api.support import (
     VENDOR_KEY,
     Api,
     FakeProducer,
+    Sent,
     bearer,
     make_settings,
     ping,
@@ -81,6 +82,35 @@ async def test_vendor_is_filled_from_the_key(api: Api) -> None:
     assert response.json()["accepted"] == 1
     (record,) = api.producer.on("gps.raw")
     assert GpsPing.model_validate_json(record.value).vendor == "vendor-a"
+
+
+async def test_valid_and_mixed_batches_write_the_same_records(api: Api) -> None:
+    """The same pings (vendor given or filled from the key) give byte-identical records whether
+    or not their batch also holds a reject."""
+    items = [ping(n, fix="lbs", alarms=["sos"]) if n % 2 else ping(n) for n in range(6)]
+    for item in items[::3]:
+        del item["vendor"]
+    retried = [{**item, "event_id": f"{item['event_id']}-b"} for item in items]
+    first = await api.client.post("/v1/ingest/gps", json=items, headers=VENDOR)
+    second = await api.client.post(
+        "/v1/ingest/gps", json=[*retried, ping(9, lat=91.0)], headers=VENDOR
+    )
+    assert first.json()["accepted"] == second.json()["accepted"] == 6
+    assert [r["index"] for r in second.json()["rejected"]] == [6]
+    sent = api.producer.on("gps.raw")
+    assert len(sent) == 12
+
+    def by_id(records: list[Sent]) -> dict[str, tuple[bytes | None, bytes]]:
+        # The value with the event_id cut out, byte for byte.
+        out = {}
+        for record in records:
+            event_id = orjson.loads(record.value)["event_id"]
+            key = event_id.removesuffix("-b")
+            out[key] = (record.key, record.value.replace(f'"{event_id}"'.encode(), b'""'))
+        return out
+
+    assert by_id(sent[:6]) == by_id(sent[6:])
+    assert all(GpsPing.model_validate_json(s.value).vendor == "vendor-a" for s in sent)
 
 
 async def test_a_vendor_cannot_write_another_vendors_pings(api: Api) -> None:
