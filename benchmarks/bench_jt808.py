@@ -42,14 +42,24 @@ def raise_fd_limit() -> int:
 # ------------------------------------------------------------------ gateway process
 
 
-def gateway_process(conn: Connection, max_connections: int, kafka: str | None, prefix: str) -> None:
+def gateway_process(
+    conn: Connection, max_connections: int, kafka: str | None, prefix: str, gc_tuning: bool
+) -> None:
     raise_fd_limit()
 
     async def main() -> None:
         from prometheus_client import CollectorRegistry
 
-        from services.jt808.gateway import GatewayMetrics, GatewayOptions, Jt808Gateway
+        from services.jt808.gateway import (
+            GatewayMetrics,
+            GatewayOptions,
+            Jt808Gateway,
+            tune_gc_for_gateway,
+        )
         from services.jt808.sink import CountingSink, KafkaPingSink
+
+        if gc_tuning:
+            tune_gc_for_gateway()  # as `skipwatch jt808 serve` does
 
         counting = CountingSink()
         kafka_sink: KafkaPingSink | None = None
@@ -282,6 +292,11 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=15)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--kafka", help="bootstrap servers: use the Kafka sink instead of counting")
+    parser.add_argument(
+        "--no-gc-tuning",
+        action="store_true",
+        help="keep CPython's default GC settings in the gateway (the CLI tunes them)",
+    )
     args = parser.parse_args()
     if not 1 <= args.connections <= 30_000 or not 1 <= args.duration <= 300:
         parser.error("connections must be 1..30000 and duration 1..300 s")
@@ -293,7 +308,8 @@ def main() -> None:
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
     proc = ctx.Process(
-        target=gateway_process, args=(child, args.connections + 10, args.kafka, prefix)
+        target=gateway_process,
+        args=(child, args.connections + 10, args.kafka, prefix, not args.no_gc_tuning),
     )
     proc.start()
     try:

@@ -19,7 +19,12 @@ import typer
 from prometheus_client import REGISTRY, start_http_server
 
 from services.jt808.codec import FrameError, FrameSplitter, SplitAssembler, decode_frame, parse_body
-from services.jt808.gateway import GatewayMetrics, GatewayOptions, Jt808Gateway
+from services.jt808.gateway import (
+    GatewayMetrics,
+    GatewayOptions,
+    Jt808Gateway,
+    tune_gc_for_gateway,
+)
 from services.jt808.mapping import (
     DeviceDirectory,
     VendorConfig,
@@ -203,6 +208,7 @@ def serve(
         topic_prefix=settings.kafka.topic_prefix,
         metrics=GatewayMetrics(REGISTRY),
     )
+    tune_gc_for_gateway()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]

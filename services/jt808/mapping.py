@@ -301,7 +301,13 @@ class PingRejected(ValueError):
 
 
 def local_time(location: Location, tz: tzinfo) -> datetime | None:
-    return location.time.replace(tzinfo=tz) if location.time is not None else None
+    t = location.time
+    if t is None:
+        return None
+    if t.fold or type(t) is not datetime:
+        return t.replace(tzinfo=tz)
+    # Same value as t.replace(tzinfo=tz), about 3x cheaper (keyword arguments are slow here).
+    return datetime(t.year, t.month, t.day, t.hour, t.minute, t.second, t.microsecond, tz)
 
 
 def location_to_ping(
@@ -319,7 +325,8 @@ def location_to_ping(
             # A buffered point without its own time has no place in the history.
             raise PingRejected("no_time")
         ts = received_at  # live report without a fix: it still proves the device is online
-    alarms = tuple(alarm for bit, alarm in identity.alarm_bits if location.alarm_flags >> bit & 1)
+    flags = location.alarm_flags
+    alarms = tuple(alarm for bit, alarm in identity.alarm_bits if flags >> bit & 1) if flags else ()
     # The idempotency key covers the 28-byte fixed part: a retransmitted 0x0200, or the
     # same point re-sent in a 0x0704, maps to the same event_id.
     digest = hashlib.blake2b(location.fixed, digest_size=10, key=phone.encode()[:64])

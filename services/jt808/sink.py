@@ -5,8 +5,31 @@ from __future__ import annotations
 import asyncio
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from rules.events import GpsPing
+
+
+class KeyHashCache:
+    """aiokafka's DefaultPartitioner (Java-compatible murmur2) with each key's hash kept.
+
+    Same partition for every key as the default; murmur2 is pure Python (several us per
+    key) and the gateway sends the same few thousand device ids over and over.
+    """
+
+    def __init__(self, max_keys: int = 100_000) -> None:
+        self._hashes: dict[bytes, int] = {}
+        self._max_keys = max_keys
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            return int(DefaultPartitioner()(key, all_partitions, available))
+        h = self._hashes.get(key)
+        if h is None:
+            if len(self._hashes) >= self._max_keys:
+                self._hashes.clear()
+            h = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return all_partitions[h % len(all_partitions)]
 
 
 class KafkaPingSink:
@@ -30,6 +53,7 @@ class KafkaPingSink:
             enable_idempotence=True,
             linger_ms=linger_ms,
             max_batch_size=256 * 1024,
+            partitioner=KeyHashCache(),
         )
 
     async def start(self) -> None:
