@@ -95,8 +95,13 @@ def serve(args: argparse.Namespace) -> None:
         }
     )
     dedup = RedisDedup(args.redis_url, f"{args.prefix}:") if args.redis_url else MemoryDedup()
+    app = create_app(settings, dedup=dedup)
+    if not args.no_gc_tuning:
+        from services.runtime import tune_gc
+
+        tune_gc()  # as `skipwatch api` does
     uvicorn.run(
-        create_app(settings, dedup=dedup),
+        app,
         host="127.0.0.1",
         port=args.port,
         loop="uvloop",
@@ -242,6 +247,7 @@ async def bench(args: argparse.Namespace) -> None:
     command = [
         __file__, "--bootstrap", args.bootstrap, "--prefix", args.prefix,
         "--serve-port", str(port), *(["--redis-url", args.redis_url] if args.redis_url else []),
+        *(["--no-gc-tuning"] if args.no_gc_tuning else []),
     ]  # fmt: skip
     proc = await asyncio.create_subprocess_exec(sys.executable, *command, cwd=REPO_ROOT)
     try:
@@ -307,6 +313,10 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--baseline-seconds", type=float, default=10.0)
     parser.add_argument("--keep-topics", action="store_true")
+    parser.add_argument(
+        "--no-gc-tuning", action="store_true",
+        help="keep CPython's default GC settings in the API process (`skipwatch api` tunes them)",
+    )  # fmt: skip
     parser.add_argument("--serve-port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_port:

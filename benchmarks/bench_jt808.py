@@ -50,16 +50,12 @@ def gateway_process(
     async def main() -> None:
         from prometheus_client import CollectorRegistry
 
-        from services.jt808.gateway import (
-            GatewayMetrics,
-            GatewayOptions,
-            Jt808Gateway,
-            tune_gc_for_gateway,
-        )
+        from services.jt808.gateway import GatewayMetrics, GatewayOptions, Jt808Gateway
         from services.jt808.sink import CountingSink, KafkaPingSink
+        from services.runtime import tune_gc
 
         if gc_tuning:
-            tune_gc_for_gateway()  # as `skipwatch jt808 serve` does
+            tune_gc()  # as `skipwatch jt808 serve` does
 
         counting = CountingSink()
         kafka_sink: KafkaPingSink | None = None

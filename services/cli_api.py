@@ -7,6 +7,7 @@ import importlib.util
 import uvicorn
 
 from services.logs import configure_logging
+from services.runtime import tune_gc
 from services.settings import get_settings
 
 
@@ -16,8 +17,10 @@ def serve_api(host: str | None = None, port: int | None = None) -> None:
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
+    app = create_app(settings)
+    tune_gc()
     uvicorn.run(
-        create_app(settings),
+        app,
         host=host or settings.api.host,
         port=port or settings.api.port,
         # uvloop and httptools are the fast paths; fall back to asyncio/h11 if not installed.

@@ -19,12 +19,7 @@ import typer
 from prometheus_client import REGISTRY, start_http_server
 
 from services.jt808.codec import FrameError, FrameSplitter, SplitAssembler, decode_frame, parse_body
-from services.jt808.gateway import (
-    GatewayMetrics,
-    GatewayOptions,
-    Jt808Gateway,
-    tune_gc_for_gateway,
-)
+from services.jt808.gateway import GatewayMetrics, GatewayOptions, Jt808Gateway
 from services.jt808.mapping import (
     DeviceDirectory,
     VendorConfig,
@@ -32,6 +27,7 @@ from services.jt808.mapping import (
     describe_message,
     load_vendor_config,
 )
+from services.runtime import tune_gc
 
 app = typer.Typer(help="JT/T 808 tools.", no_args_is_help=True)
 
@@ -208,7 +204,7 @@ def serve(
         topic_prefix=settings.kafka.topic_prefix,
         metrics=GatewayMetrics(REGISTRY),
     )
-    tune_gc_for_gateway()
+    tune_gc()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]

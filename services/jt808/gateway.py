@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
@@ -240,28 +239,6 @@ class PingBatcher:
 
 
 # Young-generation threshold for a gateway process (CPython's default is 700).
-GATEWAY_GC_THRESHOLD = 50_000
-
-
-def tune_gc_for_gateway(threshold: int = GATEWAY_GC_THRESHOLD) -> None:
-    """Process-wide GC settings for a process whose main job is the gateway (the CLI and
-    the benchmark call this; the library never does it on its own).
-
-    Every location frame allocates a handful of short-lived container objects (header,
-    location, ping, its dict) that reference counting frees at once; with the default
-    threshold the cyclic collector still runs every 700 allocations, and objects that are
-    briefly in flight get promoted until full collections walk all 10,000+ connections'
-    objects again and again: measured at about a third of the gateway's time. A larger
-    young threshold makes collections rare and cheap (mostly-dead young generations), and
-    freezing what exists at startup (modules, config, models) keeps it out of every later
-    full collection.
-    """
-    gc.collect()
-    gc.freeze()
-    _gen0, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(threshold, gen1, gen2)
-
-
 def auth_code_for(phone: str, secret: str | None) -> str:
     key = (secret or "skipwatch-jt808").encode()
     return hmac.new(key, normalize_phone(phone).encode(), sha256).hexdigest()[:16]
@@ -601,5 +578,4 @@ __all__ = [
     "PingBatcher",
     "PingSink",
     "auth_code_for",
-    "tune_gc_for_gateway",
 ]
