@@ -20,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 import orjson
@@ -62,6 +63,8 @@ SWEEP_INTERVAL_S = 1.0
 STALL_CHECK_S = 5.0
 STALL_QUIET_S = 15.0
 MAX_PENDING_PINGS_PER_DEVICE = 200
+
+BatchStep = Callable[[list[EventT[bytes]]], Awaitable[None]]
 
 
 @dataclass
@@ -122,6 +125,16 @@ class RawKeyTable(faust.Table):  # type: ignore[type-arg]
 
     def _serializer_from_type(self, typ: Any) -> Any:
         return "raw" if typ is str else super()._serializer_from_type(typ)
+
+
+def exit_for_restart(reason: str, **extra: Any) -> NoReturn:
+    """Stop the worker at once for its supervisor to restart it (crash-only: the state is in
+    Kafka; nothing this process holds is lost)."""
+    failure = sys.exc_info()[0] is not None  # the traceback of the failure being handled
+    log.error(f"{reason}; exiting for a restart", exc_info=failure,
+              extra={**extra, "exit_code": EXIT_RESTART})  # fmt: skip
+    logging.shutdown()
+    os._exit(EXIT_RESTART)
 
 
 @dataclass
@@ -258,13 +271,9 @@ def build_pipeline(
         recovery = app.tables.recovery  # type: ignore[attr-defined]
         recovering = bool(app.rebalancing or app.in_recovery)
         if watchdog.stalled(recovering, recovery.active_remaining_total(), time.monotonic()):
-            log.error(
-                "rebalance or table recovery made no progress; exiting for a restart",
-                extra={"stalled_s": settings.worker.recovery_stall_s,
-                       "remaining": watchdog.remaining, "exit_code": EXIT_RESTART},
-            )  # fmt: skip
-            logging.shutdown()
-            os._exit(EXIT_RESTART)
+            exit_for_restart("rebalance or table recovery made no progress",
+                             stalled_s=settings.worker.recovery_stall_s,
+                             remaining=watchdog.remaining)  # fmt: skip
 
     @app.timer(STALL_CHECK_S)  # type: ignore[untyped-decorator]
     async def replay_dropped_tails() -> None:
@@ -340,40 +349,56 @@ def build_pipeline(
             move = PlaceMove(state.loan_id, entered=True, at=at)
             await handoff.send(place_moves_topic, key=after.encode(), value=move.to_bytes())
 
-    @app.agent(topic("place-moves"))
-    async def count_places(stream: StreamT[bytes]) -> None:
-        """Cross-loan: keep who is at each risk place, and give every loan there the count."""
+    async def run_batches(stream: StreamT[bytes], agent: str, process: BatchStep) -> None:
+        """Batches of the stream, in offset order (gaps.py), to `process`.
+
+        A batch that fails (a send Kafka did not take, a bug) stops the worker before Faust
+        acknowledges the batch's input (it acks in `take_events` once the loop body returns or
+        raises), so the restarted worker replays it: crash, never skip.
+        """
         async for events in stream.take_events(  # type: ignore[attr-defined]
             BATCH_SIZE, within=BATCH_WITHIN_S
         ):
-            handoff = Handoff()
-            changed: dict[str, PlaceOccupancy] = {}
-            for event in await in_order(events):
-                place_id = key_of(event)
-                move = PlaceMove.from_bytes(event.value)
-                place = changed.get(place_id) or PlaceOccupancy(
-                    place_id, orjson.loads(occupancy.get(place_id) or b"{}")
-                )
-                if move.entered:
-                    place.enter(move.loan_id, move.at)
-                else:
-                    place.leave(move.loan_id)
-                changed[place_id] = place
-            for place_id, place in changed.items():
-                count = PlaceCount(place_id, place.count).to_bytes()
-                for loan_id in place.loans:
-                    await handoff.send(place_counts_topic, key=loan_id.encode(), value=count)
-                value = orjson.dumps(place.loans)
-                handoff.after_ack.append(partial(occupancy.__setitem__, place_id, value))
-            await handoff.complete()
+            try:
+                await process(await in_order(events))
+            except Exception:
+                exit_for_restart("a batch failed before its input was acknowledged",
+                                 agent=agent)  # fmt: skip
+
+    @app.agent(topic("place-moves"))
+    async def count_places(stream: StreamT[bytes]) -> None:
+        await run_batches(stream, "count_places", count_batch)
+
+    async def count_batch(events: list[EventT[bytes]]) -> None:
+        """Cross-loan: keep who is at each risk place, and give every loan there the count."""
+        handoff = Handoff()
+        changed: dict[str, PlaceOccupancy] = {}
+        for event in events:
+            place_id = key_of(event)
+            move = PlaceMove.from_bytes(event.value)
+            place = changed.get(place_id) or PlaceOccupancy(
+                place_id, orjson.loads(occupancy.get(place_id) or b"{}")
+            )
+            if move.entered:
+                place.enter(move.loan_id, move.at)
+            else:
+                place.leave(move.loan_id)
+            changed[place_id] = place
+        for place_id, place in changed.items():
+            count = PlaceCount(place_id, place.count).to_bytes()
+            for loan_id in place.loans:
+                await handoff.send(place_counts_topic, key=loan_id.encode(), value=count)
+            value = orjson.dumps(place.loans)
+            handoff.after_ack.append(partial(occupancy.__setitem__, place_id, value))
+        await handoff.complete()
 
     @app.agent(topic("loans", "payments", "contacts", "gps.bound", "place-counts"))
     async def evaluate(stream: StreamT[bytes]) -> None:
-        async for events in stream.take_events(  # type: ignore[attr-defined]
-            BATCH_SIZE, within=BATCH_WITHIN_S
-        ):
-            async with state_lock:
-                await evaluate_batch(await in_order(events))
+        await run_batches(stream, "evaluate", evaluate_locked)
+
+    async def evaluate_locked(events: list[EventT[bytes]]) -> None:
+        async with state_lock:
+            await evaluate_batch(events)
 
     def records_of(
         event: EventT[bytes],
@@ -432,45 +457,43 @@ def build_pipeline(
 
     @app.agent(topic("gps.raw", "device-bindings"))
     async def bind_pings(stream: StreamT[bytes]) -> None:
-        async for events in stream.take_events(  # type: ignore[attr-defined]
-            BATCH_SIZE, within=BATCH_WITHIN_S
-        ):
-            started = time.perf_counter()
-            bound: dict[int, list[tuple[str, bytes]]] = defaultdict(list)
-            # Pings of unbound devices, gathered per device for the batch: one pending-pings
-            # write per device and batch instead of one per ping.
-            waiting: dict[str, list[bytes]] = {}
-            handoff = Handoff()
-            for event in await in_order(events):
-                topic_name = topic_names[event.message.topic]
-                if topic_name == "device-bindings":
-                    change = Binding.from_bytes(event.value)
-                    apply_binding(key_of(event), change, bound, handoff, waiting)
-                    continue
-                decoded = decode("gps.raw", event.value)
-                if isinstance(decoded, Rejected):
-                    await dead_letter(event, topic_name, decoded)
-                    continue
-                assert isinstance(decoded, GpsPing)
-                held = bindings.get(decoded.device_id)
-                if held is None:
-                    waiting.setdefault(decoded.device_id, []).append(event.value)
-                    metrics.events.labels(topic_name, "pending_binding").inc()
-                    continue
-                loan_id = Binding.from_bytes(held).loan_id
-                bound[partition_of(loan_id)].append((loan_id, event.value))
-                metrics.events.labels(topic_name, "bound").inc()
-            # Pings of one device stay in order: one record per partition, sent in batch order.
-            for partition, entries in bound.items():
-                await handoff.send(
-                    gps_bound_topic, value=encode_bound(entries), partition=partition
-                )
-            await handoff.complete()
-            # After the acks: a device bound and released again in this batch has its pending
-            # pings dropped by the bind's after-ack step; pings kept later must survive it.
-            for device_id, pings in waiting.items():
-                keep_pending(device_id, pings)
-            metrics.batch_seconds.labels("bind_pings").observe(time.perf_counter() - started)
+        await run_batches(stream, "bind_pings", bind_batch)
+
+    async def bind_batch(events: list[EventT[bytes]]) -> None:
+        started = time.perf_counter()
+        bound: dict[int, list[tuple[str, bytes]]] = defaultdict(list)
+        # Pings of unbound devices, gathered per device for the batch: one pending-pings
+        # write per device and batch instead of one per ping.
+        waiting: dict[str, list[bytes]] = {}
+        handoff = Handoff()
+        for event in events:
+            topic_name = topic_names[event.message.topic]
+            if topic_name == "device-bindings":
+                change = Binding.from_bytes(event.value)
+                apply_binding(key_of(event), change, bound, handoff, waiting)
+                continue
+            decoded = decode("gps.raw", event.value)
+            if isinstance(decoded, Rejected):
+                await dead_letter(event, topic_name, decoded)
+                continue
+            assert isinstance(decoded, GpsPing)
+            held = bindings.get(decoded.device_id)
+            if held is None:
+                waiting.setdefault(decoded.device_id, []).append(event.value)
+                metrics.events.labels(topic_name, "pending_binding").inc()
+                continue
+            loan_id = Binding.from_bytes(held).loan_id
+            bound[partition_of(loan_id)].append((loan_id, event.value))
+            metrics.events.labels(topic_name, "bound").inc()
+        # Pings of one device stay in order: one record per partition, sent in batch order.
+        for partition, entries in bound.items():
+            await handoff.send(gps_bound_topic, value=encode_bound(entries), partition=partition)
+        await handoff.complete()
+        # After the acks: a device bound and released again in this batch has its pending
+        # pings dropped by the bind's after-ack step; pings kept later must survive it.
+        for device_id, pings in waiting.items():
+            keep_pending(device_id, pings)
+        metrics.batch_seconds.labels("bind_pings").observe(time.perf_counter() - started)
 
     def keep_pending(device_id: str, values: list[bytes]) -> None:
         # Newline-separated raw pings: appending is a copy, not a JSON round trip per ping.
