@@ -194,6 +194,12 @@ def build_pipeline(
         Table=RawKeyTable,
     )
 
+    # Table writes queue changelog records in Faust's producer buffer; past `max_messages`
+    # (100) Faust holds back every incoming record until it drains, and warns each time. One
+    # batch writes up to BATCH_SIZE states: allow a few batches' worth. (A commit still flushes
+    # the whole buffer before it commits input offsets.)
+    app.producer.buffer.max_messages = 4 * BATCH_SIZE
+
     # Every topic exists before the worker starts (streams/runner.py creates them).
     def topic(*names: str) -> faust.TopicT:
         return app.topic(*(prefix + n for n in names), key_type=bytes, value_type=bytes)
