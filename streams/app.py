@@ -39,7 +39,7 @@ from rules.events import AlertEvent, GpsPing, InputEvent, Loan
 from rules.places import PlaceOccupancy, load_places
 from rules.spec import CATALOG_DIR, load_rules
 from rules.state import LoanState
-from services.kafka import deadletter_headers
+from services.kafka import TOPICS, WORKER_TOPICS, deadletter_headers
 from services.settings import EXIT_RESTART, Settings
 from streams.cache import StateCache
 from streams.deadlines import DeadlineIndex
@@ -240,6 +240,9 @@ def build_pipeline(
         )
 
     gaps: InputGaps[TP] = InputGaps()
+    # Only topics whose offsets are contiguous: a compacted topic (loans, device-bindings) has
+    # holes by design, and a hole there is not a skipped record.
+    guarded = {prefix + spec.name for spec in (*TOPICS, *WORKER_TOPICS) if not spec.compacted}
 
     async def forget_partitions(sender: Any, *args: Any, **kwargs: Any) -> None:
         gaps.forget(args[0] if args else None)  # a rebalance: the partitions it moved
@@ -253,6 +256,9 @@ def build_pipeline(
         now = time.monotonic()
         for event in events:
             tp, offset = event.message.tp, event.message.offset
+            if tp.topic not in guarded:
+                kept.append(event)
+                continue
             verdict = gaps.admit(tp, offset, now)
             if verdict.seek_to is not None:
                 await replay(tp, verdict.seek_to, got=offset, new_gap=verdict.new_gap)

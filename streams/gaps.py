@@ -8,14 +8,15 @@ bookkeeping lets a one-record gap at the head of a partition through. Seen here 
 worker that committed every input yet never applied some pings (the SIGKILL pipeline test,
 about one run in fifteen), and in the suite as `expected 55, got 56` on a raw GPS partition.
 
-The guard follows, per partition, the next offset an agent expects. A record past it is not
-applied: the caller seeks the partition back to the expected offset, so the skipped record and
-the ones after it come again, in order. Stale records already fetched after the gap are dropped
-and seek again (each one moves Faust's read offset past the replay, which would then be
-discarded). Records below the expected offset are re-deliveries and are applied again (the
-engine ignores repeated event ids). After a rebalance the partitions start afresh. A partition
-whose tail was dropped (records after the expected offset, none delivered for a while) is sent
-back the same way by a periodic check.
+The guard follows, per partition of a topic whose offsets are contiguous (delete policy, no
+transactions: a compacted topic has holes by design), the next offset an agent expects. A
+record past it is not applied: the caller seeks the partition back to the expected offset, so
+the skipped record and the ones after it come again, in order. Stale records already fetched
+after the gap are dropped and seek again (each one moves Faust's read offset past the replay,
+which would then be discarded). Records below the expected offset are re-deliveries and are
+applied again (the engine ignores repeated event ids). After a rebalance the partitions start
+afresh. A partition whose tail was dropped (records after the expected offset, none delivered
+for a while) is sent back the same way by a periodic check.
 """
 
 from __future__ import annotations
