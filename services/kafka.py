@@ -8,7 +8,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -148,3 +148,39 @@ async def wait_for_broker(bootstrap_servers: str, timeout_s: float = 60.0) -> No
             await asyncio.sleep(0.5)
         finally:
             await admin.close()
+
+
+class OffsetProbe:
+    """The first record at or after an offset, read by one-off fetches outside any group.
+
+    Tells a skipped record (it is there) from an offset with nothing behind it (a transaction
+    marker, a compacted-away record), for the worker's input gap guard (streams/gaps.py).
+    """
+
+    def __init__(self, bootstrap_servers: str) -> None:
+        self._bootstrap_servers = bootstrap_servers
+        self._consumer: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()
+
+    async def first_offset(
+        self, topic: str, partition: int, offset: int, timeout_s: float = 5.0
+    ) -> int | None:
+        """The offset of the first record at or after `offset`; None when none came in time."""
+        async with self._lock:
+            if self._consumer is None:
+                self._consumer = AIOKafkaConsumer(
+                    bootstrap_servers=self._bootstrap_servers, group_id=None,
+                    enable_auto_commit=False, auto_offset_reset="earliest",
+                )  # fmt: skip
+                await self._consumer.start()
+            tp = TopicPartition(topic, partition)
+            self._consumer.assign([tp])
+            self._consumer.seek(tp, offset)
+            batch = await self._consumer.getmany(tp, timeout_ms=int(timeout_s * 1000))
+            records = batch.get(tp, [])
+            return records[0].offset if records else None
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None

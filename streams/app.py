@@ -39,7 +39,7 @@ from rules.events import AlertEvent, GpsPing, InputEvent, Loan
 from rules.places import PlaceOccupancy, load_places
 from rules.spec import CATALOG_DIR, load_rules
 from rules.state import LoanState
-from services.kafka import TOPICS, WORKER_TOPICS, deadletter_headers
+from services.kafka import TOPICS, WORKER_TOPICS, OffsetProbe, deadletter_headers
 from services.settings import EXIT_RESTART, Settings
 from streams.cache import StateCache
 from streams.deadlines import DeadlineIndex
@@ -240,6 +240,12 @@ def build_pipeline(
         )
 
     gaps: InputGaps[TP] = InputGaps()
+    probe = OffsetProbe(settings.kafka.bootstrap_servers)
+
+    async def close_probe(sender: Any, **kwargs: Any) -> None:
+        await probe.close()
+
+    app.on_before_shutdown.connect(close_probe)  # type: ignore[arg-type]
     # Only topics whose offsets are contiguous: a compacted topic (loans, device-bindings) has
     # holes by design, and a hole there is not a skipped record.
     guarded = {prefix + spec.name for spec in (*TOPICS, *WORKER_TOPICS) if not spec.compacted}
@@ -260,6 +266,11 @@ def build_pipeline(
                 kept.append(event)
                 continue
             verdict = gaps.admit(tp, offset, now)
+            if verdict.new_gap and verdict.seek_to is not None:
+                first = await probe.first_offset(tp.topic, tp.partition, verdict.seek_to)
+                if first is not None and first >= offset:
+                    gaps.skip_to(tp, offset)  # nothing there (a transaction marker, say)
+                    verdict = gaps.admit(tp, offset, now)
             if verdict.seek_to is not None:
                 await replay(tp, verdict.seek_to, got=offset, new_gap=verdict.new_gap)
             if verdict.apply:
@@ -294,7 +305,12 @@ def build_pipeline(
             return
         ends = await app.consumer.highwaters(*gaps.expected)
         for tp, offset in gaps.stalled(ends, time.monotonic(), STALL_QUIET_S).items():
-            await replay(tp, offset, got=None)
+            first = await probe.first_offset(tp.topic, tp.partition, offset, timeout_s=1.0)
+            if first is None:  # only offsets without records (markers) up to the end
+                gaps.skip_to(tp, ends[tp])
+                continue
+            gaps.skip_to(tp, first)
+            await replay(tp, first, got=None)
 
     async def emit(handoff: Handoff, loan_id: str, alerts: list[AlertEvent]) -> None:
         # Alerts go out before the state that produced them is written (Handoff): after a crash

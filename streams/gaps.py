@@ -17,6 +17,12 @@ which would then be discarded). Records below the expected offset are re-deliver
 applied again (the engine ignores repeated event ids). After a rebalance the partitions start
 afresh. A partition whose tail was dropped (records after the expected offset, none delivered
 for a while) is sent back the same way by a periodic check.
+
+Offsets with no record behind them are normal in Kafka too: a transactional producer's commit
+markers take offsets, and compaction removes records. So before a partition is sent back, the
+caller asks the broker for the first record at or after the expected offset (a one-off fetch
+outside the consumer group): when that is the record just received, there was nothing to skip
+and the partition goes on from it (`skip_to`).
 """
 
 from __future__ import annotations
@@ -68,6 +74,12 @@ class InputGaps(Generic[K]):
                 out[tp] = expected
                 self.last_seen[tp] = now  # one seek per quiet period
         return out
+
+    def skip_to(self, tp: K, offset: int) -> None:
+        """The broker holds no record before `offset` after the expected one (transaction
+        markers, compaction): the partition continues from there."""
+        self.expected[tp] = offset
+        self.rewound.pop(tp, None)
 
     def forget(self, tps: Iterable[K] | None = None) -> None:
         """Partitions revoked or newly assigned (all when None) start afresh."""

@@ -8,7 +8,7 @@ import signal
 from collections import Counter, defaultdict
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 
@@ -215,6 +215,34 @@ async def test_two_workers_share_partitions_and_one_takes_over(stack: Stack) -> 
     ids = Counter(alert_id for changes in per_loan.values() for alert_id, _ in changes)
     assert all(count == 1 for count in ids.values())
     assert all(len(changes) == 1 for changes in per_loan.values())
+
+
+async def test_transaction_markers_between_records_are_not_taken_for_skipped_records(
+    stack: Stack,
+) -> None:
+    """A loan system writing with a transactional producer leaves a commit marker (an offset
+    without a record) after every transaction. The worker's gap guard must go on past them,
+    not send the partition back for ever."""
+    stack.start_worker()
+    loan_record, events = seed_case("L-txn")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=stack.bootstrap, transactional_id=f"{stack.prefix}loan-system"
+    )
+    await producer.start()
+    try:
+        for event in [loan_record, *events]:
+            async with producer.transaction():
+                await producer.send(*stack.record(event))
+    finally:
+        await producer.stop()
+
+    def fired(alerts: list[AlertEvent]) -> bool:
+        return any(a.rule_id == SEED_RULE for a in alerts)
+
+    alerts = await stack.alerts(until=fired)
+    assert {a.loan_id for a in alerts if a.rule_id == SEED_RULE} == {"L-txn"}, await diagnosis(
+        stack
+    )
 
 
 async def test_pings_before_binding_are_kept_and_evaluated_when_the_loan_arrives(

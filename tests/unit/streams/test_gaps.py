@@ -68,3 +68,12 @@ def test_recovery_that_stops_progressing_is_a_stall_and_progress_or_completion_i
     assert not dog.stalled(recovering=False, remaining=0, now=60.0)
     assert not dog.stalled(recovering=True, remaining=200, now=100.0)  # a new recovery
     assert dog.stalled(recovering=True, remaining=200, now=130.0)
+
+
+def test_a_hole_the_broker_confirms_is_skipped_not_replayed() -> None:
+    gaps = InputGaps()
+    gaps.admit("p0", 5)
+    assert gaps.admit("p0", 7).seek_to == 6  # offset 6 is a transaction marker, say
+    gaps.skip_to("p0", 7)  # the probe found 7 to be the first record from 6
+    assert gaps.admit("p0", 7) == APPLY
+    assert gaps.admit("p0", 8) == APPLY
