@@ -306,8 +306,9 @@ def build_pipeline(
         ends = await app.consumer.highwaters(*gaps.expected)
         for tp, offset in gaps.stalled(ends, time.monotonic(), STALL_QUIET_S).items():
             first = await probe.first_offset(tp.topic, tp.partition, offset, timeout_s=1.0)
-            if first is None:  # only offsets without records (markers) up to the end
-                gaps.skip_to(tp, ends[tp])
+            if first is None:
+                # Nothing came: only offsets without records up to the end (a trailing commit
+                # marker), or a slow broker. Either way nothing to replay now; look again later.
                 continue
             gaps.skip_to(tp, first)
             await replay(tp, first, got=None)
