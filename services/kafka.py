@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -179,6 +180,18 @@ class OffsetProbe:
             batch = await self._consumer.getmany(tp, timeout_ms=int(timeout_s * 1000))
             records = batch.get(tp, [])
             return records[0].offset if records else None
+
+    async def committed(self, group_id: str, tps: Iterable[tuple[str, int]]) -> dict[Any, int]:
+        """The group's committed offsets of these partitions (those with a commit), read by an
+        admin request: nothing joins the group."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap_servers)
+        await admin.start()
+        try:
+            wanted = [TopicPartition(topic, partition) for topic, partition in tps]
+            offsets = await admin.list_consumer_group_offsets(group_id, partitions=wanted)
+        finally:
+            await admin.close()
+        return {(tp.topic, tp.partition): o.offset for tp, o in offsets.items() if o.offset >= 0}
 
     async def close(self) -> None:
         if self._consumer is not None:

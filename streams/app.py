@@ -260,6 +260,16 @@ def build_pipeline(
         """The events to apply; a partition that jumped past a record is sent back (gaps.py)."""
         kept = []
         now = time.monotonic()
+        fresh = {
+            (e.message.tp.topic, e.message.tp.partition)
+            for e in events
+            if e.message.tp.topic in guarded and e.message.tp not in gaps.expected
+        }
+        if fresh:  # newly assigned: they resume at the group's committed offsets
+            for (topic_name, partition), committed in (
+                await probe.committed(app.conf.id, fresh)
+            ).items():
+                gaps.expect(TP(topic_name, partition), committed)
         for event in events:
             tp, offset = event.message.tp, event.message.offset
             if tp.topic not in guarded:

@@ -15,8 +15,9 @@ the skipped record and the ones after it come again, in order. Stale records alr
 after the gap are dropped and seek again (each one moves Faust's read offset past the replay,
 which would then be discarded). Records below the expected offset are re-deliveries and are
 applied again (the engine ignores repeated event ids). After a rebalance the partitions start
-afresh. A partition whose tail was dropped (records after the expected offset, none delivered
-for a while) is sent back the same way by a periodic check.
+afresh from the group's committed offsets, so a first record past one is a gap as well. A
+partition whose tail was dropped (records after the expected offset, none delivered for a
+while) is sent back the same way by a periodic check.
 
 Offsets with no record behind them are normal in Kafka too: a transactional producer's commit
 markers take offsets, and compaction removes records. So before a partition is sent back, the
@@ -74,6 +75,11 @@ class InputGaps(Generic[K]):
                 out[tp] = expected
                 self.last_seen[tp] = now  # one seek per quiet period
         return out
+
+    def expect(self, tp: K, offset: int) -> None:
+        """Where a newly assigned partition resumes (its committed offset): a first record past
+        it is a gap too."""
+        self.expected.setdefault(tp, offset)
 
     def skip_to(self, tp: K, offset: int) -> None:
         """The broker holds no record before `offset` after the expected one (transaction

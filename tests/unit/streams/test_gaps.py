@@ -77,3 +77,12 @@ def test_a_hole_the_broker_confirms_is_skipped_not_replayed() -> None:
     gaps.skip_to("p0", 7)  # the probe found 7 to be the first record from 6
     assert gaps.admit("p0", 7) == APPLY
     assert gaps.admit("p0", 8) == APPLY
+
+
+def test_a_newly_assigned_partition_resumes_at_its_committed_offset() -> None:
+    gaps = InputGaps()
+    gaps.expect("p0", 40)  # the group committed 40: the next record to apply is 40
+    assert gaps.admit("p0", 41) == Verdict(apply=False, seek_to=40, new_gap=True)
+    assert gaps.admit("p0", 40) == APPLY
+    gaps.expect("p0", 10)  # a partition already followed keeps its position
+    assert gaps.admit("p0", 41) == APPLY
