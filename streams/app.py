@@ -266,10 +266,13 @@ def build_pipeline(
             if e.message.tp.topic in guarded and e.message.tp not in gaps.expected
         }
         if fresh:  # newly assigned: they resume at the group's committed offsets
-            for (topic_name, partition), committed in (
-                await probe.committed(app.conf.id, fresh)
-            ).items():
-                gaps.expect(TP(topic_name, partition), committed)
+            committed = await probe.committed(app.conf.id, fresh)
+            for topic_name, partition in fresh:
+                start = committed.get((topic_name, partition))
+                if start is None:  # never committed: from the first record (offset reset)
+                    start = await probe.first_offset(topic_name, partition, 0, timeout_s=2.0)
+                if start is not None:
+                    gaps.expect(TP(topic_name, partition), start)
         for event in events:
             tp, offset = event.message.tp, event.message.offset
             if tp.topic not in guarded:

@@ -144,7 +144,15 @@ async def test_due_date_passing_without_any_event_fires_by_timer(stack: Stack) -
 
 
 def split_seed_cases(count: int) -> tuple[list[InputEvent], list[InputEvent]]:
-    """Registrations, contacts and the first pings; then the rest of the pings."""
+    """Registrations, contacts and the first pings; then the rest of the pings, and last a
+    ping at 13:00 that moves event time past every loan's 30-minute `for`.
+
+    Without it a loan could be left pending: with the event clock the watermark is the newest
+    event time of all partitions, so when other partitions' 12:00 pings are evaluated first,
+    the sweep advances a loan to its deadline before its own 10:40-11:50 pings arrive, they
+    count as late (history, not live), its rule holds only from its 12:00 ping, and nothing
+    later would reach 12:30. Seen once in a loop of this test.
+    """
     first: list[InputEvent] = []
     second: list[InputEvent] = []
     for n in range(count):
@@ -152,6 +160,7 @@ def split_seed_cases(count: int) -> tuple[list[InputEvent], list[InputEvent]]:
         first.append(loan_record)
         first.extend(events[:5])
         second.extend(events[5:])
+    second.append(ping("L000-w", at(2, 13), 130.0, 99))
     return first, second
 
 
