@@ -166,23 +166,6 @@ class PingBatcher:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._drain())
 
-    def submit(self, pings: list[GpsPing]) -> asyncio.Future[None]:
-        """`add` with a future: resolved once stored, failed (or cancelled) otherwise."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def done(exc: BaseException | None) -> None:
-            if future.done():
-                return
-            if exc is None:
-                future.set_result(None)
-            elif isinstance(exc, asyncio.CancelledError):
-                future.cancel()
-            else:
-                future.set_exception(exc)
-
-        self.add(pings, done)
-        return future
-
     async def _drain(self) -> None:
         batch: list[tuple[list[GpsPing], StoredCallback]] = []
         try:
@@ -238,7 +221,6 @@ class PingBatcher:
             await asyncio.shield(self._task)
 
 
-# Young-generation threshold for a gateway process (CPython's default is 700).
 def auth_code_for(phone: str, secret: str | None) -> str:
     key = (secret or "skipwatch-jt808").encode()
     return hmac.new(key, normalize_phone(phone).encode(), sha256).hexdigest()[:16]
