@@ -220,15 +220,12 @@ class Tracking:
         room -= distance_m(anchor[0], anchor[1], lat, lon)
         if room <= 0.0:
             return None
-        if state.region is not None:
-            check = state.region_check
-            if check is None:
-                return None
-            room = min(room, check[2] - _ZONE_MARGIN_M - distance_m(check[0], check[1], lat, lon))
-            if room <= 0.0:
-                return None
-        if self.places is not None:
-            check = state.place_check
+        for active, check in (
+            (state.region is not None, state.region_check),
+            (self.places is not None, state.place_check),
+        ):
+            if not active:
+                continue
             if check is None:
                 return None
             room = min(room, check[2] - _ZONE_MARGIN_M - distance_m(check[0], check[1], lat, lon))
