@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import signal
 from collections import Counter, defaultdict
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -29,33 +30,35 @@ def episodes(alerts: list[AlertEvent], rule: str) -> dict[str, set[tuple[str, Al
     return seen
 
 
-async def committed_through(stack: Stack, topic: str, minimum: int) -> bool:
-    """True when the worker's group has committed at least `minimum` records of a topic."""
+async def group_offsets(stack: Stack) -> dict[Any, int]:
+    """The worker group's committed offset per topic-partition (none before the group formed)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=stack.bootstrap)
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(f"{stack.prefix}worker")
     except GroupCoordinatorNotAvailableError:  # the group has not formed yet
-        return False
+        return {}
     finally:
         await admin.close()
-    total = sum(o.offset for tp, o in offsets.items() if tp.topic == stack.prefix + topic)
-    return total >= minimum
+    return {tp: o.offset for tp, o in offsets.items()}
+
+
+async def committed_through(stack: Stack, topic: str, minimum: int) -> bool:
+    """True when the worker's group has committed at least `minimum` records of a topic."""
+    offsets = await group_offsets(stack)
+    return sum(n for tp, n in offsets.items() if tp.topic == stack.prefix + topic) >= minimum
 
 
 async def group_lag(stack: Stack) -> dict[str, int]:
     """Records not yet committed by the worker group, per input topic-partition that lags."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.bootstrap)
+    committed = await group_offsets(stack)
     consumer = AIOKafkaConsumer(bootstrap_servers=stack.bootstrap)
-    await admin.start()
     await consumer.start()
     try:
-        committed = await admin.list_consumer_group_offsets(f"{stack.prefix}worker")
         ends = await consumer.end_offsets(list(committed))
     finally:
         await consumer.stop()
-        await admin.close()
-    lag = {f"{tp.topic}[{tp.partition}]": ends[tp] - o.offset for tp, o in committed.items()}
+    lag = {f"{tp.topic}[{tp.partition}]": ends[tp] - n for tp, n in committed.items()}
     return {name: n for name, n in sorted(lag.items()) if n}
 
 
