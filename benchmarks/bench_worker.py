@@ -1,14 +1,18 @@
 """Worker throughput against a bare aiokafka consumer, same broker, same records, same run.
 
     python benchmarks/bench_worker.py [--bootstrap HOST:PORT] [--loans 5000] [--events 200000]
+                                      [--cold]
 
-Produces a mixed stream (≈90% pings, 5% payments, 5% contacts; loans first) from the
-simulator to fresh topics, then:
-  1. baseline: one aiokafka consumer reads the four input topics and only decodes each record
-     (orjson, and separately the pydantic event model), records/s;
-  2. worker: one `skipwatch worker` process (default catalog, memory store) consumes the same
-     topics from the start; records/s from its first committed offset until every input record
-     (and every re-keyed ping) is committed.
+A mixed stream from the simulator (≈90% pings, 5% payments, 5% contacts) to fresh topics:
+  0. warm-up (the steady state: loans are on the books and their trackers bound before pings
+     come): the loans are produced, a worker takes them and binds their devices, and stops;
+  1. the events are produced; baseline: one aiokafka consumer reads the event topics and only
+     decodes each record (orjson, and separately the pydantic event model), records/s;
+  2. worker: one `skipwatch worker` process (default catalog, memory store) resumes and
+     consumes the same records; records/s from its first committed offset until every input
+     record (and every re-keyed ping) is committed, and records per worker CPU-second.
+With --cold there is no warm-up: loans and events are one backlog, so most pings arrive before
+their device is bound and wait in the pending-pings table (a first start on a backlog).
 Prints both and the ratio (DESIGN §9 target: worker ≥ 0.5 × bare consumer).
 Without --bootstrap it starts its own Kafka (deploy/kafka/kafka.sh) in a temp folder.
 """
@@ -39,13 +43,14 @@ from services.kafka import TOPICS, WORKER_TOPICS, ensure_topics  # noqa: E402
 from services.simulator import mixed_stream  # noqa: E402
 
 INPUTS = ("loans", "gps.raw", "payments", "contacts")
+EVENTS = INPUTS[1:]
 
 
 def progress(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-async def produce(bootstrap: str, prefix: str, loans: int, events: int) -> int:
+async def produce(bootstrap: str, records: list[tuple[str, bytes, bytes]]) -> int:
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20, acks=1
     )
@@ -53,7 +58,7 @@ async def produce(bootstrap: str, prefix: str, loans: int, events: int) -> int:
     sent = 0
     try:
         pending = []
-        for topic, key, value in mixed_stream(loans, events, topic_prefix=prefix):
+        for topic, key, value in records:
             pending.append(await producer.send(topic, value, key=key))
             sent += 1
             if len(pending) >= 20_000:
@@ -66,14 +71,16 @@ async def produce(bootstrap: str, prefix: str, loans: int, events: int) -> int:
     return sent
 
 
-async def bare_consumer(bootstrap: str, prefix: str, total: int, validate: bool) -> float:
+async def bare_consumer(
+    bootstrap: str, prefix: str, topics: tuple[str, ...], total: int, validate: bool
+) -> float:
     consumer = AIOKafkaConsumer(
-        *(prefix + t for t in INPUTS), bootstrap_servers=bootstrap,
+        *(prefix + t for t in topics), bootstrap_servers=bootstrap,
         group_id=f"bare-{uuid.uuid4().hex}", auto_offset_reset="earliest",
         max_partition_fetch_bytes=4 << 20, fetch_max_bytes=32 << 20,
     )  # fmt: skip
     await consumer.start()
-    models = {prefix + t: EVENT_TYPE_BY_TOPIC[t] for t in INPUTS}
+    models = {prefix + t: EVENT_TYPE_BY_TOPIC[t] for t in topics}
     count, started = 0, 0.0
     try:
         while count < total:
@@ -94,78 +101,105 @@ async def bare_consumer(bootstrap: str, prefix: str, total: int, validate: bool)
         await consumer.stop()
 
 
-async def end_offsets(bootstrap: str, topics: list[str]) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
+class Watch:
+    """End offsets and a group's committed offsets, over one consumer and one admin client
+    (a new client per poll costs more CPU than the worker can spare on a 2-core machine)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+        self.admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+
+    async def __aenter__(self) -> Watch:
+        await self.consumer.start()
+        await self.admin.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+        await self.admin.close()
+
+    async def end_offsets(self, topics: list[str]) -> dict[TopicPartition, int]:
+        await self.consumer._client.force_metadata_update()
         partitions = [
-            TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or [])
+            TopicPartition(t, p)
+            for t in topics
+            for p in (self.consumer.partitions_for_topic(t) or [])
         ]
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = [
-                TopicPartition(t, p)
-                for t in topics
-                for p in (consumer.partitions_for_topic(t) or [])
-            ]
-        return dict(await consumer.end_offsets(partitions))
-    finally:
-        await consumer.stop()
+        return dict(await self.consumer.end_offsets(partitions))
 
-
-async def committed(bootstrap: str, group: str) -> dict[TopicPartition, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
+    async def committed(self, group: str) -> dict[TopicPartition, int]:
+        offsets = await self.admin.list_consumer_group_offsets(group)
         return {tp: meta.offset for tp, meta in offsets.items()}
-    finally:
-        await admin.close()
+
+    async def written(self, prefix: str) -> dict[str, int]:
+        """Records per topic of the run (what the worker wrote besides its input)."""
+        names = sorted(t for t in await self.consumer.topics() if t.startswith(prefix))
+        ends = await self.end_offsets(names)
+        totals = dict.fromkeys(names, 0)
+        for tp, end in ends.items():
+            totals[tp.topic] += end
+        return {name.removeprefix(prefix): n for name, n in totals.items()}
 
 
-async def run_worker(bootstrap: str, prefix: str, partitions: int, total: int, data: Path) -> float:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SKIPWATCH_")}
-    env.update(
-        SKIPWATCH_KAFKA__BOOTSTRAP_SERVERS=bootstrap,
-        SKIPWATCH_KAFKA__TOPIC_PREFIX=prefix,
-        SKIPWATCH_KAFKA__PARTITIONS=str(partitions),
-        SKIPWATCH_WORKER__CLOCK="event",
-        SKIPWATCH_WORKER__METRICS_PORT="0",
-        SKIPWATCH_WORKER__DATA_DIR=str(data),
-        SKIPWATCH_LOG_LEVEL="WARNING",
-    )
-    log = (data / "worker.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "worker"], env=env, cwd=ROOT, stdout=log,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    group = f"{prefix}worker"
-    inputs = [prefix + t for t in INPUTS]
-    try:
-        targets = await end_offsets(bootstrap, inputs)
-        started = 0.0
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Worker:
+    """One `skipwatch worker` process on the benchmark's topics."""
+
+    def __init__(self, bootstrap: str, prefix: str, partitions: int, data: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SKIPWATCH_")}
+        env.update(
+            SKIPWATCH_KAFKA__BOOTSTRAP_SERVERS=bootstrap,
+            SKIPWATCH_KAFKA__TOPIC_PREFIX=prefix,
+            SKIPWATCH_KAFKA__PARTITIONS=str(partitions),
+            SKIPWATCH_WORKER__CLOCK="event",
+            SKIPWATCH_WORKER__METRICS_PORT="0",
+            SKIPWATCH_WORKER__DATA_DIR=str(data),
+            SKIPWATCH_LOG_LEVEL="WARNING",
+        )
+        self.log_path = data / "worker.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "worker"], env=env, cwd=ROOT,
+            stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.group = f"{prefix}worker"
+        self.prefix = prefix
+
+    async def drain(self, watch: Watch, topics: tuple[str, ...]) -> tuple[float, float]:
+        """Wait until the worker committed every record of `topics` (and every re-keyed ping);
+        records/s from its first committed offset on, and its CPU seconds in that span."""
+        targets = await watch.end_offsets([self.prefix + t for t in topics])
+        base = await watch.committed(self.group)
+        total = sum(end - base.get(tp, 0) for tp, end in targets.items())
+        started, cpu_started = 0.0, 0.0
         last_report = time.perf_counter()
         while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"worker exited {proc.returncode}; see {data / 'worker.log'}")
-            done = await committed(bootstrap, group)
-            inputs_done = sum(min(done.get(tp, 0), end) for tp, end in targets.items())
-            if inputs_done and not started:
-                started = time.perf_counter()
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited {self.proc.returncode}; see {self.log_path}")
+            done = await watch.committed(self.group)
+            count = sum(min(done.get(tp, 0), end) - base.get(tp, 0) for tp, end in targets.items())
+            if count and not started:
+                started, cpu_started = time.perf_counter(), cpu_seconds(self.proc.pid)
             if time.perf_counter() - last_report > 2:
-                progress(f"worker committed {inputs_done:,} / {total:,} input records")
+                progress(f"worker committed {count:,} / {total:,} input records")
                 last_report = time.perf_counter()
-            if inputs_done >= total:
-                bound = await end_offsets(bootstrap, [prefix + "gps.bound"])
+            if count >= total:
+                bound = await watch.end_offsets([self.prefix + "gps.bound"])
                 if all(done.get(tp, 0) >= end for tp, end in bound.items()):
-                    return total / (time.perf_counter() - started)
-            await asyncio.sleep(0.2)
-    finally:
-        proc.send_signal(signal.SIGTERM)
+                    elapsed = time.perf_counter() - started
+                    return total / elapsed, cpu_seconds(self.proc.pid) - cpu_started
+            await asyncio.sleep(0.5)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=30)
+            self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            self.proc.kill()
 
 
 async def main() -> None:
@@ -174,6 +208,10 @@ async def main() -> None:
     parser.add_argument("--loans", type=int, default=5_000)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument(
+        "--cold", action="store_true",
+        help="one backlog with the loans: pings arrive before their devices are bound",
+    )  # fmt: skip
     args = parser.parse_args()
 
     data = Path(tempfile.mkdtemp(prefix="bench-worker-"))
@@ -185,23 +223,47 @@ async def main() -> None:
     try:
         prefix = f"bench{uuid.uuid4().hex[:6]}."
         await ensure_topics(bootstrap, prefix, args.partitions, specs=TOPICS + WORKER_TOPICS)
-        progress(f"producing {args.loans:,} loans + {args.events:,} events to {prefix}*")
-        total = await produce(bootstrap, prefix, args.loans, args.events)
-        progress("bare consumer, orjson decode")
-        bare_json = await bare_consumer(bootstrap, prefix, total, validate=False)
-        progress("bare consumer, pydantic event models")
-        bare_model = await bare_consumer(bootstrap, prefix, total, validate=True)
-        progress("skipwatch worker")
-        worker = await run_worker(bootstrap, prefix, args.partitions, total, data)
+        records = list(mixed_stream(args.loans, args.events, topic_prefix=prefix))
+        loans = [r for r in records if r[0] == prefix + "loans"]
+        events = [r for r in records if r[0] != prefix + "loans"]
+        measured = INPUTS if args.cold else EVENTS
+        async with Watch(bootstrap) as watch:
+            if not args.cold:
+                progress(f"warm-up: the worker takes {len(loans):,} loans and binds their devices")
+                await produce(bootstrap, loans)
+                worker = Worker(bootstrap, prefix, args.partitions, data)
+                try:
+                    await worker.drain(watch, ("loans", "device-bindings"))
+                finally:
+                    worker.stop()
+            progress(f"producing {len(events):,} events to {prefix}*")
+            await produce(bootstrap, events if not args.cold else loans + events)
+            total = len(events) + (len(loans) if args.cold else 0)
+            progress("bare consumer, orjson decode")
+            bare_json = await bare_consumer(bootstrap, prefix, measured, total, validate=False)
+            progress("bare consumer, pydantic event models")
+            bare_model = await bare_consumer(bootstrap, prefix, measured, total, validate=True)
+            progress("skipwatch worker")
+            worker = Worker(bootstrap, prefix, args.partitions, data)
+            try:
+                rate, cpu = await worker.drain(watch, measured)
+            finally:
+                worker.stop()
+            written = await watch.written(prefix)
     finally:
         if not args.bootstrap:
             infra.kafka_down(data)
-    print(f"records                         {total:,}")
+    print(f"records                         {total:,}  (topics {prefix}*)")
     print(f"bare aiokafka + orjson          {bare_json:,.0f} records/s")
     print(f"bare aiokafka + event models    {bare_model:,.0f} records/s")
-    print(f"skipwatch worker (full catalog) {worker:,.0f} records/s")
-    print(f"ratio worker / bare (orjson)    {worker / bare_json:.2f}")
-    print(f"ratio worker / bare (models)    {worker / bare_model:.2f}   (DESIGN target ≥ 0.5)")
+    print(
+        f"skipwatch worker (full catalog) {rate:,.0f} records/s  "
+        f"({cpu:.1f} CPU-s: {total / cpu:,.0f} records per worker CPU-second)"
+    )
+    print("records on each topic after the run: " + ", ".join(
+        f"{name} {n:,}" for name, n in written.items() if n))  # fmt: skip
+    print(f"ratio worker / bare (orjson)    {rate / bare_json:.2f}")
+    print(f"ratio worker / bare (models)    {rate / bare_model:.2f}   (DESIGN target ≥ 0.5)")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,12 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                # JSON: the traceback as text under "exception" (the console renderer draws it)
+                *([structlog.processors.format_exc_info] if fmt == "json" else []),
+                renderer,
+            ],
         )
     )
     root = logging.getLogger()

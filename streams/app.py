@@ -27,12 +27,12 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import faust
 import orjson
 from aiokafka.partitioner import murmur2
-from faust.types import TP, EventT, StreamT, TableT
+from faust.types import TP, Message, TableT
 
 from rules.engine import Engine
 from rules.events import AlertEvent, GpsPing, InputEvent, Loan
@@ -44,6 +44,7 @@ from services.settings import EXIT_RESTART, Settings
 from streams.cache import StateCache
 from streams.deadlines import DeadlineIndex
 from streams.gaps import InputGaps, RecoveryWatchdog
+from streams.intake import Lane, LaneConsumer
 from streams.metrics import WorkerMetrics
 from streams.records import (
     Binding,
@@ -57,14 +58,16 @@ from streams.records import (
 
 log = logging.getLogger(__name__)
 
-BATCH_SIZE = 1000
-BATCH_WITHIN_S = 0.02
+BATCH_SIZE = 2000
+LANE_LIMIT = 20_000  # records fetched and not yet taken, per lane, before fetching waits
 SWEEP_INTERVAL_S = 1.0
 STALL_CHECK_S = 5.0
 STALL_QUIET_S = 15.0
 MAX_PENDING_PINGS_PER_DEVICE = 200
+EVALUATE_TOPICS = ("loans", "payments", "contacts", "gps.bound", "place-counts")
+BIND_TOPICS = ("gps.raw", "device-bindings")
 
-BatchStep = Callable[[list[EventT[bytes]]], Awaitable[None]]
+BatchStep = Callable[[list[Message]], Awaitable[None]]
 
 
 @dataclass
@@ -230,12 +233,12 @@ def build_pipeline(
     pending = table("pending-pings")
     occupancy = table("place-occupancy")
 
-    async def dead_letter(event: EventT[bytes], topic_name: str, rejected: Rejected) -> None:
+    async def dead_letter(record: Message, topic_name: str, rejected: Rejected) -> None:
         metrics.events.labels(topic_name, rejected.reason).inc()
         metrics.deadletters.labels(topic_name, rejected.reason).inc()
         await deadletter_topic.send(
-            key=event.key,
-            value=event.value if isinstance(event.value, bytes) else b"",
+            key=record.key,
+            value=record.value if isinstance(record.value, bytes) else b"",
             headers=deadletter_headers(rejected.reason, prefix + topic_name, rejected.detail),
         )
 
@@ -250,20 +253,43 @@ def build_pipeline(
     # holes by design, and a hole there is not a skipped record.
     guarded = {prefix + spec.name for spec in (*TOPICS, *WORKER_TOPICS) if not spec.compacted}
 
-    async def forget_partitions(sender: Any, *args: Any, **kwargs: Any) -> None:
-        gaps.forget(args[0] if args else None)  # a rebalance: the partitions it moved
+    # The pipeline's topics, each consumed by one batch step through a lane (intake.py).
+    lanes = {
+        "evaluate": Lane("evaluate", [prefix + n for n in EVALUATE_TOPICS], LANE_LIMIT),
+        "bind_pings": Lane("bind_pings", [prefix + n for n in BIND_TOPICS], LANE_LIMIT),
+        "count_places": Lane("count_places", [prefix + "place-moves"], LANE_LIMIT),
+    }
+    app.transport.Consumer = LaneConsumer.serving(  # type: ignore[misc]
+        lanes.values(), contiguous=guarded
+    )
+    consumer = cast(LaneConsumer, app.consumer)
+    for lane in lanes.values():
+        app.topics.add(topic(*(name.removeprefix(prefix) for name in lane.topics)))
+        app.flow_control.manage_queue(lane)  # type: ignore[arg-type]  # cleared on rebalance
 
-    app.on_partitions_revoked.connect(forget_partitions)  # type: ignore[arg-type]
-    app.on_partitions_assigned.connect(forget_partitions)  # type: ignore[arg-type]
+    async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+        # A batch being applied finishes (its writes reach the changelog before the partitions
+        # can go to another worker); what was fetched and not applied comes again from the
+        # committed offsets, to whichever worker owns the partition then.
+        for lane in lanes.values():
+            async with lane.busy:
+                lane.clear()
+        gaps.forget(revoked)
 
-    async def in_order(events: Sequence[EventT[bytes]]) -> list[EventT[bytes]]:
-        """The events to apply; a partition that jumped past a record is sent back (gaps.py)."""
+    async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
+        gaps.forget(assigned)
+
+    app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
+    app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
+
+    async def in_order(records: Sequence[Message]) -> list[Message]:
+        """The records to apply; a partition that jumped past a record is sent back (gaps.py)."""
         kept = []
         now = time.monotonic()
         fresh = {
-            (e.message.tp.topic, e.message.tp.partition)
-            for e in events
-            if e.message.tp.topic in guarded and e.message.tp not in gaps.expected
+            (r.tp.topic, r.tp.partition)
+            for r in records
+            if r.tp.topic in guarded and r.tp not in gaps.expected
         }
         if fresh:  # newly assigned: they resume at the group's committed offsets
             committed = await probe.committed(app.conf.id, fresh)
@@ -273,22 +299,30 @@ def build_pipeline(
                     start = await probe.first_offset(topic_name, partition, 0, timeout_s=2.0)
                 if start is not None:
                     gaps.expect(TP(topic_name, partition), start)
-        for event in events:
-            tp, offset = event.message.tp, event.message.offset
+        for record in records:
+            tp, offset = record.tp, record.offset
             if tp.topic not in guarded:
-                kept.append(event)
+                kept.append(record)
                 continue
             verdict = gaps.admit(tp, offset, now)
             if verdict.new_gap and verdict.seek_to is not None:
                 first = await probe.first_offset(tp.topic, tp.partition, verdict.seek_to)
                 if first is not None and first >= offset:
-                    gaps.skip_to(tp, offset)  # nothing there (a transaction marker, say)
+                    # nothing there (a transaction marker, say): go on from this record
+                    await skip_hole(tp, verdict.seek_to, offset)
                     verdict = gaps.admit(tp, offset, now)
             if verdict.seek_to is not None:
                 await replay(tp, verdict.seek_to, got=offset, new_gap=verdict.new_gap)
             if verdict.apply:
-                kept.append(event)
+                kept.append(record)
         return kept
+
+    async def skip_hole(tp: TP, expected: int, first: int) -> None:
+        """Offsets [expected, first) hold no record: continue at `first`, and let the commit
+        pass them (only applied records are acknowledged, so Faust would wait for them)."""
+        gaps.skip_to(tp, first)
+        if first > expected:
+            await consumer._add_gap(tp, expected, first - 1)
 
     async def replay(tp: TP, offset: int, got: int | None, new_gap: bool = True) -> None:
         if new_gap:
@@ -323,7 +357,7 @@ def build_pipeline(
                 # Nothing came: only offsets without records up to the end (a trailing commit
                 # marker), or a slow broker. Either way nothing to replay now; look again later.
                 continue
-            gaps.skip_to(tp, first)
+            await skip_hole(tp, offset, first)
             await replay(tp, first, got=None)
 
     async def emit(handoff: Handoff, loan_id: str, alerts: list[AlertEvent]) -> None:
@@ -342,8 +376,11 @@ def build_pipeline(
             clock.observe(seconds)
             metrics.event_time_lag.labels(topic_name).observe(max(time.time() - seconds, 0.0))
 
-    def key_of(event: EventT[bytes]) -> str:
-        return event.key.decode() if isinstance(event.key, bytes) else ""
+    def key_of(record: Message) -> str:
+        return record.key.decode() if isinstance(record.key, bytes) else ""
+
+    def value_of(record: Message) -> bytes:
+        return record.value or b""  # a tombstone: nothing the pipeline writes or reads
 
     def partition_of(key: str) -> int:
         # The default partitioner of every Kafka client: murmur2 of the key bytes.
@@ -391,33 +428,33 @@ def build_pipeline(
             move = PlaceMove(state.loan_id, entered=True, at=at)
             await handoff.send(place_moves_topic, key=after.encode(), value=move.to_bytes())
 
-    async def run_batches(stream: StreamT[bytes], agent: str, process: BatchStep) -> None:
-        """Batches of the stream, in offset order (gaps.py), to `process`.
+    async def run_lane(lane: Lane, process: BatchStep) -> None:
+        """Batches of the lane, in offset order (gaps.py), to `process`; each record is
+        acknowledged once its batch is applied and its sends and table writes are issued (Faust
+        flushes those before it commits the offsets).
 
-        A batch that fails (a send Kafka did not take, a bug) stops the worker before Faust
-        acknowledges the batch's input (it acks in `take_events` once the loop body returns or
-        raises), so the restarted worker replays it: crash, never skip.
+        A batch that fails (a send Kafka did not take, a bug) stops the worker before its input
+        is acknowledged, so the restarted worker replays it: crash, never skip.
         """
-        async for events in stream.take_events(  # type: ignore[attr-defined]
-            BATCH_SIZE, within=BATCH_WITHIN_S
-        ):
-            try:
-                await process(await in_order(events))
-            except Exception:
-                exit_for_restart("a batch failed before its input was acknowledged",
-                                 agent=agent)  # fmt: skip
+        while True:
+            records = await lane.take(BATCH_SIZE)
+            async with lane.busy:
+                try:
+                    applied = await in_order(records)
+                    await process(applied)
+                except Exception:
+                    exit_for_restart("a batch failed before its input was acknowledged",
+                                     step=lane.name)  # fmt: skip
+                for record in applied:
+                    consumer.ack(record)
 
-    @app.agent(topic("place-moves"))
-    async def count_places(stream: StreamT[bytes]) -> None:
-        await run_batches(stream, "count_places", count_batch)
-
-    async def count_batch(events: list[EventT[bytes]]) -> None:
+    async def count_batch(records: list[Message]) -> None:
         """Cross-loan: keep who is at each risk place, and give every loan there the count."""
         handoff = Handoff()
         changed: dict[str, PlaceOccupancy] = {}
-        for event in events:
-            place_id = key_of(event)
-            move = PlaceMove.from_bytes(event.value)
+        for record in records:
+            place_id = key_of(record)
+            move = PlaceMove.from_bytes(value_of(record))
             place = changed.get(place_id) or PlaceOccupancy(
                 place_id, orjson.loads(occupancy.get(place_id) or b"{}")
             )
@@ -434,45 +471,39 @@ def build_pipeline(
             handoff.after_ack.append(partial(occupancy.__setitem__, place_id, value))
         await handoff.complete()
 
-    @app.agent(topic("loans", "payments", "contacts", "gps.bound", "place-counts"))
-    async def evaluate(stream: StreamT[bytes]) -> None:
-        await run_batches(stream, "evaluate", evaluate_locked)
-
-    async def evaluate_locked(events: list[EventT[bytes]]) -> None:
+    async def evaluate_locked(records: list[Message]) -> None:
         async with state_lock:
-            await evaluate_batch(events)
+            await evaluate_batch(records)
 
-    def records_of(
-        event: EventT[bytes],
-    ) -> Iterator[tuple[str, str, InputEvent | PlaceCount | Rejected]]:
+    def inputs_of(record: Message) -> Iterator[tuple[str, str, InputEvent | PlaceCount | Rejected]]:
         """(topic, loan id, decoded) for each input in a record; a gps.bound record holds many."""
-        topic_name = topic_names[event.message.topic]
+        topic_name = topic_names[record.topic]
         if topic_name == "gps.bound":
-            for loan_id, ping in decode_bound(event.value):
+            for loan_id, ping in decode_bound(value_of(record)):
                 yield topic_name, loan_id, ping
             return
         if topic_name == "place-counts":
-            yield topic_name, key_of(event), PlaceCount.from_bytes(event.value)
+            yield topic_name, key_of(record), PlaceCount.from_bytes(value_of(record))
             return
-        decoded = decode(topic_name, event.value)
+        decoded = decode(topic_name, record.value)
         loan_id = "" if isinstance(decoded, Rejected) else decoded.loan_id  # type: ignore[union-attr]
         yield topic_name, loan_id, decoded
 
-    async def evaluate_batch(events: Sequence[EventT[bytes]]) -> None:
+    async def evaluate_batch(records: Sequence[Message]) -> None:
         started = time.perf_counter()
         touched: dict[str, tuple[LoanState, bytes | None, int]] = {}
         handoff = Handoff()
-        for event in events:
-            for topic_name, loan_id, decoded in records_of(event):
+        for record in records:
+            for topic_name, loan_id, decoded in inputs_of(record):
                 if isinstance(decoded, Rejected):
-                    await dead_letter(event, topic_name, decoded)
+                    await dead_letter(record, topic_name, decoded)
                     continue
                 observe(topic_name, decoded)
                 if loan_id in touched:
                     state, before, _ = touched[loan_id]
                 else:
                     state, before = load_state(loan_id)
-                    touched[loan_id] = (state, before, event.message.partition)
+                    touched[loan_id] = (state, before, record.partition)
                 now = datetime.fromtimestamp(clock.now(), UTC)
                 place_before = engine.place_of(state)
                 try:
@@ -484,48 +515,45 @@ def build_pipeline(
                         changes = engine.apply(state, decoded, now)
                 except Exception as exc:  # the agent never dies on one record
                     log.exception("engine failed on a record", extra={"topic": topic_name})
-                    await dead_letter(event, topic_name, Rejected("processing_error", repr(exc)))
+                    await dead_letter(record, topic_name, Rejected("processing_error", repr(exc)))
                     continue
                 await emit(handoff, loan_id, changes)
                 await report_place_move(handoff, state, place_before)
                 metrics.events.labels(topic_name, "applied").inc()
                 if isinstance(decoded, Loan):
-                    await rebind_devices(handoff, decoded, int(event.message.timestamp * 1000))
+                    await rebind_devices(handoff, decoded, int(record.timestamp * 1000))
         await handoff.complete()
         for loan_id, (state, before, partition) in touched.items():
             store_state(loan_id, state, before, partition)
         metrics.deadlines_pending.set(len(deadlines))
         metrics.batch_seconds.labels("evaluate").observe(time.perf_counter() - started)
 
-    @app.agent(topic("gps.raw", "device-bindings"))
-    async def bind_pings(stream: StreamT[bytes]) -> None:
-        await run_batches(stream, "bind_pings", bind_batch)
-
-    async def bind_batch(events: list[EventT[bytes]]) -> None:
+    async def bind_batch(records: list[Message]) -> None:
         started = time.perf_counter()
         bound: dict[int, list[tuple[str, bytes]]] = defaultdict(list)
         # Pings of unbound devices, gathered per device for the batch: one pending-pings
         # write per device and batch instead of one per ping.
         waiting: dict[str, list[bytes]] = {}
         handoff = Handoff()
-        for event in events:
-            topic_name = topic_names[event.message.topic]
+        for record in records:
+            topic_name = topic_names[record.topic]
             if topic_name == "device-bindings":
-                change = Binding.from_bytes(event.value)
-                apply_binding(key_of(event), change, bound, handoff, waiting)
+                change = Binding.from_bytes(value_of(record))
+                apply_binding(key_of(record), change, bound, handoff, waiting)
                 continue
-            decoded = decode("gps.raw", event.value)
+            value = value_of(record)
+            decoded = decode("gps.raw", value)
             if isinstance(decoded, Rejected):
-                await dead_letter(event, topic_name, decoded)
+                await dead_letter(record, topic_name, decoded)
                 continue
             assert isinstance(decoded, GpsPing)
             held = bindings.get(decoded.device_id)
             if held is None:
-                waiting.setdefault(decoded.device_id, []).append(event.value)
+                waiting.setdefault(decoded.device_id, []).append(value)
                 metrics.events.labels(topic_name, "pending_binding").inc()
                 continue
             loan_id = Binding.from_bytes(held).loan_id
-            bound[partition_of(loan_id)].append((loan_id, event.value))
+            bound[partition_of(loan_id)].append((loan_id, value))
             metrics.events.labels(topic_name, "bound").inc()
         # Pings of one device stay in order: one record per partition, sent in batch order.
         for partition, entries in bound.items():
@@ -593,6 +621,18 @@ def build_pipeline(
             await handoff.complete()
             store_state(loan_id, state, before, partition_of(loan_id))
             metrics.deadlines_due.inc()
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def evaluate() -> None:
+        await run_lane(lanes["evaluate"], evaluate_locked)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def bind_pings() -> None:
+        await run_lane(lanes["bind_pings"], bind_batch)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def count_places() -> None:
+        await run_lane(lanes["count_places"], count_batch)
 
     @loan_state.on_recover
     async def rebuild_deadlines() -> None:

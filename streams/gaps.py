@@ -71,7 +71,8 @@ class InputGaps(Generic[K]):
         out: dict[K, int] = {}
         for tp, expected in self.expected.items():
             end = end_offsets.get(tp)
-            if end is not None and end > expected and now - self.last_seen[tp] >= quiet_s:
+            seen = self.last_seen.setdefault(tp, now)  # expected (assigned), none delivered yet
+            if end is not None and end > expected and now - seen >= quiet_s:
                 out[tp] = expected
                 self.last_seen[tp] = now  # one seek per quiet period
         return out

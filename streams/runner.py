@@ -8,6 +8,7 @@ import signal
 import sys
 
 import faust
+import uvloop
 from prometheus_client import start_http_server
 
 from services.kafka import ensure_topics_for, wait_for_broker
@@ -20,6 +21,8 @@ log = logging.getLogger(__name__)
 
 def run_worker(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.log_format)
+    # libuv's event loop: Faust and aiokafka run many small tasks and socket writes per record
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     asyncio.run(_prepare(settings))
     pipeline = build_pipeline(settings)
     if settings.worker.metrics_port:

@@ -86,3 +86,12 @@ def test_a_newly_assigned_partition_resumes_at_its_committed_offset() -> None:
     assert gaps.admit("p0", 40) == APPLY
     gaps.expect("p0", 10)  # a partition already followed keeps its position
     assert gaps.admit("p0", 41) == APPLY
+
+
+def test_an_assigned_partition_with_no_record_delivered_yet_counts_as_seen_when_first_checked() -> (
+    None
+):
+    gaps: InputGaps[str] = InputGaps()
+    gaps.expect("p0", 7)  # assigned; its first record not delivered yet
+    assert gaps.stalled({"p0": 9}, now=100.0, quiet_s=15.0) == {}
+    assert gaps.stalled({"p0": 9}, now=115.0, quiet_s=15.0) == {"p0": 7}
