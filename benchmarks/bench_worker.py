@@ -33,6 +33,7 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -128,8 +129,15 @@ class Watch:
         return dict(await self.consumer.end_offsets(partitions))
 
     async def committed(self, group: str) -> dict[TopicPartition, int]:
-        offsets = await self.admin.list_consumer_group_offsets(group)
-        return {tp: meta.offset for tp, meta in offsets.items()}
+        for _ in range(60):
+            try:
+                offsets = await self.admin.list_consumer_group_offsets(group)
+                return {tp: meta.offset for tp, meta in offsets.items()}
+            except KafkaError as exc:  # a fresh broker makes its offsets topic on first use
+                if not exc.retriable:
+                    raise
+                await asyncio.sleep(0.5)
+        raise TimeoutError(f"no group coordinator for {group}")
 
     async def written(self, prefix: str) -> dict[str, int]:
         """Records per topic of the run (what the worker wrote besides its input)."""

@@ -22,11 +22,11 @@ import logging
 import os
 import sys
 import time
-from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, NoReturn, cast
 
 import faust
@@ -276,11 +276,18 @@ def build_pipeline(
                 lane.clear()
         gaps.forget(revoked)
 
-    async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
-        gaps.forget(assigned)
+    def resume_at(committed: Mapping[Any, int]) -> None:
+        # The partitions were sent to their committed offsets (after every assignment): the
+        # guard expects each to go on from there, even before a record comes, so that a
+        # partition whose records are skipped before the first one arrives is replayed too.
+        for tp, offset in committed.items():
+            if tp.topic in guarded:
+                key = TP(tp.topic, tp.partition)
+                gaps.forget([key])
+                gaps.expect(key, offset)
 
     app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
-    app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
+    consumer.on_committed_seek = resume_at
 
     async def in_order(records: Sequence[Message]) -> list[Message]:
         """The records to apply; a partition that jumped past a record is sent back (gaps.py)."""
@@ -299,6 +306,7 @@ def build_pipeline(
                     start = await probe.first_offset(topic_name, partition, 0, timeout_s=2.0)
                 if start is not None:
                     gaps.expect(TP(topic_name, partition), start)
+        sent_back: set[TP] = set()
         for record in records:
             tp, offset = record.tp, record.offset
             if tp.topic not in guarded:
@@ -311,7 +319,9 @@ def build_pipeline(
                     # nothing there (a transaction marker, say): go on from this record
                     await skip_hole(tp, verdict.seek_to, offset)
                     verdict = gaps.admit(tp, offset, now)
-            if verdict.seek_to is not None:
+            if verdict.seek_to is not None and tp not in sent_back:
+                # once per batch: the seek drops what was fetched after it (intake.py)
+                sent_back.add(tp)
                 await replay(tp, verdict.seek_to, got=offset, new_gap=verdict.new_gap)
             if verdict.apply:
                 kept.append(record)
@@ -369,12 +379,19 @@ def build_pipeline(
             value = alert.model_dump_json().encode()
             await handoff.send(alerts_topic, key=loan_id.encode(), value=value)
 
+    lag_of = {name: metrics.event_time_lag.labels(name) for name in topic_names.values()}
+
     def observe(topic_name: str, event: InputEvent | PlaceCount) -> None:
         ts = getattr(event, "ts", None)
         if ts is not None:
             seconds = ts.timestamp()
             clock.observe(seconds)
-            metrics.event_time_lag.labels(topic_name).observe(max(time.time() - seconds, 0.0))
+            lag_of[topic_name].observe(max(time.time() - seconds, 0.0))
+
+    def count_events(outcomes: Counter[tuple[str, str]]) -> None:
+        """A batch's records by (topic, outcome): one metric update per pair, not per record."""
+        for (topic_name, outcome), n in outcomes.items():
+            metrics.events.labels(topic_name, outcome).inc(n)
 
     def key_of(record: Message) -> str:
         return record.key.decode() if isinstance(record.key, bytes) else ""
@@ -382,9 +399,14 @@ def build_pipeline(
     def value_of(record: Message) -> bytes:
         return record.value or b""  # a tombstone: nothing the pipeline writes or reads
 
+    @lru_cache(maxsize=1 << 18)
     def partition_of(key: str) -> int:
         # The default partitioner of every Kafka client: murmur2 of the key bytes.
         return int((murmur2(key.encode()) & 0x7FFFFFFF) % partitions)
+
+    @lru_cache(maxsize=1 << 16)
+    def loan_bound_by(binding: bytes) -> str:
+        return Binding.from_bytes(binding).loan_id
 
     def load_state(loan_id: str) -> tuple[LoanState, bytes | None]:
         before: bytes | None = loan_state.get(loan_id)
@@ -493,6 +515,7 @@ def build_pipeline(
         started = time.perf_counter()
         touched: dict[str, tuple[LoanState, bytes | None, int]] = {}
         handoff = Handoff()
+        outcomes: Counter[tuple[str, str]] = Counter()
         for record in records:
             for topic_name, loan_id, decoded in inputs_of(record):
                 if isinstance(decoded, Rejected):
@@ -519,12 +542,13 @@ def build_pipeline(
                     continue
                 await emit(handoff, loan_id, changes)
                 await report_place_move(handoff, state, place_before)
-                metrics.events.labels(topic_name, "applied").inc()
+                outcomes[topic_name, "applied"] += 1
                 if isinstance(decoded, Loan):
                     await rebind_devices(handoff, decoded, int(record.timestamp * 1000))
         await handoff.complete()
         for loan_id, (state, before, partition) in touched.items():
             store_state(loan_id, state, before, partition)
+        count_events(outcomes)
         metrics.deadlines_pending.set(len(deadlines))
         metrics.batch_seconds.labels("evaluate").observe(time.perf_counter() - started)
 
@@ -535,6 +559,7 @@ def build_pipeline(
         # write per device and batch instead of one per ping.
         waiting: dict[str, list[bytes]] = {}
         handoff = Handoff()
+        outcomes: Counter[tuple[str, str]] = Counter()
         for record in records:
             topic_name = topic_names[record.topic]
             if topic_name == "device-bindings":
@@ -550,11 +575,11 @@ def build_pipeline(
             held = bindings.get(decoded.device_id)
             if held is None:
                 waiting.setdefault(decoded.device_id, []).append(value)
-                metrics.events.labels(topic_name, "pending_binding").inc()
+                outcomes[topic_name, "pending_binding"] += 1
                 continue
-            loan_id = Binding.from_bytes(held).loan_id
+            loan_id = loan_bound_by(held)
             bound[partition_of(loan_id)].append((loan_id, value))
-            metrics.events.labels(topic_name, "bound").inc()
+            outcomes[topic_name, "bound"] += 1
         # Pings of one device stay in order: one record per partition, sent in batch order.
         for partition, entries in bound.items():
             await handoff.send(gps_bound_topic, value=encode_bound(entries), partition=partition)
@@ -563,6 +588,7 @@ def build_pipeline(
         # pings dropped by the bind's after-ack step; pings kept later must survive it.
         for device_id, pings in waiting.items():
             keep_pending(device_id, pings)
+        count_events(outcomes)
         metrics.batch_seconds.labels("bind_pings").observe(time.perf_counter() - started)
 
     def keep_pending(device_id: str, values: list[bytes]) -> None:

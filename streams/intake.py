@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 from faust.transport.drivers.aiokafka import Consumer
@@ -65,6 +65,12 @@ class Lane:
         self._records.clear()
         self._room.set()
 
+    def drop(self, partition: Any) -> None:
+        """Drop what is not taken yet of one partition (it was sent back to an offset)."""
+        self._records = deque(r for r in self._records if r.tp != partition)
+        if len(self._records) < self.limit:
+            self._room.set()
+
 
 class LaneConsumer(Consumer):
     """Faust's aiokafka consumer, with the records of the lanes' topics delivered per fetch.
@@ -79,6 +85,15 @@ class LaneConsumer(Consumer):
     lanes: ClassVar[Mapping[str, Lane]] = {}
     contiguous: ClassVar[frozenset[str]] = frozenset()
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._seeks = 0  # seeks so far; the count at each partition's last seek:
+        self._sought_at: dict[Any, int] = {}
+        self._all_sought_at = 0  # ... and at the last seek of every partition
+        self._targets: dict[Any, int | None] = {}  # where each partition was last sent
+        # told the committed offsets each time the partitions are sent to them (a rebalance)
+        self.on_committed_seek: Callable[[Mapping[Any, int]], None] | None = None
+
     @classmethod
     def serving(cls, lanes: Iterable[Lane], contiguous: Iterable[str]) -> type[LaneConsumer]:
         """The consumer class for one app's lanes (Faust's transport makes the instance)."""
@@ -87,9 +102,11 @@ class LaneConsumer(Consumer):
         return type("PipelineConsumer", (cls,), attrs)
 
     async def _seek(self, partition: TP, offset: int) -> None:
-        """Faust's seek, run on the consumer's own thread: aiokafka is not thread-safe, and a
-        seek from the app's loop (the gap guard's replay) raced the fetch it ran beside
-        (`KeyError` in aiokafka's `fetched_records`, the fetcher crashed)."""
+        """Faust's seek (the gap guard's replay), run on the consumer's own thread: aiokafka is
+        not thread-safe, and a seek from the app's loop raced the fetch beside it (`KeyError`
+        in aiokafka's `fetched_records`, the fetcher crashed). What was fetched for the
+        partition before the seek is dropped; it comes again from `offset`."""
+        self._sought(partition, offset)
         thread = self._thread
 
         async def seek_there() -> None:
@@ -107,11 +124,71 @@ class LaneConsumer(Consumer):
         the dropped fetch left them). Seen as a fresh worker that never read the records a topic
         got while it started.
         """
+        self._sought(None)
         committed: Mapping[Any, int] = await super().seek_to_committed()
         never = [tp for tp, offset in committed.items() if tp.topic in self.lanes and not offset]
         if never:
             await self._thread.seek_to_beginning(*never)
+        self._targets = {tp: offset or None for tp, offset in committed.items()}
+        if self.on_committed_seek is not None:
+            self.on_committed_seek({tp: o for tp, o in committed.items() if o})
         return committed
+
+    async def _seek_again(self, tp: TP) -> None:
+        target = self._targets.get(tp)
+        if target is None:
+            self._sought(tp, None)
+            await self._thread.seek_to_beginning(tp)
+        else:
+            await self.seek(tp, target)  # Faust's: sets the read offset too
+
+    def describe(self) -> dict[str, Any]:
+        """Where fetching stands (the worker's SIGUSR1 dump): for a partition that stopped."""
+        return {
+            "flow_active": self.flow_active,
+            "paused": sorted(map(str, self._paused_partitions)),
+            "active": len(self._active_partitions or ()),
+            "read_offsets": {str(tp): o for tp, o in sorted(self._read_offset.items())},
+            "lanes": {lane.name: len(lane) for lane in set(self.lanes.values())},
+            "seeks": self._seeks,
+            "positions": self._positions(),
+        }
+
+    def _positions(self) -> dict[str, Any]:
+        """aiokafka's fetch position per lane partition (read across threads: a diagnosis)."""
+        try:
+            assignment = self._thread._ensure_consumer()._subscription.subscription.assignment
+        except Exception as exc:  # not started, or no assignment yet
+            return {"unavailable": repr(exc)}
+        out: dict[str, Any] = {}
+        for tp in assignment.tps:
+            if tp.topic in self.lanes:
+                state = assignment.state_value(tp)
+                position = state.position if state.has_valid_position else None
+                out[f"{tp.topic}[{tp.partition}]"] = (position, "paused" if state.paused else "")
+        return out
+
+    def _sought(self, partition: TP | None, offset: int | None = None) -> None:
+        """A partition (None: all) moves to another offset: records fetched for it before are
+        stale, in a fetch being drained and in the lanes."""
+        self._seeks += 1
+        if partition is None:
+            self._all_sought_at = self._seeks
+            for lane in set(self.lanes.values()):
+                lane.clear()
+            return
+        self._sought_at[partition] = self._seeks
+        self._targets[partition] = offset
+        held = self.lanes.get(partition.topic)
+        if held is not None:
+            held.drop(partition)
+
+    def _fresh_since(self, seeks: int) -> Callable[[Any], bool]:
+        """Whether a partition was not moved since the seek count `seeks`."""
+        if self._all_sought_at > seeks:
+            return lambda tp: False
+        marks = self._sought_at
+        return lambda tp: marks.get(tp, 0) <= seeks
 
     async def _drain_messages(self, fetcher: Any) -> None:  # the fetch loop (Faust's Fetcher)
         lanes = self.lanes
@@ -127,25 +204,47 @@ class LaneConsumer(Consumer):
                 await self.sleep(0)
                 if self.should_stop:
                     break
+                seeks = self._seeks
                 async for tp, message in self.getmany(timeout=1.0):
-                    offset = message.offset
-                    last = read_offset[tp]
-                    if last is not None and offset < last:
-                        continue  # fetched before a seek back: it comes again
-                    compacted = tp.topic not in contiguous and acks_enabled_for(tp.topic)
-                    if compacted and last is not None and offset - last > 1:
-                        await self._add_gap(tp, last + 1, offset - 1)  # a hole: nothing to ack
                     lane = lanes.get(tp.topic)
-                    if lane is None:
-                        await self.wait_first(callback(message), self.suspend_flow.wait())
-                    else:
+                    if lane is not None:
                         fetched.setdefault(lane, []).append(message)
-                    read_offset[tp] = offset
+                        continue
+                    offset = message.offset  # not a lane's: Faust's own per-record path
+                    last = read_offset[tp]
+                    if last is None or offset >= last:
+                        await self.wait_first(callback(message), self.suspend_flow.wait())
+                        read_offset[tp] = offset
                 for lane, records in fetched.items():
                     await self.wait_first(lane.room(), self.suspend_flow.wait())
                     if not self.flow_active:
                         break  # a rebalance began: these come again from the committed offsets
-                    lane.put(records)
+                    # From here to `put` nothing awaits: no seek can come between the check
+                    # and the delivery. Records of a partition moved meanwhile are dropped.
+                    fresh = self._fresh_since(seeks)
+                    kept, holes, stale = [], [], set()
+                    for message in records:
+                        tp, offset = message.tp, message.offset
+                        last = read_offset[tp]
+                        if not fresh(tp):
+                            stale.add(tp)
+                            continue
+                        if last is not None and offset < last:
+                            continue  # fetched before a seek back: it comes again
+                        if last is not None and offset - last > 1 and tp.topic not in contiguous:
+                            holes.append((tp, last + 1, offset - 1))  # compaction: nothing there
+                        read_offset[tp] = offset
+                        kept.append(message)
+                    lane.put(kept)
+                    for tp, first, end in holes:
+                        if acks_enabled_for(tp.topic):
+                            await self._add_gap(tp, first, end)
+                    # A seek came while this fetch was under way: the records may be from
+                    # before it or after it (the fetch and the seek ran on the consumer's
+                    # thread, in some order). Send the partition to the seek's offset again,
+                    # so records fetched after it are read again rather than lost.
+                    for tp in stale:
+                        await self._seek_again(tp)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
                 return

@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 
 import faust
-import uvloop
 from prometheus_client import start_http_server
 
 from services.kafka import ensure_topics_for, wait_for_broker
 from services.logs import configure_logging
 from services.settings import Settings
 from streams.app import build_pipeline
+from streams.intake import LaneConsumer
 
 log = logging.getLogger(__name__)
 
 
 def run_worker(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.log_format)
-    # libuv's event loop: Faust and aiokafka run many small tasks and socket writes per record
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     asyncio.run(_prepare(settings))
     pipeline = build_pipeline(settings)
     if settings.worker.metrics_port:
@@ -37,21 +34,21 @@ def run_worker(settings: Settings) -> None:
             "metrics_port": settings.worker.metrics_port,
         },
     )
-    signal.signal(signal.SIGUSR1, _dump_tasks)
-    worker = faust.Worker(
+    worker = Worker(
         pipeline.app, loglevel=settings.log_level.lower(), override_logging=False, quiet=True
     )
     worker.execute_from_commandline()
 
 
-def _dump_tasks(signum: int, frame: object) -> None:
-    """`kill -USR1 <pid>`: print every asyncio task's stack to stderr (what is it doing?)."""
-    try:
-        loop = asyncio.get_event_loop()
-    except RuntimeError:
-        return
-    for task in asyncio.all_tasks(loop):
-        task.print_stack(limit=12, file=sys.stderr)
+class Worker(faust.Worker):
+    """`kill -USR1 <pid>` prints where fetching stands, then (mode's own) every thread's and
+    task's stack, to stderr: what is the worker doing?"""
+
+    def _on_sigusr1(self) -> None:
+        consumer = self.app.consumer
+        if isinstance(consumer, LaneConsumer):
+            print(f"consumer: {consumer.describe()}", file=sys.stderr, flush=True)
+        super()._on_sigusr1()
 
 
 async def _prepare(settings: Settings) -> None:

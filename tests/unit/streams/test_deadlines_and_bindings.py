@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import pytest
 
+from rules.events import GpsPing
+from services.simulator import mixed_stream
 from streams.deadlines import DeadlineIndex
-from streams.records import Binding, Rejected, decode
+from streams.records import Binding, Rejected, decode, decode_bound, encode_bound
 
 pytestmark = pytest.mark.unit
 
@@ -93,3 +95,20 @@ def test_state_cache_hits_only_for_the_exact_bytes_and_takes_entries_out() -> No
     cache.put("L2", b"x", {})
     cache.put("L3", b"y", {})
     assert len(cache) == 2 and cache.take("L1", b"v1") is None  # least recently used evicted
+
+
+def test_bound_pings_round_trip_and_a_bad_one_is_rejected_alone() -> None:
+    pings = [v for topic, _, v in mixed_stream(5, 40) if topic == "gps.raw"][:3]
+    entries = [("L1", pings[0]), ("L2", pings[1]), ("L1", pings[2])]
+    decoded = decode_bound(encode_bound(entries))
+    assert [loan for loan, _ in decoded] == ["L1", "L2", "L1"]
+    assert all(isinstance(p, GpsPing) for _, p in decoded)
+    assert [p.event_id for _, p in decoded] == [  # type: ignore[union-attr]
+        GpsPing.model_validate_json(raw).event_id for raw in pings
+    ]
+    bad = [("L1", pings[0]), ("L3", b'{"device_id": "d"}')]
+    first, second = decode_bound(encode_bound(bad))
+    assert isinstance(first[1], GpsPing)
+    assert second[0] == "L3"
+    assert isinstance(second[1], Rejected)
+    assert second[1].reason == "invalid"
