@@ -1,23 +1,24 @@
-"""Guard against input records that Faust skipped without handing them to an agent.
+"""Guard against input records that were skipped without being applied.
 
-Around a restart's seek to the committed offsets Faust can hand an agent a partition's records
-with one missing and still commit past it: its fetch loop marks a record read even when the
-hand-off was cut short by a flow suspension, it counts offsets missing from a fetch as a gap
-(meant for compacted topics) that needs no ack, its streams ack what they skip, and its commit
-bookkeeping lets a one-record gap at the head of a partition through. Seen here as a restarted
-worker that committed every input yet never applied some pings (the SIGKILL pipeline test,
-about one run in fifteen), and in the suite as `expected 55, got 56` on a raw GPS partition.
+Around a restart's seek to the committed offsets Faust could hand an agent a partition's
+records with one missing and still commit past it (its fetch loop marks a record read when a
+flow suspension cut the hand-off short, counts missing offsets as a compaction gap, and its
+commit bookkeeping lets a one-record gap at the head of a partition through). Seen as a
+restarted worker that committed every input yet never applied some pings (the SIGKILL pipeline
+test, about one run in fifteen), and as `expected 55, got 56` on a raw GPS partition. The
+pipeline's own intake (streams/intake.py) closes the causes it found; the guard stays as the
+check that nothing is applied out of order.
 
 The guard follows, per partition of a topic whose offsets are contiguous (delete policy, no
-transactions: a compacted topic has holes by design), the next offset an agent expects. A
-record past it is not applied: the caller seeks the partition back to the expected offset, so
-the skipped record and the ones after it come again, in order. Stale records already fetched
-after the gap are dropped and seek again (each one moves Faust's read offset past the replay,
-which would then be discarded). Records below the expected offset are re-deliveries and are
-applied again (the engine ignores repeated event ids). After a rebalance the partitions start
-afresh from the group's committed offsets, so a first record past one is a gap as well. A
-partition whose tail was dropped (records after the expected offset, none delivered for a
-while) is sent back the same way by a periodic check.
+transactions: a compacted topic has holes by design), the next offset the pipeline expects. A
+record past it is not applied: the caller seeks the partition back to the expected offset
+(once per batch: the seek drops what was fetched after it), so the skipped record and the ones
+after it come again, in order. Records below the expected offset are re-deliveries and are
+applied again (the engine ignores repeated event ids). After every assignment the caller sets
+each partition's expected offset to the group's committed offset, so a first record past it is
+a gap as well; a partition with records after the expected offset and none delivered for a
+while (its tail was dropped, or none of its records came at all) is sent back by a periodic
+check.
 
 Offsets with no record behind them are normal in Kafka too: a transactional producer's commit
 markers take offsets, and compaction removes records. So before a partition is sent back, the

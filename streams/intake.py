@@ -106,13 +106,25 @@ class LaneConsumer(Consumer):
         not thread-safe, and a seek from the app's loop raced the fetch beside it (`KeyError`
         in aiokafka's `fetched_records`, the fetcher crashed). What was fetched for the
         partition before the seek is dropped; it comes again from `offset`."""
+        await self._thread_seek({partition: offset})
         self._sought(partition, offset)
+
+    async def _thread_seek(self, offsets: Mapping[Any, int]) -> None:
         thread = self._thread
 
         async def seek_there() -> None:
-            thread.seek(partition, offset)
+            for tp, offset in offsets.items():
+                thread.seek(tp, offset)
 
         await thread.call_thread(seek_there)
+
+    async def _seek_to_first(self, partitions: Iterable[Any]) -> dict[Any, int]:
+        """To each partition's first record, by offset: aiokafka's own `seek_to_beginning`
+        leaves the position unset until its next fetch, and Faust's livelock check asserts on
+        an unset position (it crashed the consumer)."""
+        firsts = dict(await self._thread.earliest_offsets(*partitions))
+        await self._thread_seek(firsts)
+        return firsts
 
     async def seek_to_committed(self) -> Mapping[Any, int]:
         """Faust's seek to the committed offsets after an assignment, plus the partitions never
@@ -124,12 +136,11 @@ class LaneConsumer(Consumer):
         the dropped fetch left them). Seen as a fresh worker that never read the records a topic
         got while it started.
         """
-        self._sought(None)
         committed: Mapping[Any, int] = await super().seek_to_committed()
         never = [tp for tp, offset in committed.items() if tp.topic in self.lanes and not offset]
-        if never:
-            await self._thread.seek_to_beginning(*never)
-        self._targets = {tp: offset or None for tp, offset in committed.items()}
+        firsts = await self._seek_to_first(never) if never else {}
+        self._sought(None)
+        self._targets = {tp: offset or firsts.get(tp) for tp, offset in committed.items()}
         if self.on_committed_seek is not None:
             self.on_committed_seek({tp: o for tp, o in committed.items() if o})
         return committed
@@ -137,10 +148,8 @@ class LaneConsumer(Consumer):
     async def _seek_again(self, tp: TP) -> None:
         target = self._targets.get(tp)
         if target is None:
-            self._sought(tp, None)
-            await self._thread.seek_to_beginning(tp)
-        else:
-            await self.seek(tp, target)  # Faust's: sets the read offset too
+            target = (await self._seek_to_first([tp]))[tp]
+        await self.seek(tp, target)  # Faust's: sets the read offset too
 
     def describe(self) -> dict[str, Any]:
         """Where fetching stands (the worker's SIGUSR1 dump): for a partition that stopped."""
@@ -169,8 +178,8 @@ class LaneConsumer(Consumer):
         return out
 
     def _sought(self, partition: TP | None, offset: int | None = None) -> None:
-        """A partition (None: all) moves to another offset: records fetched for it before are
-        stale, in a fetch being drained and in the lanes."""
+        """A partition (None: all) was moved to another offset: what the lanes hold of it is
+        stale, and so may be a fetch that began before the move was complete."""
         self._seeks += 1
         if partition is None:
             self._all_sought_at = self._seeks
