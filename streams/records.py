@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import orjson
@@ -58,18 +59,43 @@ class Binding:
         return current.loan_id == self.loan_id and self.version >= current.version
 
 
+BOUND_RECORD_MAX_BYTES = 512 * 1024  # well under Kafka's 1 MiB default message limit
+
+
 def encode_bound(entries: list[tuple[str, bytes]]) -> bytes:
     """One gps.bound record for many pings of one partition: ``[[loan_id, ping], ...]``.
 
     The pings are the validated raw JSON as received, spliced in without re-encoding. Batching
-    them costs one produce and one consumed Faust event per partition and batch instead of one
-    per ping, which is most of the worker's per-record overhead.
+    them costs one produce and one consumed record per partition and batch instead of one per
+    ping.
     """
     return (
         b"["
         + b",".join(b"[" + orjson.dumps(loan) + b"," + raw + b"]" for loan, raw in entries)
         + b"]"
     )
+
+
+def bound_records(
+    entries: list[tuple[str, bytes]], max_bytes: int = BOUND_RECORD_MAX_BYTES
+) -> Iterator[bytes]:
+    """`entries` as gps.bound records of at most about `max_bytes` each, in order.
+
+    A batch that releases many pending pings at once (a backlog replayed before the loans'
+    devices were bound) would otherwise make one record larger than the producer and the broker
+    accept, and the batch would fail again on every restart.
+    """
+    chunk: list[tuple[str, bytes]] = []
+    size = 0
+    for loan_id, raw in entries:
+        cost = len(raw) + len(loan_id) + 8
+        if chunk and size + cost > max_bytes:
+            yield encode_bound(chunk)
+            chunk, size = [], 0
+        chunk.append((loan_id, raw))
+        size += cost
+    if chunk:
+        yield encode_bound(chunk)
 
 
 _BOUND = TypeAdapter(list[tuple[str, GpsPing]])

@@ -5,7 +5,14 @@ import pytest
 from rules.events import GpsPing
 from services.simulator import mixed_stream
 from streams.deadlines import DeadlineIndex
-from streams.records import Binding, Rejected, decode, decode_bound, encode_bound
+from streams.records import (
+    Binding,
+    Rejected,
+    bound_records,
+    decode,
+    decode_bound,
+    encode_bound,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -112,3 +119,18 @@ def test_bound_pings_round_trip_and_a_bad_one_is_rejected_alone() -> None:
     assert second[0] == "L3"
     assert isinstance(second[1], Rejected)
     assert second[1].reason == "invalid"
+
+
+def test_many_bound_pings_are_split_into_records_under_the_size_limit_in_order() -> None:
+    pings = [v for topic, _, v in mixed_stream(20, 400) if topic == "gps.raw"]
+    entries = [(f"L{n % 7}", raw) for n, raw in enumerate(pings)]
+    limit = 4096
+    records = list(bound_records(entries, max_bytes=limit))
+    assert len(records) > 1
+    assert all(len(r) <= limit + 2 for r in records)  # the outer brackets on top
+    decoded = [item for r in records for item in decode_bound(r)]
+    assert [(loan, p.event_id) for loan, p in decoded] == [  # type: ignore[union-attr]
+        (loan, GpsPing.model_validate_json(raw).event_id) for loan, raw in entries
+    ]
+    assert list(bound_records(entries[:3])) == [encode_bound(entries[:3])]
+    assert list(bound_records([])) == []
