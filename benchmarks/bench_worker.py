@@ -1,7 +1,7 @@
 """Worker throughput against a bare aiokafka consumer, same broker, same records, same run.
 
     python benchmarks/bench_worker.py [--bootstrap HOST:PORT] [--loans 5000] [--events 200000]
-                                      [--cold]
+                                      [--cold] [--processes 1]
 
 A mixed stream from the simulator (≈90% pings, 5% payments, 5% contacts) to fresh topics:
   0. warm-up (the steady state: loans are on the books and their trackers bound before pings
@@ -13,7 +13,9 @@ A mixed stream from the simulator (≈90% pings, 5% payments, 5% contacts) to fr
      record (and every re-keyed ping) is committed, and records per worker CPU-second.
 With --cold there is no warm-up: loans and events are one backlog, so most pings arrive before
 their device is bound and wait in the pending-pings table (a first start on a backlog).
-Prints both and the ratio (DESIGN §9 target: worker ≥ 0.5 × bare consumer).
+Prints both and the ratio (DESIGN §9 target: worker ≥ 0.5 × bare consumer). --processes N runs
+N worker processes in the measured run (one consumer group, as on a machine with N cores): the
+ratio is then N processes against one bare consumer, and says so.
 Without --bootstrap it starts its own Kafka (deploy/kafka/kafka.sh) in a temp folder.
 """
 
@@ -156,9 +158,11 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Worker:
-    """One `skipwatch worker` process on the benchmark's topics."""
+    """`skipwatch worker` processes (one by default) on the benchmark's topics, one group."""
 
-    def __init__(self, bootstrap: str, prefix: str, partitions: int, data: Path) -> None:
+    def __init__(
+        self, bootstrap: str, prefix: str, partitions: int, data: Path, processes: int = 1
+    ) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SKIPWATCH_")}
         env.update(
             SKIPWATCH_KAFKA__BOOTSTRAP_SERVERS=bootstrap,
@@ -166,16 +170,22 @@ class Worker:
             SKIPWATCH_KAFKA__PARTITIONS=str(partitions),
             SKIPWATCH_WORKER__CLOCK="event",
             SKIPWATCH_WORKER__METRICS_PORT="0",
-            SKIPWATCH_WORKER__DATA_DIR=str(data),
             SKIPWATCH_LOG_LEVEL="WARNING",
         )
         self.log_path = data / "worker.log"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "worker"], env=env, cwd=ROOT,
-            stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        self.procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "services.cli", "worker"], cwd=ROOT,
+                env={**env, "SKIPWATCH_WORKER__DATA_DIR": str(data / f"worker-{n}")},
+                stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            for n in range(processes)
+        ]
         self.group = f"{prefix}worker"
         self.prefix = prefix
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(proc.pid) for proc in self.procs)
 
     async def drain(self, watch: Watch, topics: tuple[str, ...]) -> tuple[float, float]:
         """Wait until the worker committed every record of `topics` (and every re-keyed ping);
@@ -186,12 +196,13 @@ class Worker:
         started, cpu_started = 0.0, 0.0
         last_report = time.perf_counter()
         while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited {self.proc.returncode}; see {self.log_path}")
+            for proc in self.procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"worker exited {proc.returncode}; see {self.log_path}")
             done = await watch.committed(self.group)
             count = sum(min(done.get(tp, 0), end) - base.get(tp, 0) for tp, end in targets.items())
             if count and not started:
-                started, cpu_started = time.perf_counter(), cpu_seconds(self.proc.pid)
+                started, cpu_started = time.perf_counter(), self.cpu_seconds()
             if time.perf_counter() - last_report > 2:
                 progress(f"worker committed {count:,} / {total:,} input records")
                 last_report = time.perf_counter()
@@ -199,15 +210,17 @@ class Worker:
                 bound = await watch.end_offsets([self.prefix + "gps.bound"])
                 if all(done.get(tp, 0) >= end for tp, end in bound.items()):
                     elapsed = time.perf_counter() - started
-                    return total / elapsed, cpu_seconds(self.proc.pid) - cpu_started
+                    return total / elapsed, self.cpu_seconds() - cpu_started
             await asyncio.sleep(0.5)
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        for proc in self.procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 async def main() -> None:
@@ -219,6 +232,10 @@ async def main() -> None:
     parser.add_argument(
         "--cold", action="store_true",
         help="one backlog with the loans: pings arrive before their devices are bound",
+    )  # fmt: skip
+    parser.add_argument(
+        "--processes", type=int, default=1,
+        help="worker processes in the measured run (one group; the ratio is for one process)",
     )  # fmt: skip
     args = parser.parse_args()
 
@@ -251,8 +268,8 @@ async def main() -> None:
             bare_json = await bare_consumer(bootstrap, prefix, measured, total, validate=False)
             progress("bare consumer, pydantic event models")
             bare_model = await bare_consumer(bootstrap, prefix, measured, total, validate=True)
-            progress("skipwatch worker")
-            worker = Worker(bootstrap, prefix, args.partitions, data)
+            progress(f"skipwatch worker ({args.processes} process(es))")
+            worker = Worker(bootstrap, prefix, args.partitions, data, args.processes)
             try:
                 rate, cpu = await worker.drain(watch, measured)
             finally:
@@ -265,13 +282,15 @@ async def main() -> None:
     print(f"bare aiokafka + orjson          {bare_json:,.0f} records/s")
     print(f"bare aiokafka + event models    {bare_model:,.0f} records/s")
     print(
-        f"skipwatch worker (full catalog) {rate:,.0f} records/s  "
+        f"skipwatch worker (full catalog, {args.processes} process(es)) {rate:,.0f} records/s  "
         f"({cpu:.1f} CPU-s: {total / cpu:,.0f} records per worker CPU-second)"
     )
     print("records on each topic after the run: " + ", ".join(
         f"{name} {n:,}" for name, n in written.items() if n))  # fmt: skip
     print(f"ratio worker / bare (orjson)    {rate / bare_json:.2f}")
     print(f"ratio worker / bare (models)    {rate / bare_model:.2f}   (DESIGN target ≥ 0.5)")
+    if args.processes > 1:
+        print(f"  ({args.processes} worker processes against one bare consumer process)")
 
 
 if __name__ == "__main__":

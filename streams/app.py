@@ -28,6 +28,8 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache, partial
+from itertools import groupby
+from operator import attrgetter
 from typing import Any, NoReturn, cast
 
 import faust
@@ -293,12 +295,14 @@ def build_pipeline(
 
     async def in_order(records: Sequence[Message]) -> list[Message]:
         """The records to apply; a partition that jumped past a record is sent back (gaps.py)."""
-        kept = []
+        kept: list[Message] = []
         now = time.monotonic()
+        # A lane holds each fetch's records a partition at a time: runs of one partition.
+        runs = [list(run) for _, run in groupby(records, key=attrgetter("tp"))]
         fresh = {
-            (r.tp.topic, r.tp.partition)
-            for r in records
-            if r.tp.topic in guarded and r.tp not in gaps.expected
+            (run[0].tp.topic, run[0].tp.partition)
+            for run in runs
+            if run[0].tp.topic in guarded and run[0].tp not in gaps.expected
         }
         if fresh:  # newly assigned: they resume at the group's committed offsets
             committed = await probe.committed(app.conf.id, fresh)
@@ -309,25 +313,35 @@ def build_pipeline(
                 if start is not None:
                     gaps.expect(TP(topic_name, partition), start)
         sent_back: set[TP] = set()
-        for record in records:
-            tp, offset = record.tp, record.offset
-            if tp.topic not in guarded:
-                kept.append(record)
+        for run in runs:
+            tp = run[0].tp
+            if tp.topic not in guarded or gaps.admit_run(
+                tp, run[0].offset, run[-1].offset, len(run), now
+            ):
+                kept.extend(run)  # the common case: exactly the offsets expected next
                 continue
-            verdict = gaps.admit(tp, offset, now)
-            if verdict.new_gap and verdict.seek_to is not None:
-                first = await probe.first_offset(tp.topic, tp.partition, verdict.seek_to)
-                if first is not None and first >= offset:
-                    # nothing there (a transaction marker, say): go on from this record
-                    await skip_hole(tp, verdict.seek_to, offset)
-                    verdict = gaps.admit(tp, offset, now)
-            if verdict.seek_to is not None and tp not in sent_back:
-                # once per batch: the seek drops what was fetched after it (intake.py)
-                sent_back.add(tp)
-                await replay(tp, verdict.seek_to, got=offset, new_gap=verdict.new_gap)
-            if verdict.apply:
-                kept.append(record)
+            for record in run:
+                await admit_one(record, now, kept, sent_back)
         return kept
+
+    async def admit_one(
+        record: Message, now: float, kept: list[Message], sent_back: set[TP]
+    ) -> None:
+        """One record of a run that is not simply the next offsets expected."""
+        tp, offset = record.tp, record.offset
+        verdict = gaps.admit(tp, offset, now)
+        if verdict.new_gap and verdict.seek_to is not None:
+            first = await probe.first_offset(tp.topic, tp.partition, verdict.seek_to)
+            if first is not None and first >= offset:
+                # nothing there (a transaction marker, say): go on from this record
+                await skip_hole(tp, verdict.seek_to, offset)
+                verdict = gaps.admit(tp, offset, now)
+        if verdict.seek_to is not None and tp not in sent_back:
+            # once per batch: the seek drops what was fetched after it (intake.py)
+            sent_back.add(tp)
+            await replay(tp, verdict.seek_to, got=offset, new_gap=verdict.new_gap)
+        if verdict.apply:
+            kept.append(record)
 
     async def skip_hole(tp: TP, expected: int, first: int) -> None:
         """Offsets [expected, first) hold no record: continue at `first`, and let the commit

@@ -66,6 +66,18 @@ class InputGaps(Generic[K]):
         self.rewound[tp] = expected
         return Verdict(apply=False, seek_to=expected, new_gap=new_gap)
 
+    def admit_run(self, tp: K, first: int, last: int, count: int, now: float = 0.0) -> bool:
+        """A run of `count` records of one partition, offsets `first`..`last` in order: True
+        (and the run applied as a whole) when they are exactly the offsets expected next. Else
+        nothing changes and the caller admits them one by one."""
+        expected = self.expected.get(tp)
+        if last - first + 1 != count or (expected is not None and first != expected):
+            return False
+        self.last_seen[tp] = now
+        self.expected[tp] = last + 1
+        self.rewound.pop(tp, None)
+        return True
+
     def stalled(self, end_offsets: Mapping[K, int], now: float, quiet_s: float) -> dict[K, int]:
         """Partitions with records after the expected offset but nothing delivered for `quiet_s`
         (the consumer dropped the tail of a partition): where to seek them back to."""

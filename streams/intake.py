@@ -18,10 +18,11 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from faust.transport.drivers.aiokafka import Consumer
 from faust.types import TP, Message
+from faust.types.tuples import ConsumerMessage
 
 
 class Lane:
@@ -199,6 +200,30 @@ class LaneConsumer(Consumer):
         marks = self._sought_at
         return lambda tp: marks.get(tp, 0) <= seeks
 
+    async def _fetch(self, wait_s: float) -> list[tuple[TP, list[Message]]]:
+        """One fetch, as Faust's `getmany` makes it, but a list per partition: `getmany` is an
+        async generator that yields each record and checks the generation and reads the
+        high-water mark once per record."""
+        records, active = await self._wait_next_records(wait_s)
+        if records is None or self.should_stop:
+            return []
+        if not self.flow_active:  # as `getmany`: back to the committed offsets
+            try:
+                await self.perform_seek()
+            except Exception as exc:
+                self.log.warning(f"exception performing seek when flow not active {exc}")
+            return []
+        generation = self.app.consumer_generation_id
+        buffered = self._buffered_partitions
+        track_end = self.app.monitor.track_tp_end_offset
+        fetched: list[tuple[TP, list[Message]]] = []
+        for tp, batch in records.items():
+            if not batch or not (active is None or tp in active or tp in buffered):
+                continue
+            track_end(tp, self.highwater(tp))
+            fetched.append((tp, [_message(tp, record, generation) for record in batch]))
+        return fetched
+
     async def _drain_messages(self, fetcher: Any) -> None:  # the fetch loop (Faust's Fetcher)
         lanes = self.lanes
         contiguous = self.contiguous
@@ -214,16 +239,17 @@ class LaneConsumer(Consumer):
                 if self.should_stop:
                     break
                 seeks = self._seeks
-                async for tp, message in self.getmany(timeout=1.0):
+                for tp, messages in await self._fetch(1.0):
                     lane = lanes.get(tp.topic)
                     if lane is not None:
-                        fetched.setdefault(lane, []).append(message)
+                        fetched.setdefault(lane, []).extend(messages)
                         continue
-                    offset = message.offset  # not a lane's: Faust's own per-record path
-                    last = read_offset[tp]
-                    if last is None or offset >= last:
-                        await self.wait_first(callback(message), self.suspend_flow.wait())
-                        read_offset[tp] = offset
+                    for message in messages:  # not a lane's: Faust's own per-record path
+                        offset = message.offset
+                        last = read_offset[tp]
+                        if last is None or offset >= last:
+                            await self.wait_first(callback(message), self.suspend_flow.wait())
+                            read_offset[tp] = offset
                 for lane, records in fetched.items():
                     await self.wait_first(lane.room(), self.suspend_flow.wait())
                     if not self.flow_active:
@@ -262,3 +288,15 @@ class LaneConsumer(Consumer):
             if self.transport.app.should_stop:
                 return
             raise
+
+
+def _message(tp: TP, record: Any, generation: int) -> ConsumerMessage:
+    """Faust's message for an aiokafka record (as its `_to_message`, without the lookups)."""
+    timestamp = record.timestamp
+    seconds = timestamp / 1000.0 if timestamp is not None else cast(float, None)  # as Faust
+    return ConsumerMessage(
+        record.topic, record.partition, record.offset, seconds,
+        record.timestamp_type, record.headers, record.key, record.value, record.checksum,
+        record.serialized_key_size, record.serialized_value_size, tp,
+        generation_id=generation,
+    )  # fmt: skip

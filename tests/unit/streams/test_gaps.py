@@ -14,6 +14,21 @@ def test_in_order_records_are_applied() -> None:
     assert [gaps.admit("p0", n) for n in (5, 6, 7)] == [APPLY, APPLY, APPLY]
 
 
+def test_a_run_of_exactly_the_next_offsets_is_applied_whole_anything_else_is_left_alone() -> None:
+    gaps = InputGaps()
+    gaps.expect("p0", 5)
+    assert gaps.admit_run("p0", 5, 9, 5)  # 5..9, the offsets expected
+    assert gaps.expected["p0"] == 10
+    assert not gaps.admit_run("p0", 11, 12, 2)  # 10 skipped
+    assert not gaps.admit_run("p0", 8, 12, 5)  # redelivered 8, 9: record by record
+    assert not gaps.admit_run("p0", 10, 13, 3)  # a hole inside the run
+    assert gaps.expected["p0"] == 10  # the refused runs changed nothing
+    assert gaps.admit("p0", 11) == Verdict(apply=False, seek_to=10, new_gap=True)
+    assert gaps.admit_run("p0", 10, 11, 2)  # the replay arrives in order
+    assert gaps.rewound == {} and gaps.expected["p0"] == 12
+    assert gaps.admit_run("p1", 40, 41, 2)  # a partition's first run sets its position
+
+
 def test_a_skipped_record_sends_the_partition_back_and_stale_records_wait_for_it() -> None:
     gaps = InputGaps()
     gaps.admit("p0", 5)
