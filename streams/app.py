@@ -12,13 +12,14 @@ a batch mixes partitions or the deadline sweep writes outside a stream):
   loan_state[loan_id]     engine state bytes
   loan_devices[loan_id]   device ids last bound for the loan (to unbind on change)
   bindings[device_id]     the binding in force (loan id, version)
-  pending[device_id]      pings of a device not yet bound (kept, bounded, evaluated on binding)
+  pending-pings[device_id], pending-ping-chunks[[device_id, n]]
+                          pings of a device not yet bound (kept, bounded, evaluated on binding;
+                          append-only, streams/pending.py)
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import sys
@@ -50,6 +51,7 @@ from streams.deadlines import DeadlineIndex
 from streams.gaps import InputGaps, RecoveryWatchdog
 from streams.intake import Lane, LaneConsumer
 from streams.metrics import WorkerMetrics
+from streams.pending import PendingPings, device_of
 from streams.records import (
     Binding,
     PlaceCount,
@@ -68,6 +70,7 @@ SWEEP_INTERVAL_S = 1.0
 STALL_CHECK_S = 5.0
 STALL_QUIET_S = 15.0
 MAX_PENDING_PINGS_PER_DEVICE = 200
+HANDED_ON_POLL_S = 0.002  # how often a batch checks that its table writes left Faust's buffer
 EVALUATE_TOPICS = ("loans", "payments", "contacts", "gps.bound", "place-counts")
 BIND_TOPICS = ("gps.raw", "device-bindings")
 
@@ -132,6 +135,20 @@ class RawKeyTable(faust.Table):  # type: ignore[type-arg]
 
     def _serializer_from_type(self, typ: Any) -> Any:
         return "raw" if typ is str else super()._serializer_from_type(typ)
+
+
+class DeviceChunkTable(RawKeyTable):
+    """Pending-ping chunks (streams/pending.py): each on its device's partition, next to the
+    device's index, so the worker owning the device's pings recovers its chunks."""
+
+    def partition_for_key(self, key: Any) -> int | None:
+        assert self.partitions, "the pipeline's tables are made with their partition count"
+        return key_partition(device_of(key), self.partitions)
+
+
+def key_partition(key: str, partitions: int) -> int:
+    """The default partitioner of every Kafka client: murmur2 of the key bytes."""
+    return int((murmur2(key.encode()) & 0x7FFFFFFF) % partitions)
 
 
 def exit_for_restart(reason: str, **extra: Any) -> NoReturn:
@@ -234,7 +251,14 @@ def build_pipeline(
     loan_state = table("loan-state")
     loan_devices = table("loan-devices")
     bindings = table("device-bindings")
-    pending = table("pending-pings")
+    # pending-ping chunks live on their device's partition, with the device's index
+    chunks = cast(TableT[str, bytes], app.tables.add(
+        DeviceChunkTable(
+            app, name="pending-ping-chunks", default=None, beacon=app.tables.beacon,
+            partitions=partitions, use_partitioner=True, key_type=str, value_type=bytes,
+        )
+    ))  # fmt: skip
+    pending = PendingPings(table("pending-pings"), chunks, MAX_PENDING_PINGS_PER_DEVICE)
     occupancy = table("place-occupancy")
 
     async def dead_letter(record: Message, topic_name: str, rejected: Rejected) -> None:
@@ -417,8 +441,7 @@ def build_pipeline(
 
     @lru_cache(maxsize=1 << 18)
     def partition_of(key: str) -> int:
-        # The default partitioner of every Kafka client: murmur2 of the key bytes.
-        return int((murmur2(key.encode()) & 0x7FFFFFFF) % partitions)
+        return key_partition(key, partitions)
 
     @lru_cache(maxsize=1 << 16)
     def loan_bound_by(binding: bytes) -> str:
@@ -500,10 +523,10 @@ def build_pipeline(
         without them (no loan state in the changelog at all).
         """
         buffer = cast(ProducerBuffer, app.producer.buffer)
-        while buffer.size:
-            buffer.message_sent.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(buffer.message_sent.wait(), timeout=0.05)
+        # A short sleep, not Faust's per-message event: waking (and arming a timeout) for every
+        # message sent cost more than the write itself in the first-start benchmark.
+        while buffer.size:  # noqa: ASYNC110
+            await asyncio.sleep(HANDED_ON_POLL_S)
 
     async def count_batch(records: list[Message]) -> None:
         """Cross-loan: keep who is at each risk place, and give every loan there the count."""
@@ -623,18 +646,9 @@ def build_pipeline(
         # After the acks: a device bound and released again in this batch has its pending
         # pings dropped by the bind's after-ack step; pings kept later must survive it.
         for device_id, pings in waiting.items():
-            keep_pending(device_id, pings)
+            pending.add(device_id, pings)
         count_events(outcomes)
         metrics.batch_seconds.labels("bind_pings").observe(time.perf_counter() - started)
-
-    def keep_pending(device_id: str, values: list[bytes]) -> None:
-        # Newline-separated raw pings: appending is a copy, not a JSON round trip per ping.
-        held = pending.get(device_id)
-        added = b"\n".join(values[-MAX_PENDING_PINGS_PER_DEVICE:])
-        lines = held + b"\n" + added if held else added
-        if lines.count(b"\n") >= MAX_PENDING_PINGS_PER_DEVICE * 2:
-            lines = b"\n".join(lines.split(b"\n")[-MAX_PENDING_PINGS_PER_DEVICE:])
-        pending[device_id] = lines
 
     def apply_binding(
         device_id: str,
@@ -650,15 +664,15 @@ def build_pipeline(
             del bindings[device_id]
             return
         bindings[device_id] = change.to_bytes()
-        waiting = pending.get(device_id)
+        waiting = pending.held(device_id)
         # the table's pings first, then this batch's (not in the table yet: nothing to forget)
-        pings = (waiting.split(b"\n") if waiting else []) + waiting_in_batch.pop(device_id, [])
+        pings = waiting + waiting_in_batch.pop(device_id, [])
         if pings:
             target = bound[partition_of(change.loan_id)]
             target.extend((change.loan_id, ping) for ping in pings[-MAX_PENDING_PINGS_PER_DEVICE:])
         if waiting:
             # forget them only once the forwarded batch is acked (Handoff)
-            handoff.after_ack.append(lambda: pending.pop(device_id, None))
+            handoff.after_ack.append(partial(pending.forget, device_id))
 
     @app.timer(SWEEP_INTERVAL_S)  # type: ignore[untyped-decorator]
     async def sweep_deadlines() -> None:
