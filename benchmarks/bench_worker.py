@@ -161,7 +161,13 @@ class Worker:
     """`skipwatch worker` processes (one by default) on the benchmark's topics, one group."""
 
     def __init__(
-        self, bootstrap: str, prefix: str, partitions: int, data: Path, processes: int = 1
+        self,
+        bootstrap: str,
+        prefix: str,
+        partitions: int,
+        data: Path,
+        processes: int = 1,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SKIPWATCH_")}
         env.update(
@@ -172,15 +178,15 @@ class Worker:
             SKIPWATCH_WORKER__METRICS_PORT="0",
             SKIPWATCH_LOG_LEVEL="WARNING",
         )
+        env.update(extra_env or {})
         self.log_path = data / "worker.log"
-        self.procs = [
-            subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "worker"], cwd=ROOT,
-                env={**env, "SKIPWATCH_WORKER__DATA_DIR": str(data / f"worker-{n}")},
-                stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT,
-            )  # fmt: skip
-            for n in range(processes)
-        ]
+        self.procs = []
+        for n in range(processes):
+            env["SKIPWATCH_WORKER__DATA_DIR"] = str(data / f"worker-{n}")
+            command = [sys.executable, "-m", "services.cli", "worker"]
+            log = self.log_path.open("ab")
+            proc = subprocess.Popen(command, cwd=ROOT, env=dict(env), stdout=log, stderr=log)
+            self.procs.append(proc)
         self.group = f"{prefix}worker"
         self.prefix = prefix
 

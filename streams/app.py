@@ -136,14 +136,32 @@ class RawKeyTable(faust.Table):  # type: ignore[type-arg]
     def _serializer_from_type(self, typ: Any) -> Any:
         return "raw" if typ is str else super()._serializer_from_type(typ)
 
+    def home_partition(self, key: str) -> int:
+        """The partition a key's changelog records go to (the producer's partitioner)."""
+        assert self.partitions, "the pipeline's tables are made with their partition count"
+        return key_partition(key, self.partitions)
+
+    def _new_store_by_url(self, url: Any) -> Any:
+        if str(url).startswith("rocksdb:"):
+            from streams.stores import KeyPartitionedRocksDB
+
+            return KeyPartitionedRocksDB(
+                url, self.app, self, table_name=self.name, key_type=self.key_type,
+                key_serializer=self.key_serializer, value_serializer=self.value_serializer,
+                value_type=self.value_type, loop=self.loop, options=self.options,
+            )  # fmt: skip
+        return super()._new_store_by_url(url)
+
 
 class DeviceChunkTable(RawKeyTable):
     """Pending-ping chunks (streams/pending.py): each on its device's partition, next to the
     device's index, so the worker owning the device's pings recovers its chunks."""
 
+    def home_partition(self, key: str) -> int:
+        return super().home_partition(device_of(key))
+
     def partition_for_key(self, key: Any) -> int | None:
-        assert self.partitions, "the pipeline's tables are made with their partition count"
-        return key_partition(device_of(key), self.partitions)
+        return self.home_partition(key)
 
 
 def key_partition(key: str, partitions: int) -> int:
