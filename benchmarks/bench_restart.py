@@ -23,10 +23,15 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench_worker import Watch, Worker, produce, progress  # also puts the project on sys.path
+from bench_worker import (
+    Watch,
+    Worker,
+    kafka,
+    produce,
+    progress,
+)  # also puts the project on sys.path
 
 from rules.events.payment import PaymentEvent, PaymentType
-from services import infra
 from services.kafka import TOPICS, WORKER_TOPICS, ensure_topics
 from services.simulator import mixed_stream
 
@@ -48,13 +53,8 @@ async def main() -> None:
     args = parser.parse_args()
 
     data = Path(tempfile.mkdtemp(prefix="bench-restart-"))
-    bootstrap = args.bootstrap
-    if not bootstrap:
-        port = infra.free_port()
-        infra.kafka_up(data, port, infra.free_port())
-        bootstrap = f"127.0.0.1:{port}"
     env = {"SKIPWATCH_WORKER__STORE": args.store}
-    try:
+    with kafka(args.bootstrap, data) as bootstrap:
         prefix = f"restart{uuid.uuid4().hex[:6]}."
         await ensure_topics(bootstrap, prefix, args.partitions, specs=TOPICS + WORKER_TOPICS)
         loans = list(mixed_stream(args.loans, 0, topic_prefix=prefix))
@@ -84,9 +84,6 @@ async def main() -> None:
                 restart_s = time.perf_counter() - started
             finally:
                 worker.stop()
-    finally:
-        if not args.bootstrap:
-            infra.kafka_down(data)
     print(f"loans                            {args.loans:,}  (store {args.store})")
     print(f"first start, loans taken in      {taken:.1f} s  (worker CPU {taken_cpu:.1f} s)")
     print("changelog records                " + ", ".join(

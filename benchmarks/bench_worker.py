@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -47,6 +49,20 @@ from services.simulator import mixed_stream  # noqa: E402
 
 INPUTS = ("loans", "gps.raw", "payments", "contacts")
 EVENTS = INPUTS[1:]
+
+
+@contextlib.contextmanager
+def kafka(bootstrap: str | None, data: Path) -> Iterator[str]:
+    """The broker given, or a fresh one of our own in `data`, stopped afterwards."""
+    if bootstrap:
+        yield bootstrap
+        return
+    port = infra.free_port()
+    infra.kafka_up(data, port, infra.free_port())
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        infra.kafka_down(data)
 
 
 def progress(message: str) -> None:
@@ -246,12 +262,7 @@ async def main() -> None:
     args = parser.parse_args()
 
     data = Path(tempfile.mkdtemp(prefix="bench-worker-"))
-    bootstrap = args.bootstrap
-    if not bootstrap:
-        port = infra.free_port()
-        infra.kafka_up(data, port, infra.free_port())
-        bootstrap = f"127.0.0.1:{port}"
-    try:
+    with kafka(args.bootstrap, data) as bootstrap:
         prefix = f"bench{uuid.uuid4().hex[:6]}."
         await ensure_topics(bootstrap, prefix, args.partitions, specs=TOPICS + WORKER_TOPICS)
         records = list(mixed_stream(args.loans, args.events, topic_prefix=prefix))
@@ -281,9 +292,6 @@ async def main() -> None:
             finally:
                 worker.stop()
             written = await watch.written(prefix)
-    finally:
-        if not args.bootstrap:
-            infra.kafka_down(data)
     print(f"records                         {total:,}  (topics {prefix}*)")
     print(f"bare aiokafka + orjson          {bare_json:,.0f} records/s")
     print(f"bare aiokafka + event models    {bare_model:,.0f} records/s")
