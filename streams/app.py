@@ -36,6 +36,7 @@ from typing import Any, NoReturn, cast
 import faust
 import orjson
 from aiokafka.partitioner import murmur2
+from faust.exceptions import NotReady
 from faust.transport.producer import ProducerBuffer
 from faust.types import TP, Message, TableT
 
@@ -702,11 +703,21 @@ def build_pipeline(
         now = datetime.fromtimestamp(now_s, UTC)
         metrics.deadline_sweeps.inc()
         async with state_lock:
-            await advance_due(owned, now_s, now)
+            try:
+                await advance_due(owned, now_s, now)
+            except NotReady:
+                if not app.should_stop:
+                    raise
+                # Faust stopped the producer under a sweep on SIGTERM (it logged a crash and the
+                # worker exited non-zero): nothing is lost, the next process rebuilds the
+                # deadlines from the changelog and advances these loans again.
+                log.info("deadline sweep cut short by shutdown")
         metrics.deadlines_pending.set(len(deadlines))
 
     async def advance_due(owned: set[int], now_s: float, now: datetime) -> None:
         for loan_id in deadlines.pop_due(owned, now_s):
+            if app.should_stop:
+                return
             if not loan_state.get(loan_id):
                 continue
             state, before = load_state(loan_id)
