@@ -1,7 +1,7 @@
 """Worker throughput against a bare aiokafka consumer, same broker, same records, same run.
 
     python benchmarks/bench_worker.py [--bootstrap HOST:PORT] [--loans 5000] [--events 200000]
-                                      [--cold] [--processes 1]
+                                      [--cold] [--processes 1] [--no-rules]
 
 A mixed stream from the simulator (≈90% pings, 5% payments, 5% contacts) to fresh topics:
   0. warm-up (the steady state: loans are on the books and their trackers bound before pings
@@ -16,6 +16,8 @@ their device is bound and wait in the pending-pings table (a first start on a ba
 Prints both and the ratio (DESIGN §9 target: worker ≥ 0.5 × bare consumer). --processes N runs
 N worker processes in the measured run (one consumer group, as on a machine with N cores): the
 ratio is then N processes against one bare consumer, and says so.
+--no-rules also runs the worker with an empty rule catalog over a copy of the stream on new
+topics: decoding, binding, re-keying, signals, state and changelog without any rule evaluated.
 Without --bootstrap it starts its own Kafka (deploy/kafka/kafka.sh) in a temp folder.
 """
 
@@ -245,6 +247,46 @@ class Worker:
                 proc.kill()
 
 
+async def staged(
+    bootstrap: str, watch: Watch, args: argparse.Namespace, data: Path, env: dict[str, str]
+) -> tuple[str, tuple[str, ...], int]:
+    """Fresh topics holding the stream, the loans already taken unless --cold: (prefix, the
+    topics to measure, their record count)."""
+    prefix = f"bench{uuid.uuid4().hex[:6]}."
+    await ensure_topics(bootstrap, prefix, args.partitions, specs=TOPICS + WORKER_TOPICS)
+    records = list(mixed_stream(args.loans, args.events, topic_prefix=prefix))
+    loans = [r for r in records if r[0] == prefix + "loans"]
+    events = [r for r in records if r[0] != prefix + "loans"]
+    if not args.cold:
+        progress(f"warm-up: the worker takes {len(loans):,} loans and binds their devices")
+        await produce(bootstrap, loans)
+        worker = Worker(bootstrap, prefix, args.partitions, data, extra_env=env)
+        try:
+            await worker.drain(watch, ("loans", "device-bindings"))
+        finally:
+            worker.stop()
+    progress(f"producing {len(events):,} events to {prefix}*")
+    await produce(bootstrap, events if not args.cold else loans + events)
+    return prefix, INPUTS if args.cold else EVENTS, len(events) + (len(loans) if args.cold else 0)
+
+
+async def measure(
+    bootstrap: str,
+    watch: Watch,
+    args: argparse.Namespace,
+    data: Path,
+    staging: tuple[str, tuple[str, ...], int],
+    env: dict[str, str],
+) -> tuple[float, float]:
+    """Worker records/s and CPU seconds over staged topics."""
+    prefix, measured, _ = staging
+    worker = Worker(bootstrap, prefix, args.partitions, data, args.processes, extra_env=env)
+    try:
+        return await worker.drain(watch, measured)
+    finally:
+        worker.stop()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bootstrap")
@@ -259,39 +301,34 @@ async def main() -> None:
         "--processes", type=int, default=1,
         help="worker processes in the measured run (one group; the ratio is for one process)",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-rules", action="store_true",
+        help="also measure the worker with an empty rule catalog on a copy of the stream "
+        "(what the pipeline costs without evaluating rules)",
+    )  # fmt: skip
     args = parser.parse_args()
 
     data = Path(tempfile.mkdtemp(prefix="bench-worker-"))
+    no_rules_env = {"SKIPWATCH_WORKER__RULES_DIR": str(data / "no-rules")}
+    (data / "no-rules").mkdir()
+    (data / "no-rules" / "none.yaml").write_text("rules: []\n")
     with kafka(args.bootstrap, data) as bootstrap:
-        prefix = f"bench{uuid.uuid4().hex[:6]}."
-        await ensure_topics(bootstrap, prefix, args.partitions, specs=TOPICS + WORKER_TOPICS)
-        records = list(mixed_stream(args.loans, args.events, topic_prefix=prefix))
-        loans = [r for r in records if r[0] == prefix + "loans"]
-        events = [r for r in records if r[0] != prefix + "loans"]
-        measured = INPUTS if args.cold else EVENTS
         async with Watch(bootstrap) as watch:
-            if not args.cold:
-                progress(f"warm-up: the worker takes {len(loans):,} loans and binds their devices")
-                await produce(bootstrap, loans)
-                worker = Worker(bootstrap, prefix, args.partitions, data)
-                try:
-                    await worker.drain(watch, ("loans", "device-bindings"))
-                finally:
-                    worker.stop()
-            progress(f"producing {len(events):,} events to {prefix}*")
-            await produce(bootstrap, events if not args.cold else loans + events)
-            total = len(events) + (len(loans) if args.cold else 0)
+            staging = await staged(bootstrap, watch, args, data, {})
+            prefix, measured, total = staging
             progress("bare consumer, orjson decode")
             bare_json = await bare_consumer(bootstrap, prefix, measured, total, validate=False)
             progress("bare consumer, pydantic event models")
             bare_model = await bare_consumer(bootstrap, prefix, measured, total, validate=True)
             progress(f"skipwatch worker ({args.processes} process(es))")
-            worker = Worker(bootstrap, prefix, args.partitions, data, args.processes)
-            try:
-                rate, cpu = await worker.drain(watch, measured)
-            finally:
-                worker.stop()
+            rate, cpu = await measure(bootstrap, watch, args, data, staging, {})
             written = await watch.written(prefix)
+            if args.no_rules:
+                progress("the same stream on new topics, worker with an empty rule catalog")
+                no_rules_staging = await staged(bootstrap, watch, args, data, no_rules_env)
+                no_rules_rate, no_rules_cpu = await measure(
+                    bootstrap, watch, args, data, no_rules_staging, no_rules_env
+                )
     print(f"records                         {total:,}  (topics {prefix}*)")
     print(f"bare aiokafka + orjson          {bare_json:,.0f} records/s")
     print(f"bare aiokafka + event models    {bare_model:,.0f} records/s")
@@ -305,6 +342,12 @@ async def main() -> None:
     print(f"ratio worker / bare (models)    {rate / bare_model:.2f}   (DESIGN target ≥ 0.5)")
     if args.processes > 1:
         print(f"  ({args.processes} worker processes against one bare consumer process)")
+    if args.no_rules:
+        print(
+            f"skipwatch worker, no rules      {no_rules_rate:,.0f} records/s  ({no_rules_cpu:.1f} CPU-s: "
+            f"{total / no_rules_cpu:,.0f} records per worker CPU-second); "
+            f"ratio (models) {no_rules_rate / bare_model:.2f}"
+        )
 
 
 if __name__ == "__main__":
