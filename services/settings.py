@@ -89,8 +89,11 @@ EXIT_RESTART = 75
 class WorkerSettings(BaseModel):
     store: Annotated[str, Field(pattern=r"^(memory|rocksdb)://.*$")] = "memory://"
     data_dir: Path = PROJECT_ROOT / ".skipwatch" / "worker"
-    # Prometheus metrics of the worker on this port (0: none).
+    # The worker's operations port (0: none): /metrics, /healthz (liveness), /readyz.
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9101
+    metrics_host: str = "127.0.0.1"  # containers: 0.0.0.0 (deploy/Dockerfile)
+    # /healthz fails when the event loop has not run the heartbeat timer for this long.
+    loop_stall_s: Annotated[float, Field(ge=5)] = 60.0
     # "wall": `now` is the wall clock (live). "event": `now` is the event-time watermark, for
     # replaying recordings and for tests; absence deadlines then fire as event time passes them.
     clock: Literal["wall", "event"] = "wall"

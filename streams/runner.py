@@ -1,29 +1,36 @@
-"""`skipwatch worker`: create the topics, build the pipeline, serve metrics, run Faust."""
+"""`skipwatch worker`: create the topics, build the pipeline, serve the operations port (metrics,
+liveness, readiness), run Faust."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 
 import faust
-from prometheus_client import start_http_server
 
 from services.kafka import ensure_topics_for, wait_for_broker
 from services.logs import configure_logging
+from services.ops import ops_app, serve_ops
 from services.settings import Settings
 from streams.app import build_pipeline
+from streams.health import WorkerHealth
 from streams.intake import LaneConsumer
 
 log = logging.getLogger(__name__)
+HEARTBEAT_S = 0.5  # under 1 s: mode logs every late wake-up of a timer of 1 s or more
 
 
 def run_worker(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.log_format)
     asyncio.run(_prepare(settings))
     pipeline = build_pipeline(settings)
+    health = WorkerHealth(pipeline.app, settings.worker.loop_stall_s)
+    pipeline.app.timer(HEARTBEAT_S)(_heartbeat(health))
     if settings.worker.metrics_port:
-        start_http_server(settings.worker.metrics_port, addr="0.0.0.0")
+        app = ops_app(live=health.live, ready=health.ready)
+        serve_ops(settings.worker.metrics_host, settings.worker.metrics_port, app)
     log.info(
         "worker starting",
         extra={
@@ -31,7 +38,7 @@ def run_worker(settings: Settings) -> None:
             "prefix": settings.kafka.topic_prefix,
             "store": settings.worker.store,
             "clock": settings.worker.clock,
-            "metrics_port": settings.worker.metrics_port,
+            "metrics": f"{settings.worker.metrics_host}:{settings.worker.metrics_port}",
         },
     )
     worker = Worker(
@@ -49,6 +56,13 @@ class Worker(faust.Worker):
         if isinstance(consumer, LaneConsumer):
             print(f"consumer: {consumer.describe()}", file=sys.stderr, flush=True)
         super()._on_sigusr1()
+
+
+def _heartbeat(health: WorkerHealth) -> Callable[[], Awaitable[None]]:
+    async def heartbeat() -> None:  # a Faust timer: it runs only while the event loop does
+        health.beat()
+
+    return heartbeat
 
 
 async def _prepare(settings: Settings) -> None:

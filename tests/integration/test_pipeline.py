@@ -8,6 +8,7 @@ import signal
 from collections import Counter, defaultdict
 from typing import Any
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -15,6 +16,7 @@ from aiokafka.errors import GroupCoordinatorNotAvailableError
 from rocksdict import AccessType, Rdict
 
 from rules.events import AlertEvent, AlertStatus, InputEvent
+from services.infra import free_port
 from streams.app import key_partition
 from tests.integration.conftest import Stack
 from tests.scenarios import at, cure, loan, ping, seed_case
@@ -410,3 +412,33 @@ async def test_three_financed_cars_at_one_lot_fire_the_cluster_rule(stack: Stack
         0
     ].log_tail()
     assert all(a.status == AlertStatus.FIRING for a in cluster)
+
+
+async def test_operations_port_reports_starting_then_ready_and_serves_metrics(
+    stack: Stack,
+) -> None:
+    port = free_port()
+    worker = stack.start_worker(SKIPWATCH_WORKER__METRICS_PORT=str(port))
+    answers: list[tuple[int, dict[str, Any]]] = []
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+        async with asyncio.timeout(120):
+            while not answers or answers[-1][0] != 200:
+                stack.check_workers()
+                try:
+                    response = await client.get("/readyz")
+                except httpx.TransportError:  # not listening yet
+                    await asyncio.sleep(0.2)
+                    continue
+                answers.append((response.status_code, response.json()))
+                await asyncio.sleep(0.2)
+        starting = {"status": "unavailable", "detail": "starting: recovering table state"}
+        assert answers[0] == (503, starting)
+        assert answers[-1] == (200, {"status": "ok", "detail": "processing"}), worker.log_tail()
+        live = await client.get("/healthz")
+        assert live.status_code == 200
+        assert live.json()["detail"].startswith("event loop heartbeat")
+
+        await stack.produce([loan("L-ops", due="2026-03-01")])
+        await wait_committed(stack, "loans", 1)
+        metrics = (await client.get("/metrics")).text
+    assert 'skipwatch_worker_events_total{outcome="applied",topic="loans"} 1.0' in metrics

@@ -185,6 +185,8 @@ def test_compose_ports_match_settings_defaults(services: dict[str, dict[str, Any
     assert ApiSettings().port in _container_ports(services["api"])
     assert GatewaySettings().port in _container_ports(services["gateway"])
     assert WorkerSettings().metrics_port in _container_ports(services["worker"])
+    worker_check = services["worker"]["environment"]["HEALTHCHECK_URL"]
+    assert worker_check == f"http://127.0.0.1:{WorkerSettings().metrics_port}/healthz"
     assert GATEWAY_METRICS_PORT in _container_ports(services["gateway"])
     env = services["api"]["environment"]
     assert int(env["SKIPWATCH_API__PORT"]) == ApiSettings().port
@@ -486,6 +488,9 @@ def test_k8s_workloads(k8s: list[tuple[Path, dict[str, Any]]]) -> None:
     assert GatewaySettings().port in {p["containerPort"] for p in gateway["ports"]}
     worker = _pod_spec(workloads["skipwatch-worker"])["containers"][0]
     assert {p["containerPort"] for p in worker["ports"]} == {WorkerSettings().metrics_port}
+    assert worker["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert worker["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert worker["startupProbe"]["httpGet"]["path"] == "/healthz"
     assert workloads["skipwatch-worker"]["spec"]["volumeClaimTemplates"]
     assert workloads["skipwatch-topics"]["spec"]["template"]["spec"]["containers"][0]["args"] == [
         "topics",
