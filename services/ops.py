@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,29 @@ from prometheus_client.exposition import ThreadingWSGIServer
 class Check:
     ok: bool
     detail: str
+
+
+class Heartbeat:
+    """Liveness from an event loop's heartbeat: a task of the loop calls `beat` every fraction
+    of a second; no beat for `stall_s` means the loop is stuck (a callback that never returns,
+    a blocking call) and the process should be restarted. Before the first beat the process is
+    starting and counts as live."""
+
+    def __init__(self, stall_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stall_s = stall_s
+        self.clock = clock
+        self.last_beat: float | None = None
+
+    def beat(self) -> None:
+        self.last_beat = self.clock()
+
+    def check(self) -> Check:
+        if self.last_beat is None:
+            return Check(True, "starting")
+        age = self.clock() - self.last_beat
+        if age > self.stall_s:
+            return Check(False, f"event loop stalled: no heartbeat for {age:.0f} s")
+        return Check(True, f"event loop heartbeat {age:.1f} s ago")
 
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]

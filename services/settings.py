@@ -125,7 +125,11 @@ class GatewaySettings(BaseModel):
     require_auth: bool = True
     # HMAC key for the auth codes handed out at registration; without it any code is accepted.
     auth_secret: SecretStr | None = None
+    # The gateway's operations port (0: none): /metrics, /healthz (liveness), /readyz.
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9808
+    metrics_host: str = "127.0.0.1"  # containers: 0.0.0.0 (deploy/Dockerfile)
+    # /healthz fails when the gateway's event loop has not run for this long.
+    loop_stall_s: Annotated[float, Field(ge=5)] = 60.0
 
 
 class Settings(BaseSettings):

@@ -12,7 +12,7 @@ import faust
 
 from services.kafka import ensure_topics_for, wait_for_broker
 from services.logs import configure_logging
-from services.ops import ops_app, serve_ops
+from services.ops import Heartbeat, ops_app, serve_ops
 from services.settings import Settings
 from streams.app import build_pipeline
 from streams.health import WorkerHealth
@@ -26,8 +26,9 @@ def run_worker(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.log_format)
     asyncio.run(_prepare(settings))
     pipeline = build_pipeline(settings)
-    health = WorkerHealth(pipeline.app, settings.worker.loop_stall_s)
-    pipeline.app.timer(HEARTBEAT_S)(_heartbeat(health))
+    heartbeat = Heartbeat(settings.worker.loop_stall_s)
+    health = WorkerHealth(pipeline.app, heartbeat)
+    pipeline.app.timer(HEARTBEAT_S)(_beating(heartbeat))
     if settings.worker.metrics_port:
         app = ops_app(live=health.live, ready=health.ready)
         serve_ops(settings.worker.metrics_host, settings.worker.metrics_port, app)
@@ -58,11 +59,11 @@ class Worker(faust.Worker):
         super()._on_sigusr1()
 
 
-def _heartbeat(health: WorkerHealth) -> Callable[[], Awaitable[None]]:
-    async def heartbeat() -> None:  # a Faust timer: it runs only while the event loop does
-        health.beat()
+def _beating(heartbeat: Heartbeat) -> Callable[[], Awaitable[None]]:
+    async def heartbeat_timer() -> None:  # a Faust timer: it runs only while the event loop does
+        heartbeat.beat()
 
-    return heartbeat
+    return heartbeat_timer
 
 
 async def _prepare(settings: Settings) -> None:

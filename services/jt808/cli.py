@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import orjson
 import typer
-from prometheus_client import REGISTRY, start_http_server
+from prometheus_client import REGISTRY
 
 from services.jt808.codec import FrameError, FrameSplitter, SplitAssembler, decode_frame, parse_body
 from services.jt808.gateway import GatewayMetrics, GatewayOptions, Jt808Gateway
@@ -27,6 +27,7 @@ from services.jt808.mapping import (
     describe_message,
     load_vendor_config,
 )
+from services.ops import Check, Heartbeat, ops_app, serve_ops
 from services.runtime import tune_gc
 
 app = typer.Typer(help="JT/T 808 tools.", no_args_is_help=True)
@@ -119,6 +120,29 @@ def decode(
         raise typer.Exit(1)
 
 
+HEARTBEAT_S = 0.5
+
+
+class GatewayHealth:
+    """Live: the event loop runs (`Heartbeat`). Ready: the Kafka producer is connected and the
+    JT/T 808 port accepts trackers."""
+
+    def __init__(self, heartbeat: Heartbeat) -> None:
+        self.heartbeat = heartbeat
+        self.accepting = False
+
+    def live(self) -> Check:
+        return self.heartbeat.check()
+
+    def ready(self) -> Check:
+        live = self.heartbeat.check()
+        if not live.ok:
+            return live
+        if not self.accepting:
+            return Check(False, "starting: connecting to Kafka")
+        return Check(True, "accepting trackers")
+
+
 async def run_gateway(
     *,
     host: str,
@@ -128,10 +152,17 @@ async def run_gateway(
     bootstrap_servers: str,
     topic_prefix: str,
     metrics: GatewayMetrics,
+    health: GatewayHealth,
 ) -> None:
     """Run until SIGINT/SIGTERM, producing to `<topic_prefix>gps.raw`."""
     from services.jt808.sink import KafkaPingSink
 
+    async def beat() -> None:
+        while True:
+            health.heartbeat.beat()
+            await asyncio.sleep(HEARTBEAT_S)
+
+    beating = asyncio.create_task(beat())
     sink = KafkaPingSink(bootstrap_servers=bootstrap_servers, topic_prefix=topic_prefix)
     await sink.start()
     gateway = Jt808Gateway(sink=sink, config=config, options=options, metrics=metrics)
@@ -142,8 +173,11 @@ async def run_gateway(
             loop.add_signal_handler(sig, stop.set)
     try:
         await gateway.start(host, port)
+        health.accepting = True
         await stop.wait()
     finally:
+        health.accepting = False
+        beating.cancel()
         await gateway.close()
         await sink.stop()
 
@@ -171,7 +205,8 @@ def serve(
         typer.Option(help="Accept data only after 0x0102 (default: gateway.require_auth)."),
     ] = None,
     metrics_port: Annotated[
-        int | None, typer.Option(help="Prometheus /metrics port; 0 = off (default: settings).")
+        int | None,
+        typer.Option(help="/metrics, /healthz, /readyz port; 0 = off (default: settings)."),
     ] = None,
 ) -> None:
     """Run the JT/T 808 TCP gateway, producing GpsPing to <prefix>gps.raw."""
@@ -193,8 +228,10 @@ def serve(
     )
     _raise_fd_limit(options.max_connections + 256)
     metrics_port = gateway_settings.metrics_port if metrics_port is None else metrics_port
+    health = GatewayHealth(Heartbeat(gateway_settings.loop_stall_s))
     if metrics_port:
-        start_http_server(metrics_port)
+        ops = ops_app(live=health.live, ready=health.ready)
+        serve_ops(gateway_settings.metrics_host, metrics_port, ops)
     main = run_gateway(
         host=host or gateway_settings.host,
         port=port or gateway_settings.port,
@@ -203,6 +240,7 @@ def serve(
         bootstrap_servers=settings.kafka.bootstrap_servers,
         topic_prefix=settings.kafka.topic_prefix,
         metrics=GatewayMetrics(REGISTRY),
+        health=health,
     )
     tune_gc()
     try:

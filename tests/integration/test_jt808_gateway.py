@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import struct
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -19,6 +25,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from prometheus_client import CollectorRegistry
 
 from rules.events import Alarm, GpsPing
+from services.infra import free_port
 from services.jt808 import codec
 from services.jt808.gateway import GatewayMetrics, GatewayOptions, Jt808Gateway
 from services.jt808.mapping import VendorConfig
@@ -206,3 +213,43 @@ async def test_tracker_session_lands_in_kafka(
         "skipwatch_jt808_pings_total", {"outcome": "produced"}
     )
     assert produced == 5
+
+
+async def test_gateway_command_serves_readiness_liveness_and_metrics(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """`skipwatch gateway jt808` as operators run it: ready once it accepts trackers."""
+    port, ops_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SKIPWATCH_")}
+    env.update(
+        SKIPWATCH_KAFKA__BOOTSTRAP_SERVERS=kafka_bootstrap,
+        SKIPWATCH_KAFKA__TOPIC_PREFIX=topic_prefix,
+        SKIPWATCH_GATEWAY__PORT=str(port),
+        SKIPWATCH_GATEWAY__METRICS_PORT=str(ops_port),
+    )
+    log = (tmp_path / "gateway.log").open("wb")
+    command = [sys.executable, "-m", "services.cli", "gateway", "jt808"]
+    proc = await asyncio.create_subprocess_exec(
+        *command, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops_port}", timeout=5) as client:
+            ready = None
+            async with asyncio.timeout(60):
+                while ready is None or ready.status_code != 200:
+                    assert proc.returncode is None, (tmp_path / "gateway.log").read_text()
+                    with contextlib.suppress(httpx.TransportError):  # not listening yet
+                        ready = await client.get("/readyz")
+                    await asyncio.sleep(0.2)
+            assert ready.json() == {"status": "ok", "detail": "accepting trackers"}
+            _, writer = await asyncio.open_connection("127.0.0.1", port)  # trackers get in
+            writer.close()
+            live = await client.get("/healthz")
+            assert live.status_code == 200
+            assert live.json()["detail"].startswith("event loop heartbeat")
+            metrics = (await client.get("/metrics")).text
+        assert "skipwatch_jt808_" in metrics
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            assert await proc.wait() == 0, (tmp_path / "gateway.log").read_text()

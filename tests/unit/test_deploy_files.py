@@ -186,7 +186,9 @@ def test_compose_ports_match_settings_defaults(services: dict[str, dict[str, Any
     assert GatewaySettings().port in _container_ports(services["gateway"])
     assert WorkerSettings().metrics_port in _container_ports(services["worker"])
     worker_check = services["worker"]["environment"]["HEALTHCHECK_URL"]
-    assert worker_check == f"http://127.0.0.1:{WorkerSettings().metrics_port}/healthz"
+    assert worker_check == f"http://127.0.0.1:{WorkerSettings().metrics_port}/readyz"
+    gateway_check = services["gateway"]["environment"]["HEALTHCHECK_URL"]
+    assert gateway_check == f"http://127.0.0.1:{GATEWAY_METRICS_PORT}/readyz"
     assert GATEWAY_METRICS_PORT in _container_ports(services["gateway"])
     env = services["api"]["environment"]
     assert int(env["SKIPWATCH_API__PORT"]) == ApiSettings().port
@@ -486,6 +488,8 @@ def test_k8s_workloads(k8s: list[tuple[Path, dict[str, Any]]]) -> None:
     assert {p["containerPort"] for p in api["ports"]} == {ApiSettings().port}
     gateway = _pod_spec(workloads["skipwatch-gateway"])["containers"][0]
     assert GatewaySettings().port in {p["containerPort"] for p in gateway["ports"]}
+    assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert gateway["livenessProbe"]["httpGet"]["path"] == "/healthz"
     worker = _pod_spec(workloads["skipwatch-worker"])["containers"][0]
     assert {p["containerPort"] for p in worker["ports"]} == {WorkerSettings().metrics_port}
     assert worker["readinessProbe"]["httpGet"]["path"] == "/readyz"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from services.ops import Check
+from services.ops import Check, Heartbeat
 from streams.health import WorkerHealth
 
 
@@ -23,7 +23,7 @@ def faust_app(rebalancing: bool = False, in_recovery: bool = False, recovered: b
 
 
 def test_starting_is_live_but_not_ready() -> None:
-    health = WorkerHealth(faust_app(recovered=False), stall_s=60, clock=FakeClock())
+    health = WorkerHealth(faust_app(recovered=False), Heartbeat(60, FakeClock()))
     assert health.live() == Check(True, "starting")
     assert health.ready() == Check(False, "starting: recovering table state")
 
@@ -31,8 +31,8 @@ def test_starting_is_live_but_not_ready() -> None:
 def test_ready_once_beating_recovered_and_not_rebalancing() -> None:
     clock = FakeClock()
     app = faust_app()
-    health = WorkerHealth(app, stall_s=60, clock=clock)
-    health.beat()
+    health = WorkerHealth(app, Heartbeat(60, clock))
+    health.heartbeat.beat()
     clock.now += 0.4
     assert health.live() == Check(True, "event loop heartbeat 0.4 s ago")
     assert health.ready() == Check(True, "processing")
@@ -47,13 +47,13 @@ def test_ready_once_beating_recovered_and_not_rebalancing() -> None:
 
 def test_a_stalled_event_loop_is_neither_live_nor_ready() -> None:
     clock = FakeClock()
-    health = WorkerHealth(faust_app(), stall_s=60, clock=clock)
-    health.beat()
+    health = WorkerHealth(faust_app(), Heartbeat(60, clock))
+    health.heartbeat.beat()
     clock.now += 60
     assert health.live().ok
     clock.now += 15
     stalled = Check(False, "event loop stalled: no heartbeat for 75 s")
     assert health.live() == stalled
     assert health.ready() == stalled
-    health.beat()
+    health.heartbeat.beat()
     assert health.live().ok
