@@ -56,12 +56,19 @@ WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 def ops_app(
-    live: Callable[[], Check],
+    heartbeat: Heartbeat,
     ready: Callable[[], Check],
     registry: CollectorRegistry = REGISTRY,
 ) -> WsgiApp:
+    """`/healthz` is the heartbeat's check; `/readyz` is that too when it fails (a stuck process
+    is not ready either), else `ready()`."""
     metrics = make_wsgi_app(registry)
-    probes = {"/healthz": live, "/readyz": ready}
+
+    def readiness() -> Check:
+        live = heartbeat.check()
+        return ready() if live.ok else live
+
+    probes = {"/healthz": heartbeat.check, "/readyz": readiness}
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")

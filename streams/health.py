@@ -15,23 +15,12 @@ from typing import Any
 from services.ops import Check, Heartbeat
 
 
-class WorkerHealth:
-    def __init__(self, app: Any, heartbeat: Heartbeat) -> None:
-        self.app = app
-        self.heartbeat = heartbeat
-
-    def live(self) -> Check:
-        return self.heartbeat.check()
-
-    def ready(self) -> Check:
-        live = self.heartbeat.check()
-        if not live.ok:
-            return live
-        app = self.app
-        if self.heartbeat.last_beat is None:
-            return Check(False, "starting: recovering table state")
-        if app.rebalancing:
-            return Check(False, "rebalancing")
-        if app.in_recovery or not app.tables.recovery.completed.is_set():
-            return Check(False, "recovering table state")
-        return Check(True, "processing")
+def worker_ready(app: Any, heartbeat: Heartbeat) -> Check:
+    """Readiness of a live worker (`ops_app` checks the heartbeat first)."""
+    if heartbeat.last_beat is None:
+        return Check(False, "starting: recovering table state")
+    if app.rebalancing:
+        return Check(False, "rebalancing")
+    if app.in_recovery or not app.tables.recovery.completed.is_set():
+        return Check(False, "recovering table state")
+    return Check(True, "processing")

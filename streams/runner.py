@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import faust
 
@@ -15,7 +16,7 @@ from services.logs import configure_logging
 from services.ops import Heartbeat, ops_app, serve_ops
 from services.settings import Settings
 from streams.app import build_pipeline
-from streams.health import WorkerHealth
+from streams.health import worker_ready
 from streams.intake import LaneConsumer
 
 log = logging.getLogger(__name__)
@@ -27,10 +28,9 @@ def run_worker(settings: Settings) -> None:
     asyncio.run(_prepare(settings))
     pipeline = build_pipeline(settings)
     heartbeat = Heartbeat(settings.worker.loop_stall_s)
-    health = WorkerHealth(pipeline.app, heartbeat)
     pipeline.app.timer(HEARTBEAT_S)(_beating(heartbeat))
     if settings.worker.metrics_port:
-        app = ops_app(live=health.live, ready=health.ready)
+        app = ops_app(heartbeat, partial(worker_ready, pipeline.app, heartbeat))
         serve_ops(settings.worker.metrics_host, settings.worker.metrics_port, app)
     log.info(
         "worker starting",

@@ -124,20 +124,14 @@ HEARTBEAT_S = 0.5
 
 
 class GatewayHealth:
-    """Live: the event loop runs (`Heartbeat`). Ready: the Kafka producer is connected and the
+    """Live: the event loop runs (`heartbeat`). Ready: the Kafka producer is connected and the
     JT/T 808 port accepts trackers."""
 
     def __init__(self, heartbeat: Heartbeat) -> None:
         self.heartbeat = heartbeat
         self.accepting = False
 
-    def live(self) -> Check:
-        return self.heartbeat.check()
-
     def ready(self) -> Check:
-        live = self.heartbeat.check()
-        if not live.ok:
-            return live
         if not self.accepting:
             return Check(False, "starting: connecting to Kafka")
         return Check(True, "accepting trackers")
@@ -230,7 +224,7 @@ def serve(
     metrics_port = gateway_settings.metrics_port if metrics_port is None else metrics_port
     health = GatewayHealth(Heartbeat(gateway_settings.loop_stall_s))
     if metrics_port:
-        ops = ops_app(live=health.live, ready=health.ready)
+        ops = ops_app(health.heartbeat, health.ready)
         serve_ops(gateway_settings.metrics_host, metrics_port, ops)
     main = run_gateway(
         host=host or gateway_settings.host,

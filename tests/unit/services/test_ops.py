@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from services.ops import Check, ops_app, serve_ops
+from services.ops import Check, Heartbeat, ops_app, serve_ops
 
 
 def get(port: int, path: str, method: str = "GET") -> tuple[int, str, bytes]:
@@ -24,8 +24,11 @@ def get(port: int, path: str, method: str = "GET") -> tuple[int, str, bytes]:
 
 
 class Probes:
+    """A heartbeat on a hand-moved clock, and a readiness answer set by the test."""
+
     def __init__(self) -> None:
-        self.live = Check(True, "event loop heartbeat 0.2 s ago")
+        self.now = 1000.0
+        self.heartbeat = Heartbeat(60, lambda: self.now)
         self.ready = Check(False, "recovering table state")
 
 
@@ -33,7 +36,7 @@ class Probes:
 def served() -> Iterator[tuple[int, Probes, CollectorRegistry]]:
     probes = Probes()
     registry = CollectorRegistry()
-    app = ops_app(live=lambda: probes.live, ready=lambda: probes.ready, registry=registry)
+    app = ops_app(probes.heartbeat, lambda: probes.ready, registry=registry)
     server = serve_ops("127.0.0.1", 0, app)
     try:
         yield server.server_port, probes, registry
@@ -55,18 +58,23 @@ def test_probes_answer_200_or_503_with_the_reason(served: Any) -> None:
     port, probes, _ = served
     status, content_type, body = get(port, "/healthz")
     assert (status, content_type) == (200, "application/json")
-    assert json.loads(body) == {"status": "ok", "detail": "event loop heartbeat 0.2 s ago"}
+    assert json.loads(body) == {"status": "ok", "detail": "starting"}
 
+    probes.heartbeat.beat()
+    probes.now += 0.2
+    assert json.loads(get(port, "/healthz")[2])["detail"] == "event loop heartbeat 0.2 s ago"
     status, _, body = get(port, "/readyz")
     assert status == 503
     assert json.loads(body) == {"status": "unavailable", "detail": "recovering table state"}
 
     probes.ready = Check(True, "processing")
     assert get(port, "/readyz")[0] == 200
-    probes.live = Check(False, "event loop stalled: no heartbeat for 75 s")
-    status, _, body = get(port, "/healthz")
-    assert status == 503
-    assert json.loads(body)["detail"] == "event loop stalled: no heartbeat for 75 s"
+    # a stuck event loop is neither live nor ready, whatever the readiness check would say
+    probes.now += 75
+    stalled = {"status": "unavailable", "detail": "event loop stalled: no heartbeat for 75 s"}
+    for path in ("/healthz", "/readyz"):
+        status, _, body = get(port, path)
+        assert (status, json.loads(body)) == (503, stalled)
 
 
 def test_a_probe_that_raises_reports_unavailable_with_the_error(served: Any) -> None:
@@ -75,9 +83,10 @@ def test_a_probe_that_raises_reports_unavailable_with_the_error(served: Any) -> 
     def broken() -> Check:
         raise RuntimeError("no consumer yet")
 
-    server = serve_ops("127.0.0.1", 0, ops_app(live=broken, ready=broken, registry=registry))
+    app = ops_app(Heartbeat(60), ready=broken, registry=registry)
+    server = serve_ops("127.0.0.1", 0, app)
     try:
-        status, _, body = get(server.server_port, "/healthz")
+        status, _, body = get(server.server_port, "/readyz")
     finally:
         server.shutdown()
         server.server_close()
