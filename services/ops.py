@@ -1,5 +1,5 @@
-"""The operations port of a process without an HTTP API of its own (the worker): Prometheus
-metrics at `/metrics`, liveness at `/healthz`, readiness at `/readyz`.
+"""The operations port of a process without an HTTP API of its own (the worker, the JT/T 808
+gateway): Prometheus metrics at `/metrics`, liveness at `/healthz`, readiness at `/readyz`.
 
 It runs in a thread of its own (prometheus-client's threaded WSGI server), so metrics can still
 be scraped while the process's event loop is stuck; liveness is therefore judged by the
