@@ -62,9 +62,8 @@ class Probes:
             self.used.add(device)
             number = device.decode().split("-")[1]  # dev-<n>-w belongs to loan-<n, 6 digits>
             loan_id = f"loan-{int(number):06d}"
-            # A second after the stream's event time: an older ping is a late one (its decision
-            # waits for the backfill to settle), and one in the same second as the tracker's
-            # last report counts as a copy of it, whose alarms the engine ignores.
+            # A second after the stream's event time: an older ping is a late one, whose
+            # decision waits for the backfill to settle.
             now = datetime.fromisoformat(str(self.now or ping["ts"])) + timedelta(seconds=1)
             alarm = dict(
                 ping,

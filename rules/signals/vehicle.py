@@ -102,6 +102,11 @@ class Tracking:
         quality = FIX_GPS if fix is _GPS else FIX_QUALITY[fix]
         last_seen = device.last_seen
         if last_seen is not None and ts <= last_seen:
+            # Another report of the same second (an alarm report beside a periodic one): its
+            # alarms happened, whichever of the two came first.
+            same_second = ts == last_seen and ping.alarms and not ping.backfill
+            if same_second and self._raise_alarms(device, ping, ts):
+                return True, True
             self.stats["late_pings"] += 1
             # Only buffered data feeds history this late. A live ping this old is a redelivery
             # (or a reordered copy) of one the live path already judged: had it been a drift fix,
@@ -153,6 +158,21 @@ class Tracking:
         if reported - active_before:
             device.alarm_event = ping.event_id
         return active_before != set(device.alarms)
+
+    def _raise_alarms(self, device: DeviceState, ping: GpsPing, ts: float) -> bool:
+        """The ping's alarms that are not active, raised at `ts`; nothing is cleared (which of
+        two reports of one second is the newer is unknown). Applying it again changes nothing."""
+        hold = self.config.alarm_hold_s
+        raised_any = False
+        for alarm in ping.alarms:
+            name = alarm.value
+            raised = device.alarms.get(name)
+            if raised is None or (name not in LEVEL_ALARMS and ts - raised > hold):
+                device.alarms[name] = ts
+                raised_any = True
+        if raised_any:
+            device.alarm_event = ping.event_id
+        return raised_any
 
     def _plausible(self, device: DeviceState, ping: GpsPing, ts: float, quality: int) -> bool:
         """Reject a fix that implies an impossible speed since the last one (GPS drift, a cell

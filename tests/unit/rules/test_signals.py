@@ -17,6 +17,7 @@ from tests.unit.rules.rules_factories import (
     USED_CAR_MARKET,
     at,
     contact,
+    firing,
     hourly_pings,
     payment,
     ping,
@@ -399,6 +400,35 @@ def test_alarms(
 ) -> None:
     events = [ping(at(h), alarms=alarms) for h, alarms in alarm_pings]
     assert signals_after(events, at(hours))["device.alarms"] == active
+
+
+@pytest.mark.parametrize("alarm_first", [True, False], ids=["alarm-first", "periodic-first"])
+def test_an_alarm_report_in_the_same_second_as_a_periodic_report_counts(alarm_first: bool) -> None:
+    """Trackers send an alarm report at once, which may fall in the second of a periodic one;
+    either may arrive first. (A later or same-second report without the alarm is otherwise
+    taken for a copy of the first, and its alarms were dropped.)"""
+    alarm, periodic = ping(at(1), alarms=("removal",)), ping(at(1))
+    same_second = [alarm, periodic] if alarm_first else [periodic, alarm]
+    engine, state = start()
+    alerts = run(engine, state, [ping(at(0)), *same_second])
+    assert engine.signals(state, at(1))["device.alarms"] == ["removal"]
+    assert "tracker-removed" in firing(alerts)
+
+
+def test_a_same_second_report_raises_an_alarm_once_and_clears_none() -> None:
+    engine, state = start()
+    run(engine, state, [ping(at(0)), ping(at(1), alarms=("power_cut",))])
+    before = state.to_bytes()
+    # resent under a new id, and a report of the same second without the alarm: no change
+    run(engine, state, [ping(at(1), alarms=("power_cut",)), ping(at(1))])
+    assert state.to_bytes() == before
+    assert engine.signals(state, at(1))["device.alarms"] == ["power_cut"]
+
+
+def test_a_late_backfill_alarm_is_still_not_raised() -> None:
+    engine, state = start()
+    run(engine, state, [ping(at(0)), ping(at(2)), ping(at(1), alarms=("removal",), backfill=True)])
+    assert engine.signals(state, at(2))["device.alarms"] == []
 
 
 NEAR = (HOME[0] + 0.001, HOME[1])
