@@ -2,15 +2,15 @@
 5,000 events/s sustained; this measures the worker's part, not the API's or a webhook's).
 
     python benchmarks/bench_latency.py [--bootstrap HOST:PORT] [--rate 2000] [--seconds 30]
-                                       [--processes 1] [--loans 2000]
+                                       [--processes 1] [--loans 2000] [--warmup-seconds 5]
 
   1. warm-up: the loans are produced and a worker takes them and binds their devices;
   2. the worker processes (`--processes`, one group) run; the simulator's mixed stream is
      produced at `--rate` events/s, paced every 10 ms, for `--seconds`;
-  3. after `--warmup-seconds` of load, every `--probe-ms` one loan's wired tracker reports a removal alarm (a copy of its latest
-     ping in the stream, a second after the stream's event time), which fires the catalog's
-     `tracker-removed` rule at once; the latency of a probe runs from the moment Kafka
-     acknowledged it until its alert is read from the alerts topic.
+  3. after `--warmup-seconds` of load, every `--probe-ms` one loan's wired tracker reports a
+     removal alarm (a copy of its latest ping in the stream, a second after the stream's event
+     time), which fires the catalog's `tracker-removed` rule at once; the latency of a probe
+     runs from the moment Kafka acknowledged it until its alert is read from the alerts topic.
 Prints the produced rate, the latency percentiles over the probes, and how far the worker
 group is behind when the load stops (a worker that does not keep up shows growing latency).
 Without --bootstrap it starts its own Kafka (deploy/kafka/kafka.sh) in a temp folder.

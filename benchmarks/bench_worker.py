@@ -374,7 +374,8 @@ async def main() -> None:
         print(f"  ({args.processes} worker processes against one bare consumer process)")
     if args.no_rules:
         print(
-            f"skipwatch worker, no rules      {no_rules_rate:,.0f} records/s  ({no_rules_cpu:.1f} CPU-s: "
+            f"skipwatch worker, no rules      {no_rules_rate:,.0f} records/s  "
+            f"({no_rules_cpu:.1f} CPU-s: "
             f"{total / no_rules_cpu:,.0f} records per worker CPU-second); "
             f"ratio (models) {no_rules_rate / bare_model:.2f}"
         )
