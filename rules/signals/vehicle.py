@@ -25,6 +25,14 @@ FIX_QUALITY = {Fix.GPS: FIX_GPS, Fix.WIFI: FIX_WIFI, Fix.LBS: FIX_LBS, Fix.NONE:
 # Alarms that describe a condition the tracker keeps reporting while it lasts; cleared by a
 # newer ping without them. Every other alarm is an event, active for `alarm_hold_s`.
 LEVEL_ALARMS = frozenset({Alarm.POWER_CUT.value, Alarm.LOW_BATTERY.value})
+
+
+def alarm_active(alarm: str, raised: float, now: float, hold: float) -> bool:
+    """A level alarm lasts while held in the state (the latest report clears it); any other
+    lasts `hold` seconds after it was last raised."""
+    return alarm in LEVEL_ALARMS or now - raised <= hold
+
+
 WIRED = DeviceKind.WIRED.value
 _GPS = Fix.GPS  # (an enum class attribute lookup is slow on the hot path)
 WIRELESS = DeviceKind.WIRELESS.value
@@ -146,11 +154,11 @@ class Tracking:
     def _alarms(self, device: DeviceState, ping: GpsPing, ts: float) -> bool:
         hold = self.config.alarm_hold_s
         active_before = {
-            a for a, raised in device.alarms.items() if a in LEVEL_ALARMS or ts - raised <= hold
+            a for a, raised in device.alarms.items() if alarm_active(a, raised, ts, hold)
         }
         reported = {a.value for a in ping.alarms}
         for alarm in list(device.alarms):
-            expired = alarm not in LEVEL_ALARMS and ts - device.alarms[alarm] > hold
+            expired = not alarm_active(alarm, device.alarms[alarm], ts, hold)
             if (alarm in LEVEL_ALARMS and alarm not in reported) or expired:
                 del device.alarms[alarm]
         for alarm in reported:
@@ -167,7 +175,7 @@ class Tracking:
         for alarm in ping.alarms:
             name = alarm.value
             raised = device.alarms.get(name)
-            if raised is None or (name not in LEVEL_ALARMS and ts - raised > hold):
+            if raised is None or not alarm_active(name, raised, ts, hold):
                 device.alarms[name] = ts
                 raised_any = True
         if raised_any:
@@ -453,7 +461,7 @@ class Tracking:
         for device in state.devices.values():
             if device.alarms:
                 for alarm, raised in device.alarms.items():
-                    if alarm in LEVEL_ALARMS or now - raised <= hold:
+                    if alarm_active(alarm, raised, now, hold):
                         alarms.add(alarm)
         out["device.alarms"] = sorted(alarms) if alarms else []
         out["devices.separated_km"] = state.separated_m / 1000.0
