@@ -34,6 +34,7 @@ from bench_worker import (
     Worker,
     clock_event,
     kafka,
+    produce,
     progress,
     take_loans,
 )  # also puts the project on sys.path
@@ -167,12 +168,7 @@ async def first_alert(
     chosen = probes.next()
     assert chosen is not None
     _, probe, loan_id = chosen
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await producer.start()
-    try:
-        await producer.send_and_wait(topic, probe, key=device)
-    finally:
-        await producer.stop()
+    await produce(bootstrap, [(topic, device, probe)])
     probes.acked_at[loan_id] = time.perf_counter()
     async with asyncio.timeout(180):
         while loan_id not in probes.latency_s:
