@@ -477,8 +477,11 @@ def build_pipeline(
         before: bytes | None = loan_state.get(loan_id)
         if not before:
             return engine.new_state(loan_id), before
-        state = states.take(loan_id, before)
-        return (state if state is not None else LoanState.from_bytes(before)), before
+        return decoded_state(loan_id, before), before
+
+    def decoded_state(loan_id: str, stored: bytes) -> LoanState:
+        state = states.take(loan_id, stored)
+        return state if state is not None else LoanState.from_bytes(stored)
 
     def store_state(loan_id: str, state: LoanState, before: bytes | None, partition: int) -> None:
         after = state.to_bytes()
@@ -732,9 +735,10 @@ def build_pipeline(
         handoff = Handoff()
         advanced: list[tuple[str, LoanState, bytes | None]] = []
         for loan_id in due:
-            if not loan_state.get(loan_id):
+            before = loan_state.get(loan_id)
+            if not before:
                 continue
-            state, before = load_state(loan_id)
+            state = decoded_state(loan_id, before)
             await emit(handoff, loan_id, engine.advance(state, now))
             advanced.append((loan_id, state, before))
         await handoff.complete()  # the alerts first, then the states that record them
