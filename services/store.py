@@ -673,7 +673,7 @@ class AlertStore:
             yield iterate()
         finally:
             await pubsub.unsubscribe(self.channel)
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
 
     async def ping(self) -> bool:
         try:
