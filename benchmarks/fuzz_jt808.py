@@ -44,7 +44,7 @@ def check(data: bytes) -> None:
 
 
 def seeds() -> list[bytes]:
-    vectors = json.loads((ROOT.parent / "shared" / "jt808" / "vectors.json").read_text())
+    vectors = json.loads((ROOT / "tests" / "fixtures" / "jt808" / "vectors.json").read_text())
     out = [bytes.fromhex(c["frame"]) for c in vectors["decode"]]
     phone = codec.phone_bcd("13800138000")
     loc = codec.encode_location_body(

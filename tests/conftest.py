@@ -17,7 +17,6 @@ import pytest
 from services import infra
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DIR = REPO_ROOT.parent / "shared"
 
 
 @pytest.fixture(scope="session")
@@ -61,6 +60,20 @@ def redis_prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}:"
 
 
-@pytest.fixture
-def shared_dir() -> Path:
-    return SHARED_DIR
+SUITE_MARKERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test carries exactly one suite marker, so `make unit` and `-m integration` select
+    the whole suite between them; an unmarked test fails collection instead of being skipped."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if not any(item.get_closest_marker(name) for name in SUITE_MARKERS)
+    ]
+    if unmarked:
+        listing = "\n  ".join(unmarked)
+        raise pytest.UsageError(
+            f"{len(unmarked)} test(s) carry none of the suite markers {SUITE_MARKERS} "
+            f"(add `pytestmark = pytest.mark.unit` or the right one to the module):\n  {listing}"
+        )

@@ -14,7 +14,7 @@ from services.jt808 import codec
 from services.jt808.mapping import DeviceDirectory, PingRejected, describe_message, location_to_ping
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-VECTORS_PATH = REPO_ROOT.parent / "shared" / "jt808" / "vectors.json"
+VECTORS_PATH = REPO_ROOT / "tests" / "fixtures" / "jt808" / "vectors.json"
 
 
 def load_vectors() -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Every frame in ../shared/jt808/vectors.json decodes to its expected values; encode cases
+"""Every frame in tests/fixtures/jt808/vectors.json (vendored from the shared brief) decodes to its expected values; encode cases
 are reproduced byte for byte."""
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ from prometheus_client import CollectorRegistry, Counter
 
 from services.ops import Check, Heartbeat, ops_app, serve_ops
 
+pytestmark = pytest.mark.unit
+
 
 def get(port: int, path: str, method: str = "GET") -> tuple[int, str, bytes]:
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)

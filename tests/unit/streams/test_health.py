@@ -5,8 +5,12 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from services.ops import Check, Heartbeat
 from streams.health import worker_ready
+
+pytestmark = pytest.mark.unit
 
 
 class FakeClock:
