@@ -1,18 +1,39 @@
 # The two commands a newcomer needs:  `make up`  (whole system, simulated data)  and  `make test`.
+#
+# Every install comes from uv.lock (runtime and dev tools, one lock): `uv sync --locked` refuses to
+# run when pyproject.toml changed without the lock being refreshed (`make lock`).
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+UV_VERSION := 0.13.8
+# uv itself: the one on PATH, else a pinned copy from PyPI in .uv/ (needs only python3 with venv).
+UV      ?= $(shell command -v uv 2>/dev/null || echo .uv/bin/uv)
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: up down test lint unit integration e2e bench fmt clean
+.PHONY: install up down test lint unit integration e2e faults lock upgrade fmt clean
 
-$(STAMP): pyproject.toml
-	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q -U pip
-	$(BIN)/pip install -q -e '.[dev]'
+.uv/bin/uv:
+	$(PY) -m venv .uv
+	.uv/bin/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	@$(UV) lock --check >/dev/null 2>&1 || { \
+	  echo "uv.lock does not match pyproject.toml: run 'make lock' and commit uv.lock" >&2; exit 1; }
+	$(UV) sync --locked --python $(PY)
 	touch $(STAMP)
 
+## Create .venv exactly as locked (runtime + dev group).
 install: $(STAMP)
+
+## Refresh uv.lock after editing pyproject.toml (keeps every other pin where it is).
+lock: | $(UV)
+	$(UV) lock
+
+## Upgrade one dependency:  make upgrade PKG=fastapi   (then `make test` and commit uv.lock)
+upgrade: | $(UV)
+	$(UV) lock --upgrade-package $(PKG)
 
 ## Start Kafka, Redis, worker, API + dashboard, JT/T 808 gateway and a simulator.
 up: $(STAMP)
@@ -24,7 +45,7 @@ down: $(STAMP)
 
 ## Lint, types, architecture contract, then every test (unit, integration on real Kafka + Redis, e2e).
 test: lint
-	$(BIN)/pytest -p no:cacheprovider --timeout=600 --durations=15
+	$(BIN)/pytest -p no:cacheprovider --timeout=600 --durations=15 -m "not faults"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -33,14 +54,21 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 unit: $(STAMP)
-	$(BIN)/pytest -m unit
+	$(BIN)/pytest -p no:cacheprovider -m unit
 
 integration: $(STAMP)
-	$(BIN)/pytest -m integration
+	$(BIN)/pytest -p no:cacheprovider -m "integration and not faults"
+
+e2e: $(STAMP)
+	$(BIN)/pytest -p no:cacheprovider -m e2e
+
+## The fault-and-load suite (long; not part of `make test`): see docs/reliability.md.
+faults: $(STAMP)
+	$(BIN)/pytest -p no:cacheprovider --timeout=1800 -s -m faults
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .skipwatch .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .uv .skipwatch .pytest_cache .mypy_cache .ruff_cache

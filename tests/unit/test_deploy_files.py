@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -279,6 +280,26 @@ def test_dockerfile_essentials() -> None:
     ignore = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
     for entry in ("**/.venv", "**/.skipwatch", "deploy/kafka/lib", "**/__pycache__", "tests"):
         assert entry in ignore, entry
+    assert "uv.lock" not in ignore
+
+
+def test_every_install_is_from_the_lock() -> None:
+    """The image, `make install` and CI install exactly what uv.lock pins, never a fresh resolve."""
+    dockerfile = DOCKERFILE.read_text(encoding="utf-8")
+    assert re.search(r"^COPY pyproject.toml uv.lock ", dockerfile, re.M)
+    syncs = re.findall(r"uv sync ([^\\\n]*)", dockerfile)
+    assert syncs and all("--frozen" in s and "--no-dev" in s for s in syncs), syncs
+    assert "pip install" not in dockerfile.replace('pip install --no-cache-dir "uv==', "")
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "uv sync --locked" in makefile and "pip install -e" not in makefile
+    assert "make install" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    lock = (ROOT / "uv.lock").read_text(encoding="utf-8")
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    wanted = pyproject["project"]["requires-python"]
+    locked = re.search(r'^requires-python = "([^"]+)"', lock, re.M)
+    assert locked and locked.group(1).replace(" ", "") == wanted.replace(" ", ""), "run make lock"
+    for version in ("3.11", "3.12"):
+        assert f"Programming Language :: Python :: {version}" in pyproject["project"]["classifiers"]
 
 
 # --------------------------------------------------------------------------------------------
