@@ -12,7 +12,7 @@ UV      ?= $(shell command -v uv 2>/dev/null || echo .uv/bin/uv)
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install up down test lint unit integration e2e faults lock upgrade fmt clean
+.PHONY: install sysdeps up down test lint unit integration e2e faults lock upgrade fmt clean
 
 .uv/bin/uv:
 	$(PY) -m venv .uv
@@ -27,6 +27,11 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 ## Create .venv exactly as locked (runtime + dev group).
 install: $(STAMP)
 
+## Debian packages (redis-server, chromium, fonts) when missing, and the Kafka broker jars.
+sysdeps:
+	deploy/sysdeps.sh
+	deploy/kafka/kafka.sh fetch
+
 ## Refresh uv.lock after editing pyproject.toml (keeps every other pin where it is).
 lock: | $(UV)
 	$(UV) lock
@@ -36,7 +41,7 @@ upgrade: | $(UV)
 	$(UV) lock --upgrade-package $(PKG)
 
 ## Start Kafka, Redis, worker, API + dashboard, JT/T 808 gateway and a simulator.
-up: $(STAMP)
+up: sysdeps $(STAMP)
 	$(BIN)/skipwatch up
 
 ## Stop the local Kafka and Redis started by `make up`.
@@ -44,7 +49,7 @@ down: $(STAMP)
 	$(BIN)/skipwatch infra down
 
 ## Lint, types, architecture contract, then every test (unit, integration on real Kafka + Redis, e2e).
-test: lint
+test: sysdeps lint
 	$(BIN)/pytest -p no:cacheprovider --timeout=600 --durations=15 -m "not faults"
 
 lint: $(STAMP)
@@ -56,14 +61,14 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -p no:cacheprovider -m unit
 
-integration: $(STAMP)
+integration: sysdeps $(STAMP)
 	$(BIN)/pytest -p no:cacheprovider -m "integration and not faults"
 
-e2e: $(STAMP)
+e2e: sysdeps $(STAMP)
 	$(BIN)/pytest -p no:cacheprovider -m e2e
 
 ## The fault-and-load suite (long; not part of `make test`): see docs/reliability.md.
-faults: $(STAMP)
+faults: sysdeps $(STAMP)
 	$(BIN)/pytest -p no:cacheprovider --timeout=1800 -s -m faults
 
 fmt: $(STAMP)

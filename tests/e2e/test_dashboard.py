@@ -30,12 +30,8 @@ from services.kafka import ensure_topics
 from services.settings import Settings
 
 CHROMIUM = "/usr/bin/chromium"
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists(), reason="needs Debian's Chromium (apt-get install chromium)"
-    ),
-]
+CHROMIUM_INSTALLED = Path(CHROMIUM).exists()
+pytestmark = pytest.mark.e2e
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -134,6 +130,10 @@ async def running_api(settings: Settings) -> AsyncIterator[str]:
 
 @asynccontextmanager
 async def chromium() -> AsyncIterator[Browser]:
+    # A missing browser fails the test (never a skip): `make test` installs it (deploy/sysdeps.sh).
+    assert CHROMIUM_INSTALLED, (
+        "needs Debian's Chromium: deploy/sysdeps.sh or apt-get install chromium"
+    )
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:

@@ -292,7 +292,10 @@ def test_every_install_is_from_the_lock() -> None:
     assert "pip install" not in dockerfile.replace('pip install --no-cache-dir "uv==', "")
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     assert "uv sync --locked" in makefile and "pip install -e" not in makefile
-    assert "make install" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert re.search(r"^make test$", (ROOT / ".ci" / "run").read_text(encoding="utf-8"), re.M)
+    assert re.search(r"^test: .*lint", makefile, re.M) and re.search(
+        r"^lint: \$\(STAMP\)", makefile, re.M
+    )
     lock = (ROOT / "uv.lock").read_text(encoding="utf-8")
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     wanted = pyproject["project"]["requires-python"]
