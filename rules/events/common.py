@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rules.events.bounds import Identifier, Timestamp
+
+__all__ = ["SCHEMA_VERSION", "Event", "Identifier", "Timestamp"]
 
 SCHEMA_VERSION = 1
-
-# An identifier as senders give it: non-empty, bounded, no surrounding whitespace.
-Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^\S(.*\S)?$")]
-# RFC 3339 with an explicit offset; a naive timestamp is a validation error.
-Timestamp = AwareDatetime
 
 
 class Event(BaseModel):

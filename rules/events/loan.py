@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from rules.events.bounds import Amount, InstallmentNo, Latitude, Longitude, Name
 from rules.events.common import Event, Identifier
 from rules.events.gps import DeviceKind
 
@@ -24,13 +25,13 @@ class _Part(BaseModel):
 
 
 class Borrower(_Part):
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Name
     phone: Annotated[str, Field(pattern=r"^\+?[0-9][0-9 \-]{4,30}$")]
 
 
 class Vehicle(_Part):
     vin: Annotated[str, Field(pattern=r"^[A-HJ-NPR-Z0-9]{17}$")]
-    plate: Annotated[str, Field(min_length=1, max_length=20)]
+    plate: Annotated[Name, Field(max_length=20)]
 
 
 class DeviceBinding(_Part):
@@ -39,10 +40,7 @@ class DeviceBinding(_Part):
 
 
 # GeoJSON positions are [lon, lat] (RFC 7946).
-Position = tuple[
-    Annotated[float, Field(ge=-180.0, le=180.0, allow_inf_nan=False)],
-    Annotated[float, Field(ge=-90.0, le=90.0, allow_inf_nan=False)],
-]
+Position = tuple[Longitude, Latitude]
 Ring = Annotated[list[Position], Field(min_length=4)]
 
 
@@ -76,10 +74,7 @@ class MultiPolygonRegion(_Part):
 class CircleRegion(_Part):
     """A centre ([lat, lon], as lenders write it) and a radius."""
 
-    center: tuple[
-        Annotated[float, Field(ge=-90.0, le=90.0, allow_inf_nan=False)],
-        Annotated[float, Field(ge=-180.0, le=180.0, allow_inf_nan=False)],
-    ]
+    center: tuple[Latitude, Longitude]
     radius_km: Annotated[float, Field(gt=0.0, le=5000.0, allow_inf_nan=False)]
 
 
@@ -87,9 +82,9 @@ HomeRegion = PolygonRegion | MultiPolygonRegion | CircleRegion
 
 
 class Installment(_Part):
-    installment_no: Annotated[int, Field(ge=1, le=1000)]
+    installment_no: InstallmentNo
     due_date: dt.date
-    amount: Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+    amount: Amount
 
 
 class Loan(Event):

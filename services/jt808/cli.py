@@ -219,6 +219,7 @@ def serve(
         idle_timeout_s=idle_timeout or gateway_settings.idle_timeout_s,
         require_auth=gateway_settings.require_auth if require_auth is None else require_auth,
         auth_secret=secret.get_secret_value() if (secret := gateway_settings.auth_secret) else None,
+        time_window=settings.bounds.window(),
     )
     _raise_fd_limit(options.max_connections + 256)
     metrics_port = gateway_settings.metrics_port if metrics_port is None else metrics_port

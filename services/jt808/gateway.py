@@ -23,6 +23,7 @@ from typing import cast
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from rules.events import GpsPing
+from rules.events.bounds import DEFAULT_WINDOW, TimeWindow
 from services.jt808.codec import (
     MSG_AUTH,
     MSG_BATCH,
@@ -88,6 +89,8 @@ class GatewayOptions:
     # gateway instance. Without a secret any auth code is accepted (as traccar does).
     auth_secret: str | None = None
     max_batch: int = 5_000
+    # Event times within this window of the arrival (services/settings.py `bounds`).
+    time_window: TimeWindow = DEFAULT_WINDOW
 
 
 class GatewayMetrics:
@@ -495,6 +498,7 @@ class _Connection(asyncio.Protocol):
                         phone=phone,
                         received_at=received_at,
                         backfill=backfill,
+                        window=self.gw.options.time_window,
                     )
                 )
             except PingRejected as exc:
