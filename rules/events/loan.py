@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from rules.events.bounds import Amount, InstallmentNo, Latitude, Longitude, Name
 from rules.events.common import Event, Identifier
@@ -78,7 +86,24 @@ class CircleRegion(_Part):
     radius_km: Annotated[float, Field(gt=0.0, le=5000.0, allow_inf_nan=False)]
 
 
-HomeRegion = PolygonRegion | MultiPolygonRegion | CircleRegion
+def _region_kind(value: Any) -> str:
+    """The member of HomeRegion a value is meant to be: GeoJSON by its `type`, else a circle."""
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return "<circle>" if kind is None else f"<{kind}>"
+
+
+# Discriminated: an error names the fields of the region the sender meant, not of all three.
+HomeRegion = Annotated[
+    Annotated[PolygonRegion, Tag("<Polygon>")]
+    | Annotated[MultiPolygonRegion, Tag("<MultiPolygon>")]
+    | Annotated[CircleRegion, Tag("<circle>")],
+    Discriminator(
+        _region_kind,
+        custom_error_type="region_type",
+        custom_error_message="type must be 'Polygon' or 'MultiPolygon' (GeoJSON), "
+        "or give a circle as center and radius_km",
+    ),
+]
 
 
 class Installment(_Part):

@@ -180,16 +180,27 @@ class AssignIn(BaseModel):
 MAX_SNOOZE_MINUTES = 30 * 24 * 60
 
 
+def _exactly_one_schema(schema: dict[str, Any]) -> None:
+    """OpenAPI for SnoozeIn: each property non-null, and exactly one of them required."""
+    properties = schema["properties"]
+    for name, prop in properties.items():
+        (given,) = [s for s in prop.pop("anyOf") if s.get("type") != "null"]
+        prop.pop("default", None)
+        properties[name] = {**given, **prop}
+    schema["oneOf"] = [{"required": [name]} for name in properties]
+
+
 class SnoozeIn(BaseModel):
     """Exactly one of `until` (RFC 3339 with an offset) or `minutes`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_exactly_one_schema)
     until: AwareDatetime | None = Field(None, description="Silence until this instant.")
     minutes: int | None = Field(None, ge=1, le=MAX_SNOOZE_MINUTES, description="Or for this long.")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SnoozeIn:
-        if (self.until is None) == (self.minutes is None):
+        given = {name for name in self.model_fields_set if getattr(self, name) is not None}
+        if len(given) != 1 or len(self.model_fields_set) != 1:
             raise ValueError("give exactly one of `until` or `minutes`")
         return self
 
