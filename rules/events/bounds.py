@@ -16,7 +16,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, Field, ValidationInfo
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, ValidationInfo
 from pydantic_core import PydanticCustomError
 
 DAY_S = 86_400.0
@@ -79,6 +79,18 @@ def _iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds")
 
 
+def _not_a_number(value: Any) -> Any:
+    # pydantic would read a number as Unix time, seconds or milliseconds by its size; the
+    # contract is RFC 3339 with an offset, so a number is a wrong type, not a guess.
+    if isinstance(value, int | float):
+        raise PydanticCustomError(
+            "timestamp_type",
+            "must be an RFC 3339 time with an offset (e.g. 2026-03-01T08:00:00+08:00), "
+            "not a number",
+        )
+    return value
+
+
 def _check_time(value: dt.datetime, info: ValidationInfo) -> dt.datetime:
     ts = value.timestamp()
     if not _MIN_TS <= ts < _MAX_TS:
@@ -119,17 +131,20 @@ def _check_time(value: dt.datetime, info: ValidationInfo) -> dt.datetime:
 
 # RFC 3339 with an explicit offset (a naive timestamp is a validation error), within the absolute
 # limits and, when the context names the arrival time, within the window around it.
-Timestamp = Annotated[AwareDatetime, AfterValidator(_check_time)]
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_not_a_number), AfterValidator(_check_time)]
 
-Amount = Annotated[float, Field(gt=0.0, le=MAX_AMOUNT, allow_inf_nan=False)]
-InstallmentNo = Annotated[int, Field(ge=1, le=MAX_INSTALLMENT_NO)]
-Latitude = Annotated[float, Field(ge=-90.0, le=90.0, allow_inf_nan=False)]
-Longitude = Annotated[float, Field(ge=-180.0, le=180.0, allow_inf_nan=False)]
-SpeedKmh = Annotated[float, Field(ge=0.0, le=MAX_SPEED_KMH, allow_inf_nan=False)]
-Heading = Annotated[float, Field(ge=0.0, le=360.0, allow_inf_nan=False)]
-BatteryPct = Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)]
-AccuracyM = Annotated[float, Field(ge=0.0, le=MAX_ACCURACY_M, allow_inf_nan=False)]
-AltitudeM = Annotated[float, Field(ge=MIN_ALTITUDE_M, le=MAX_ALTITUDE_M, allow_inf_nan=False)]
+# Numbers are strict: a JSON number (an integer is a number), never a numeric string or a bool.
+Amount = Annotated[float, Field(strict=True, gt=0.0, le=MAX_AMOUNT, allow_inf_nan=False)]
+InstallmentNo = Annotated[int, Field(strict=True, ge=1, le=MAX_INSTALLMENT_NO)]
+Latitude = Annotated[float, Field(strict=True, ge=-90.0, le=90.0, allow_inf_nan=False)]
+Longitude = Annotated[float, Field(strict=True, ge=-180.0, le=180.0, allow_inf_nan=False)]
+SpeedKmh = Annotated[float, Field(strict=True, ge=0.0, le=MAX_SPEED_KMH, allow_inf_nan=False)]
+Heading = Annotated[float, Field(strict=True, ge=0.0, le=360.0, allow_inf_nan=False)]
+BatteryPct = Annotated[float, Field(strict=True, ge=0.0, le=100.0, allow_inf_nan=False)]
+AccuracyM = Annotated[float, Field(strict=True, ge=0.0, le=MAX_ACCURACY_M, allow_inf_nan=False)]
+AltitudeM = Annotated[
+    float, Field(strict=True, ge=MIN_ALTITUDE_M, le=MAX_ALTITUDE_M, allow_inf_nan=False)
+]
 # Free text and names: bounded, no control characters (a NUL or an escape sequence in a name
 # ends up in logs, CSV exports and terminals).
 _NO_CONTROL = r"^[^\x00-\x08\x0b-\x1f\x7f]*$"

@@ -172,3 +172,20 @@ def test_worker_decode_applies_the_window_against_the_record_timestamp() -> None
     huge = orjson.dumps(payment(amount=1e308))
     rejected = decode("payments", huge, window=window, received_at=arrival)
     assert isinstance(rejected, Rejected) and rejected.detail.startswith("amount: ")
+
+
+@pytest.mark.parametrize("ts", [1.7e9, 1_700_000_000_000, True])
+def test_a_number_is_not_a_timestamp(ts: object) -> None:
+    with pytest.raises(ValidationError) as exc:
+        ContactAttempt.model_validate(contact(ts=ts))
+    assert exc.value.errors()[0]["type"] == "timestamp_type"
+    with pytest.raises(ValidationError):
+        ContactAttempt.model_validate_json(orjson.dumps(contact(ts=ts)))
+
+
+@pytest.mark.parametrize("amount", ["100", True])
+def test_numbers_are_strict(amount: object) -> None:
+    with pytest.raises(ValidationError) as exc:
+        PaymentEvent.model_validate(payment(amount=amount))
+    assert fields(exc) == ["amount"]
+    assert PaymentEvent.model_validate(payment(amount=3500)).amount == 3500.0
