@@ -21,6 +21,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rules.events.bounds import DAY_S, DEFAULT_MAX_AGE_S, DEFAULT_MAX_FUTURE_SKEW_S, TimeWindow
+
 ENV_PREFIX = "SKIPWATCH_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -132,6 +134,21 @@ class GatewaySettings(BaseModel):
     loop_stall_s: Annotated[float, Field(ge=5)] = 60.0
 
 
+class BoundsSettings(BaseModel):
+    """The event-time window of every front door (rules/events/bounds.py, docs/reliability.md).
+
+    An event time more than `max_future_skew_s` ahead of its arrival, or more than `max_age_s`
+    before it, is rejected naming `ts`. The skew may not exceed the engine's own future limit
+    (one day), so that nothing a front door accepted is dropped by the engine later.
+    """
+
+    max_future_skew_s: Annotated[float, Field(ge=0, le=DAY_S)] = DEFAULT_MAX_FUTURE_SKEW_S
+    max_age_s: Annotated[float, Field(gt=0, le=100 * 365 * DAY_S)] = DEFAULT_MAX_AGE_S
+
+    def window(self) -> TimeWindow:
+        return TimeWindow(self.max_future_skew_s, self.max_age_s)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -149,6 +166,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    bounds: BoundsSettings = Field(default_factory=BoundsSettings)
 
     @model_validator(mode="after")
     def _safe_in_prod(self) -> Settings:

@@ -208,6 +208,9 @@ def build_pipeline(
     engine = engine or build_engine(settings)
     metrics = metrics or WorkerMetrics.create()
     clock = Clock(settings.worker.clock, settings.worker.allowed_lateness_s, clock_wall)
+    # Event times are checked against the record's arrival only on the wall clock: a replay
+    # (event clock) produces old recordings now, and only the absolute limits apply to it.
+    window = settings.bounds.window() if settings.worker.clock == "wall" else None
     deadlines = DeadlineIndex()
     states: StateCache[LoanState] = StateCache(settings.worker.state_cache_size)
     # One writer at a time per worker: a batch of the agent and the deadline sweep both
@@ -594,7 +597,7 @@ def build_pipeline(
         if topic_name == "place-counts":
             yield topic_name, key_of(record), PlaceCount.from_bytes(value_of(record))
             return
-        decoded = decode(topic_name, record.value)
+        decoded = decode(topic_name, record.value, window=window, received_at=record.timestamp)
         loan_id = "" if isinstance(decoded, Rejected) else decoded.loan_id  # type: ignore[union-attr]
         yield topic_name, loan_id, decoded
 
@@ -654,7 +657,7 @@ def build_pipeline(
                 apply_binding(key_of(record), change, bound, handoff, waiting)
                 continue
             value = value_of(record)
-            decoded = decode("gps.raw", value)
+            decoded = decode("gps.raw", value, window=window, received_at=record.timestamp)
             if isinstance(decoded, Rejected):
                 await dead_letter(record, topic_name, decoded)
                 continue

@@ -9,6 +9,7 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from rules.events import EVENT_TYPE_BY_TOPIC, GpsPing, InputEvent, describe_validation_error
+from rules.events.bounds import TimeWindow
 
 
 @dataclass(frozen=True)
@@ -17,12 +18,21 @@ class Rejected:
     detail: str
 
 
-def decode(topic: str, value: bytes | None) -> InputEvent | Rejected:
-    """Validate one record of an (unprefixed) input topic."""
+def decode(
+    topic: str,
+    value: bytes | None,
+    *,
+    window: TimeWindow | None = None,
+    received_at: float | None = None,
+) -> InputEvent | Rejected:
+    """Validate one record of an (unprefixed) input topic against the front-door bounds
+    (rules/events/bounds.py); with `window` and `received_at` (the record's timestamp) also
+    its event time against the window around its arrival."""
     if not value:
         return Rejected("undecodable", "empty record value")
+    context = window.context(received_at) if window and received_at is not None else None
     try:
-        return EVENT_TYPE_BY_TOPIC[topic].model_validate_json(value)
+        return EVENT_TYPE_BY_TOPIC[topic].model_validate_json(value, context=context)
     except ValidationError as exc:
         if any(err["type"] == "json_invalid" for err in exc.errors(include_url=False)):
             return Rejected("undecodable", describe_validation_error(exc))

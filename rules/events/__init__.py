@@ -1,7 +1,12 @@
 """Event models of DESIGN §4: frozen pydantic models, unknown fields rejected, aware timestamps."""
 
 from rules.events.alert import AlertEvent, AlertStatus, Location, Severity
-from rules.events.common import SCHEMA_VERSION, describe_validation_error, error_items
+from rules.events.common import (
+    SCHEMA_VERSION,
+    describe_validation_error,
+    error_items,
+    field_path,
+)
 from rules.events.contact import Channel, ContactAttempt, Outcome, Party
 from rules.events.gps import Alarm, DeviceKind, Fix, GpsPing
 from rules.events.loan import (
@@ -58,6 +63,7 @@ __all__ = [
     "decode_event",
     "describe_validation_error",
     "error_items",
+    "field_path",
     "read_recording",
     "recording_line",
 ]

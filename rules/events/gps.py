@@ -7,6 +7,7 @@ from typing import Annotated
 
 from pydantic import Field
 
+from rules.events.bounds import BatteryPct, Heading, Latitude, Longitude, Name, SpeedKmh
 from rules.events.common import Event, Identifier, Timestamp
 
 
@@ -37,15 +38,15 @@ class Alarm(StrEnum):
 class GpsPing(Event):
     event_id: Identifier
     device_id: Identifier
-    vendor: Annotated[str, Field(min_length=1, max_length=64)]
+    vendor: Annotated[Name, Field(max_length=64)]
     ts: Timestamp
-    lat: Annotated[float, Field(ge=-90.0, le=90.0, allow_inf_nan=False)]
-    lon: Annotated[float, Field(ge=-180.0, le=180.0, allow_inf_nan=False)]
-    speed_kmh: Annotated[float, Field(ge=0.0, le=1000.0, allow_inf_nan=False)] | None = None
-    heading: Annotated[float, Field(ge=0.0, le=360.0, allow_inf_nan=False)] | None = None
+    lat: Latitude
+    lon: Longitude
+    speed_kmh: SpeedKmh | None = None
+    heading: Heading | None = None
     fix: Fix = Fix.GPS
     acc_on: bool | None = None
-    battery_pct: Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)] | None = None
+    battery_pct: BatteryPct | None = None
     device_kind: DeviceKind
     alarms: tuple[Alarm, ...] = ()
     backfill: bool = False

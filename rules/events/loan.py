@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
+from rules.events.bounds import Amount, InstallmentNo, Latitude, Longitude, Name
 from rules.events.common import Event, Identifier
 from rules.events.gps import DeviceKind
 
@@ -24,13 +33,13 @@ class _Part(BaseModel):
 
 
 class Borrower(_Part):
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Name
     phone: Annotated[str, Field(pattern=r"^\+?[0-9][0-9 \-]{4,30}$")]
 
 
 class Vehicle(_Part):
     vin: Annotated[str, Field(pattern=r"^[A-HJ-NPR-Z0-9]{17}$")]
-    plate: Annotated[str, Field(min_length=1, max_length=20)]
+    plate: Annotated[Name, Field(max_length=20)]
 
 
 class DeviceBinding(_Part):
@@ -39,10 +48,7 @@ class DeviceBinding(_Part):
 
 
 # GeoJSON positions are [lon, lat] (RFC 7946).
-Position = tuple[
-    Annotated[float, Field(ge=-180.0, le=180.0, allow_inf_nan=False)],
-    Annotated[float, Field(ge=-90.0, le=90.0, allow_inf_nan=False)],
-]
+Position = tuple[Longitude, Latitude]
 Ring = Annotated[list[Position], Field(min_length=4)]
 
 
@@ -76,20 +82,34 @@ class MultiPolygonRegion(_Part):
 class CircleRegion(_Part):
     """A centre ([lat, lon], as lenders write it) and a radius."""
 
-    center: tuple[
-        Annotated[float, Field(ge=-90.0, le=90.0, allow_inf_nan=False)],
-        Annotated[float, Field(ge=-180.0, le=180.0, allow_inf_nan=False)],
-    ]
+    center: tuple[Latitude, Longitude]
     radius_km: Annotated[float, Field(gt=0.0, le=5000.0, allow_inf_nan=False)]
 
 
-HomeRegion = PolygonRegion | MultiPolygonRegion | CircleRegion
+def _region_kind(value: Any) -> str:
+    """The member of HomeRegion a value is meant to be: GeoJSON by its `type`, else a circle."""
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return "<circle>" if kind is None else f"<{kind}>"
+
+
+# Discriminated: an error names the fields of the region the sender meant, not of all three.
+HomeRegion = Annotated[
+    Annotated[PolygonRegion, Tag("<Polygon>")]
+    | Annotated[MultiPolygonRegion, Tag("<MultiPolygon>")]
+    | Annotated[CircleRegion, Tag("<circle>")],
+    Discriminator(
+        _region_kind,
+        custom_error_type="region_type",
+        custom_error_message="type must be 'Polygon' or 'MultiPolygon' (GeoJSON), "
+        "or give a circle as center and radius_km",
+    ),
+]
 
 
 class Installment(_Part):
-    installment_no: Annotated[int, Field(ge=1, le=1000)]
+    installment_no: InstallmentNo
     due_date: dt.date
-    amount: Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+    amount: Amount
 
 
 class Loan(Event):

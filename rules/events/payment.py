@@ -8,6 +8,7 @@ from typing import Annotated
 
 from pydantic import Field
 
+from rules.events.bounds import Amount, InstallmentNo
 from rules.events.common import Event, Identifier, Timestamp
 
 
@@ -26,7 +27,7 @@ class PaymentEvent(Event):
     loan_id: Identifier
     ts: Timestamp
     type: PaymentType
-    installment_no: Annotated[int, Field(ge=1, le=1000)]
-    amount: Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+    installment_no: InstallmentNo
+    amount: Amount
     currency: Currency = "CNY"
     due_date: dt.date | None = None

@@ -16,6 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from rules.events import field_path
+
 
 class SkipwatchError(Exception):
     """Root of every error the API reports on purpose."""
@@ -73,6 +75,11 @@ class InvalidRequest(SkipwatchError):
     code = "invalid_request"
 
 
+def invalid_json(reason: str) -> InvalidRequest:
+    """The one answer to a body that is not JSON, on every route (422, `field: body`)."""
+    return InvalidRequest(f"body is not valid JSON: {reason}", field="body")
+
+
 class ServiceUnavailable(SkipwatchError):
     """A dependency (Kafka) cannot take the write now; the client should retry after a pause."""
 
@@ -114,25 +121,39 @@ async def _skipwatch_error(_: Request, exc: Exception) -> Response:
     )
 
 
-async def _request_validation_error(_: Request, exc: Exception) -> Response:
-    # Path, query and header parameters that FastAPI validates itself.
+async def _request_validation_error(request: Request, exc: Exception) -> Response:
+    # Path, query and header parameters and the declared bodies that FastAPI validates itself.
     assert isinstance(exc, RequestValidationError)
+    raw = exc.errors()
+    for err in raw:
+        loc = tuple(err.get("loc", ()))
+        if err.get("type") == "json_invalid":
+            context = err.get("ctx") or {}
+            return await _skipwatch_error(
+                request, invalid_json(str(context.get("error", "decode error")))
+            )
+        if err.get("type") == "missing" and loc == ("body",):
+            return await _skipwatch_error(request, invalid_json("the body is empty"))
     errors = [
         {
-            "field": ".".join(str(p) for p in err.get("loc", ())),
+            "field": field_path(err.get("loc", ())),
             "message": str(err.get("msg", "")),
             "type": str(err.get("type", "")),
         }
-        for err in exc.errors()
+        for err in raw
     ]
     first = errors[0] if errors else {"field": None, "message": "invalid request"}
     message = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid request"
     return error_response(422, "invalid_request", message, field=first["field"], errors=errors)
 
 
-async def _http_error(_: Request, exc: Exception) -> Response:
+async def _http_error(request: Request, exc: Exception) -> Response:
     # Routing errors (404 unknown path, 405 wrong method) in the same shape as ours.
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
+        # FastAPI could not read a declared JSON body (e.g. not UTF-8): the same answer as a
+        # body that is not JSON.
+        return await _skipwatch_error(request, invalid_json(str(exc.__cause__)))
     codes = {404: "not_found", 405: "method_not_allowed"}
     return error_response(
         exc.status_code,

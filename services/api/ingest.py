@@ -14,7 +14,7 @@ from fastapi import APIRouter, Path, Request, Response
 
 from services.api.auth import SIGNATURE_HEADER, Principal
 from services.api.deps import ContextDep, GpsIngestPrincipal, OperatorPrincipal
-from services.api.errors import InvalidRequest, PayloadTooLarge
+from services.api.errors import InvalidRequest, PayloadTooLarge, invalid_json
 from services.api.pipeline import CONTACTS, GPS, LOANS, PAYMENTS, IngestOutcome, Source
 from services.api.schemas import ErrorBody, IngestResult, LoanWriteResult
 
@@ -80,7 +80,7 @@ async def _read_body(request: Request, context: ContextDep, principal: Principal
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"body is not valid JSON: {exc}", field="body") from None
+        raise invalid_json(str(exc)) from None
 
 
 async def _read_batch(request: Request, context: ContextDep, principal: Principal) -> list[Any]:

@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
@@ -23,6 +24,7 @@ from rules.events import (
     describe_validation_error,
     error_items,
 )
+from rules.events.bounds import MAX_JSON_DEPTH, clip_depth, depth_problem
 from services.api.dedup import DedupStore, DedupUnavailable
 from services.api.errors import ServiceUnavailable
 from services.api.metrics import ApiMetrics
@@ -37,6 +39,30 @@ RETRY_AFTER_S = 5
 
 # Bounded reject reasons (also the `reason` metric label and the dead-letter header).
 REASON_INVALID = "invalid_event"
+REASON_TOO_DEEP = "too_deep"
+
+
+def too_deep_errors(value: Any) -> list[dict[str, Any]] | None:
+    """The per-item error for a value nesting deeper than the bound, or None."""
+    path = depth_problem(value)
+    if path is None:
+        return None
+    return [
+        {
+            "field": path,
+            "message": f"nested deeper than {MAX_JSON_DEPTH} levels",
+            "type": REASON_TOO_DEEP,
+        }
+    ]
+
+
+def deadletter_value(original: Any) -> bytes:
+    """The JSON a dead letter carries: the item as sent, or, when it cannot be written (orjson
+    writes at most 254 levels), the item with its too-deep parts replaced by a marker."""
+    try:
+        return orjson.dumps(original)
+    except (orjson.JSONEncodeError, TypeError):
+        return orjson.dumps(clip_depth(original))
 
 
 @dataclass(frozen=True)
@@ -110,6 +136,7 @@ class IngestPipeline:
         self._dedup = dedup
         self._metrics = metrics
         self._deadletter_topic = settings.topic("deadletter")
+        self._window = settings.bounds.window()
 
     async def ingest(
         self,
@@ -127,12 +154,21 @@ class IngestPipeline:
         """
         batch = _Batch(principal=principal)
         topic = self._settings.topic(source.topic)
-        # model_validate without its Python wrapper (same validator, same defaults).
-        validate = source.model.__pydantic_validator__.validate_python
+        # model_validate without its Python wrapper (same validator, same defaults); event times
+        # are checked against this request's arrival.
+        validate = partial(
+            source.model.__pydantic_validator__.validate_python,
+            context=self._window.context(time.time()),
+        )
         to_json = source.model.__pydantic_serializer__.to_json
         key_field = source.key_field
         for index, item in enumerate(items):
             original = item if originals is None else originals[index]
+            deep = too_deep_errors(item)
+            if deep is not None:
+                detail = f"{deep[0]['field']}: {deep[0]['message']}"
+                self._reject(batch, source, index, item, original, REASON_TOO_DEEP, deep, detail)
+                continue
             if fill and isinstance(item, dict):
                 item, mismatch = _fill_errors(item, fill)
                 if mismatch is not None:
@@ -172,16 +208,18 @@ class IngestPipeline:
     ) -> IngestOutcome:
         """One Traccar forward message: map it to a GpsPing, then ingest like any other ping."""
         source = TRACCAR
+        deep = too_deep_errors(payload)
+        if deep is not None:
+            detail = f"{deep[0]['field']}: {deep[0]['message']}"
+            return await self._reject_one(source, payload, principal, REASON_TOO_DEEP, deep, detail)
         try:
             forward = TraccarForward.model_validate(payload)
         except ValidationError as exc:
-            batch = _Batch(principal=principal)
             errors = [{**e, "field": e["field"] or "(body)"} for e in error_items(exc)]
             detail = describe_validation_error(exc)
-            self._reject(batch, source, 0, payload, payload, REASON_INVALID, errors, detail)
-            outcome = IngestOutcome(rejected=batch.rejected)
-            await self._commit(source, batch, outcome)
-            return outcome
+            return await self._reject_one(
+                source, payload, principal, REASON_INVALID, errors, detail
+            )
         mapping = map_forward(forward, vendor=vendor or DEFAULT_VENDOR)
         if mapping.unmapped_alarms:
             log.debug("unmapped Traccar alarms", extra={"alarms": list(mapping.unmapped_alarms)})
@@ -189,6 +227,21 @@ class IngestPipeline:
             self._metrics.ignored.labels(source.name, mapping.ignored or "unknown").inc()
             return IngestOutcome(ignored=1)
         return await self.ingest(source, [mapping.ping], originals=[payload], principal=principal)
+
+    async def _reject_one(
+        self,
+        source: Source,
+        payload: Any,
+        principal: str,
+        reason: str,
+        errors: list[dict[str, Any]],
+        detail: str,
+    ) -> IngestOutcome:
+        batch = _Batch(principal=principal)
+        self._reject(batch, source, 0, payload, payload, reason, errors, detail)
+        outcome = IngestOutcome(rejected=batch.rejected)
+        await self._commit(source, batch, outcome)
+        return outcome
 
     def _reject(
         self,
@@ -220,7 +273,7 @@ class IngestPipeline:
             OutRecord(
                 topic=self._deadletter_topic,
                 key=raw_key.encode() if isinstance(raw_key, str) else None,
-                value=orjson.dumps(original),
+                value=deadletter_value(original),
                 headers=headers,
             )
         )

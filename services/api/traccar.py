@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from rules.events import Alarm, DeviceKind, Fix
+from rules.events.bounds import AccuracyM, AltitudeM, Name
 
 KNOT_KMH = 1.852
 DEVICE_ID_PREFIX = "traccar:"
@@ -59,7 +60,7 @@ class _Lenient(BaseModel):
 class TraccarPosition(_Lenient):
     id: int | None = None
     deviceId: int | None = None
-    protocol: str | None = None
+    protocol: Annotated[Name, Field(max_length=64)] | None = None
     serverTime: TraccarTime | None = None
     deviceTime: TraccarTime | None = None
     fixTime: TraccarTime | None = None
@@ -67,23 +68,23 @@ class TraccarPosition(_Lenient):
     valid: bool = True
     latitude: float
     longitude: float
-    altitude: float | None = None
+    altitude: AltitudeM | None = None
     speed: Annotated[float, Field(ge=0)] | None = None  # knots
     course: float | None = None
-    accuracy: float | None = None
+    accuracy: AccuracyM | None = None
     attributes: dict[str, Any] = Field(default_factory=dict)
 
 
 class TraccarDevice(_Lenient):
     id: int | None = None
-    name: str | None = None
-    uniqueId: Annotated[str, Field(min_length=1, max_length=100)]
+    name: Name | None = None
+    uniqueId: Annotated[Name, Field(max_length=100)]
     attributes: dict[str, Any] = Field(default_factory=dict)
 
 
 class TraccarEvent(_Lenient):
     id: int | None = None
-    type: str
+    type: Annotated[Name, Field(max_length=64)]
     eventTime: TraccarTime | None = None
     positionId: int | None = None
     attributes: dict[str, Any] = Field(default_factory=dict)

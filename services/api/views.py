@@ -49,6 +49,23 @@ def mask_text(text: str) -> str:
     return _PHONE_IN_TEXT.sub(lambda m: mask_phone(m.group(0)), text)
 
 
+# Free text typed by people (an assignee): a number written with spaces, dashes, dots or
+# brackets, 7 digits or more, is taken for a phone number.
+_LOOSE_NUMBER = re.compile(r"\+?\d[\d \-.()]{5,}\d")
+
+
+def mask_free_text(text: str) -> str:
+    """`mask_text`, and also phone numbers written with separators (+86 138-0013-8000)."""
+
+    def masked(match: re.Match[str]) -> str:
+        number = match.group(0)
+        if sum(c.isdigit() for c in number) < 7:
+            return number
+        return mask_phone(number)
+
+    return _LOOSE_NUMBER.sub(masked, mask_text(text))
+
+
 def mask_value(value: Any, key: str = "", person: bool = False) -> Any:
     """Mask names and phone numbers anywhere in a JSON value (evidence, timeline data)."""
     lowered = key.lower()
@@ -65,6 +82,8 @@ def mask_value(value: Any, key: str = "", person: bool = False) -> Any:
         return mask_name(value)
     if lowered == "id" or lowered.endswith("_id"):
         return value  # identifiers are not free text; never rewrite them
+    if lowered == "assignee":
+        return mask_free_text(value)
     return mask_text(value)
 
 
@@ -86,7 +105,10 @@ class StampOut(_Out):
 
 
 class AssignmentOut(StampOut):
-    assignee: str = Field(description="The collector or team the alert is assigned to.")
+    assignee: str = Field(
+        description="The collector or team the alert is assigned to (phone numbers in it are "
+        "masked for viewers)."
+    )
 
 
 class AlertOut(_Out):
@@ -137,6 +159,10 @@ def alert_out(record: AlertRecord, *, now: dt.datetime, masked: bool) -> AlertOu
         title, summary = mask_text(title), mask_text(summary)
         labels = {k: mask_text(v) for k, v in labels.items()}
     assigned = record.ops.assigned if record.ops else None
+    # An assignee is free text; people type phone numbers into it.
+    assignee = assigned.assignee if assigned else ""
+    if masked:
+        assignee = mask_free_text(assignee)
     silenced = ops.silenced if ops is not None and event.status is AlertStatus.SILENCED else None
     return AlertOut(
         id=event.alert_id,
@@ -159,7 +185,7 @@ def alert_out(record: AlertRecord, *, now: dt.datetime, masked: bool) -> AlertOu
         acknowledged=StampOut(by=ops.acknowledged.by, at=ops.acknowledged.at)
         if ops and ops.acknowledged
         else None,
-        assigned=AssignmentOut(by=assigned.by, at=assigned.at, assignee=assigned.assignee)
+        assigned=AssignmentOut(by=assigned.by, at=assigned.at, assignee=assignee)
         if assigned
         else None,
         resolved=StampOut(by=ops.resolved.by, at=ops.resolved.at) if ops and ops.resolved else None,
@@ -180,16 +206,27 @@ class AssignIn(BaseModel):
 MAX_SNOOZE_MINUTES = 30 * 24 * 60
 
 
+def _exactly_one_schema(schema: dict[str, Any]) -> None:
+    """OpenAPI for SnoozeIn: each property non-null, and exactly one of them required."""
+    properties = schema["properties"]
+    for name, prop in properties.items():
+        (given,) = [s for s in prop.pop("anyOf") if s.get("type") != "null"]
+        prop.pop("default", None)
+        properties[name] = {**given, **prop}
+    schema["oneOf"] = [{"required": [name]} for name in properties]
+
+
 class SnoozeIn(BaseModel):
     """Exactly one of `until` (RFC 3339 with an offset) or `minutes`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_exactly_one_schema)
     until: AwareDatetime | None = Field(None, description="Silence until this instant.")
     minutes: int | None = Field(None, ge=1, le=MAX_SNOOZE_MINUTES, description="Or for this long.")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SnoozeIn:
-        if (self.until is None) == (self.minutes is None):
+        given = {name for name in self.model_fields_set if getattr(self, name) is not None}
+        if len(given) != 1 or len(self.model_fields_set) != 1:
             raise ValueError("give exactly one of `until` or `minutes`")
         return self
 

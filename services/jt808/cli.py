@@ -18,7 +18,13 @@ import orjson
 import typer
 from prometheus_client import REGISTRY
 
-from services.jt808.codec import FrameError, FrameSplitter, SplitAssembler, decode_frame, parse_body
+from services.jt808.codec import (
+    REPAIR_UNESCAPED_FLAG,
+    FrameError,
+    FrameReader,
+    SplitAssembler,
+    parse_body,
+)
 from services.jt808.gateway import GatewayMetrics, GatewayOptions, Jt808Gateway
 from services.jt808.mapping import (
     DeviceDirectory,
@@ -61,11 +67,14 @@ def decode_hex(text: str, config: VendorConfig) -> list[dict[str, Any]]:
         data = b"\x7e" + data + b"\x7e"  # a frame pasted without its flags
     directory = DeviceDirectory(config)
     assembler = SplitAssembler()
-    splitter = FrameSplitter()
+    reader = FrameReader()
     out: list[dict[str, Any]] = []
-    for raw in splitter.feed(data + b"\x7e"):
+    for read in reader.feed(data + b"\x7e", final=True):
+        raw = read.raw
         try:
-            frame = decode_frame(raw)
+            if isinstance(read.result, FrameError):
+                raise read.result
+            frame = read.result
             whole = assembler.add(frame)
             identity = directory.resolve(frame.header.phone)
             if identity is None:  # unknown device with accept_unknown_devices=false
@@ -74,10 +83,13 @@ def decode_hex(text: str, config: VendorConfig) -> list[dict[str, Any]]:
             if whole is None:
                 out.append({**_header_only(frame.header), "device_id": identity.device_id})
                 continue
-            out.append(describe_message(whole, parse_body(whole), identity))
+            described = describe_message(whole, parse_body(whole), identity)
+            if read.repaired:
+                described["repaired"] = REPAIR_UNESCAPED_FLAG
+            out.append(described)
         except FrameError as exc:
             out.append({"error": exc.reason, "detail": exc.detail, "frame": raw.hex()})
-    if splitter.oversize_discards:
+    if reader.splitter.oversize_discards:
         out.append({"error": "oversize"})
     return out
 
@@ -219,6 +231,7 @@ def serve(
         idle_timeout_s=idle_timeout or gateway_settings.idle_timeout_s,
         require_auth=gateway_settings.require_auth if require_auth is None else require_auth,
         auth_secret=secret.get_secret_value() if (secret := gateway_settings.auth_secret) else None,
+        time_window=settings.bounds.window(),
     )
     _raise_fd_limit(options.max_connections + 256)
     metrics_port = gateway_settings.metrics_port if metrics_port is None else metrics_port

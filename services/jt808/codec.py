@@ -122,6 +122,12 @@ class FrameSplitter:
         self.oversize_discards = 0
 
     def feed(self, data: bytes) -> list[bytes]:
+        """The complete frames (non-empty runs between flags) in order."""
+        return [p for p in self.feed_parts(data) if p]
+
+    def feed_parts(self, data: bytes) -> list[bytes | None]:
+        """Every complete run between two flags in order: b"" between adjacent flags, None for
+        a run longer than any frame (discarded and counted)."""
         buf = self._pending + data if self._pending else data
         if not self._synced:
             start = buf.find(_FLAG_BYTE)
@@ -130,23 +136,174 @@ class FrameSplitter:
                 return []
             buf = buf[start + 1 :]
             self._synced = True
-        parts = buf.split(_FLAG_BYTE)
+        parts: list[bytes | None] = buf.split(_FLAG_BYTE)  # type: ignore[assignment]
         tail = parts.pop()
+        assert tail is not None
         if len(tail) > MAX_ESCAPED_FRAME_LENGTH:
             # No closing flag in sight: throw the run away and resynchronise on the next flag.
             self.oversize_discards += 1
             tail = b""
             self._synced = False
         self._pending = tail
-        frames = [p for p in parts if p]
-        if any(len(p) > MAX_ESCAPED_FRAME_LENGTH for p in frames):
-            self.oversize_discards += sum(len(p) > MAX_ESCAPED_FRAME_LENGTH for p in frames)
-            frames = [p for p in frames if len(p) <= MAX_ESCAPED_FRAME_LENGTH]
-        return frames
+        for index, part in enumerate(parts):
+            if part is not None and len(part) > MAX_ESCAPED_FRAME_LENGTH:
+                self.oversize_discards += 1
+                parts[index] = None
+        return parts
 
     @property
     def buffered(self) -> int:
         return len(self._pending)
+
+
+# --------------------------------------------------------------------------- non-conforming frames
+
+# Errors a frame cut at a 0x7E its tracker did not escape shows: its first part misses the rest
+# (bad check code or length, or too short), and so do the parts after it.
+REPAIRABLE: frozenset[str] = frozenset({"bad_checksum", "bad_length", "too_short"})
+REPAIR_UNESCAPED_FLAG = "unescaped_flag"
+
+
+class ReadFrame(NamedTuple):
+    raw: bytes  # the escaped bytes between the flags (joined again when repaired)
+    result: Frame | FrameError
+    repaired: bool = False
+
+
+_WAIT = object()  # a join might still complete with bytes not yet received
+
+
+def _xor_unescaped(part: bytes) -> int | None:
+    """XOR of a part's unescaped bytes, or None when its escaping is broken."""
+    try:
+        return checksum(unescape(part))
+    except FrameError:
+        return None
+
+
+class FrameReader:
+    """Decoded frames from a TCP byte stream, mending frames of non-conforming trackers.
+
+    Some trackers do not escape 0x7E inside the frame, so the stream is cut there too. When a
+    part fails its check code (or length), the part is joined with the following part(s),
+    the 0x7E bytes put back, up to the maximum frame length, and the join is accepted when it
+    decodes with a verified check code (the XOR over the whole frame is known from the parts'
+    XORs, so a join is cheap to rule out). Only a part shorter than the length its header
+    declares is joined, never past that length, and a join stops at a part that is a valid
+    frame on its own. A part still short of its declared length when the bytes received so
+    far end is held until more arrive.
+    """
+
+    __slots__ = ("_held", "repairs", "splitter")
+
+    def __init__(self) -> None:
+        self.splitter = FrameSplitter()
+        self._held: list[bytes | None] = []
+        self.repairs = 0
+
+    @property
+    def held(self) -> int:
+        """Bytes held back for a join that may still complete."""
+        return sum(len(p) + 1 for p in self._held if p is not None)
+
+    def feed(self, data: bytes, *, final: bool = False) -> list[ReadFrame]:
+        """The frames completed by `data`; `final`: no more bytes will come, hold nothing."""
+        parts = self.splitter.feed_parts(data)
+        if self._held:
+            parts = self._held + parts
+            self._held = []
+        out: list[ReadFrame] = []
+        xors: dict[int, int | None] = {}
+        decoded: dict[int, Frame | FrameError] = {}
+        i = 0
+        while i < len(parts):
+            part = parts[i]
+            if not part:
+                i += 1
+                continue
+            result = decoded.pop(i, None) or _decode(part)
+            if isinstance(result, FrameError) and result.reason in REPAIRABLE:
+                joined = self._join(parts, i, xors, decoded)
+                if joined is _WAIT and not final:
+                    self._held = parts[i:]
+                    break
+                if isinstance(joined, tuple):
+                    raw, frame, i = joined
+                    self.repairs += 1
+                    out.append(ReadFrame(raw, frame, True))
+                    continue
+            out.append(ReadFrame(part, result))
+            i += 1
+        return out
+
+    @staticmethod
+    def _join(
+        parts: list[bytes | None],
+        start: int,
+        xors: dict[int, int | None],
+        decoded: dict[int, Frame | FrameError],
+    ) -> tuple[bytes, Frame, int] | object | None:
+        first = parts[start]
+        assert first is not None
+        try:
+            head = unescape(first)
+        except FrameError:
+            return None
+        acc = checksum(head)
+        size = len(head)
+        # What the header says the whole frame measures: a part that long already is corrupt,
+        # not cut short, and a join may not grow past it.
+        sizes = _frame_sizes(head)
+        limit = MAX_FRAME_LENGTH if sizes is None else max(sizes)
+        if size >= limit:
+            return None
+        length = len(first)
+        for j in range(start + 1, len(parts)):
+            part = parts[j]
+            if part is None:
+                return None  # an oversize run: no frame spans it
+            length += 1 + len(part)
+            if length > MAX_ESCAPED_FRAME_LENGTH:
+                return None
+            if j not in xors:
+                xors[j] = _xor_unescaped(part)
+            x = xors[j]
+            if x is None:
+                return None
+            acc ^= 0x7E ^ x  # the put-back flag byte, then the part
+            size += 1 + len(part) - part.count(b"\x7d")
+            if size > limit:
+                return None
+            if acc == 0 and part and (sizes is None or size in sizes):
+                raw = _FLAG_BYTE.join(p for p in parts[start : j + 1] if p is not None)
+                result = _decode(raw)
+                if isinstance(result, Frame):
+                    return raw, result, j + 1
+            if part and x == 0:
+                # The part checks out on its own: if it decodes, it is a frame, not a tail.
+                if j not in decoded:
+                    decoded[j] = _decode(part)
+                if isinstance(decoded[j], Frame):
+                    return None
+        # Wait for more bytes only for a part whose header says it is cut short.
+        return None if sizes is None else _WAIT
+
+
+def _frame_sizes(head: bytes) -> tuple[int, ...] | None:
+    """The unescaped sizes a frame starting with `head` may have (as `decode_frame` reads the
+    header: the 2019 layout only when bit 14 is set), or None when `head` is too short."""
+    if len(head) < 4:
+        return None
+    (props,) = struct.unpack_from(">H", head, 2)
+    rest = (4 if props & 0x2000 else 0) + (props & 0x3FF) + 1
+    return (12 + rest, 17 + rest) if props & 0x4000 else (12 + rest,)
+
+
+def _decode(part: bytes) -> Frame | FrameError:
+    try:
+        return decode_frame(part)
+    except FrameError as exc:
+        return exc
 
 
 # --------------------------------------------------------------------------- header

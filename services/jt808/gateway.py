@@ -23,6 +23,7 @@ from typing import cast
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from rules.events import GpsPing
+from rules.events.bounds import DEFAULT_WINDOW, TimeWindow
 from services.jt808.codec import (
     MSG_AUTH,
     MSG_BATCH,
@@ -39,13 +40,13 @@ from services.jt808.codec import (
     Body,
     Empty,
     FrameError,
-    FrameSplitter,
+    FrameReader,
     Header,
     Location,
+    ReadFrame,
     Register,
     SplitAssembler,
     TerminalResponse,
-    decode_frame,
     encode_general_response,
     encode_register_response,
     parse_body,
@@ -88,6 +89,8 @@ class GatewayOptions:
     # gateway instance. Without a secret any auth code is accepted (as traccar does).
     auth_secret: str | None = None
     max_batch: int = 5_000
+    # Event times within this window of the arrival (services/settings.py `bounds`).
+    time_window: TimeWindow = DEFAULT_WINDOW
 
 
 class GatewayMetrics:
@@ -121,6 +124,13 @@ class GatewayMetrics:
             "skipwatch_jt808_pings_total",
             "Locations by what became of them.",
             ["outcome"],
+            registry=r,
+        )
+        self.repaired = Counter(
+            "skipwatch_jt808_frames_repaired_total",
+            "Frames of trackers that do not escape 0x7E, joined again at the flag bytes "
+            "(the join's check code verified), by message.",
+            ["message"],
             registry=r,
         )
         self.sink_seconds = Histogram(
@@ -316,7 +326,8 @@ class _Connection(asyncio.Protocol):
     def __init__(self, gateway: Jt808Gateway) -> None:
         self.gw = gateway
         self.transport: asyncio.Transport | None = None
-        self.splitter = FrameSplitter()
+        self.reader = FrameReader()
+        self.splitter = self.reader.splitter
         self.assembler = SplitAssembler()
         self.authenticated: set[str] = set()  # phones; one link may carry more than one
         self.serial = 0
@@ -340,6 +351,10 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # Parts held for a join that can no longer complete count like any malformed frame.
+        for read in self.reader.feed(b"", final=True):
+            if isinstance(read.result, FrameError):
+                self.gw.metrics.malformed.labels(read.result.reason).inc()
         self.gw._forget(self)
 
     def data_received(self, data: bytes) -> None:
@@ -347,9 +362,9 @@ class _Connection(asyncio.Protocol):
         discarded = self.splitter.oversize_discards
         self._receiving = True
         try:
-            for raw in self.splitter.feed(data):
+            for read in self.reader.feed(data):
                 try:
-                    self._handle(raw)
+                    self._handle(read)
                 except Exception:
                     # A bug on one frame must cost that frame only, never the gateway.
                     log.exception("unexpected error handling a jt808 frame")
@@ -378,15 +393,17 @@ class _Connection(asyncio.Protocol):
         if self.errors >= self.gw.options.max_errors_per_connection:
             self.close("errors")
 
-    def _handle(self, raw: bytes) -> None:
+    def _handle(self, read: ReadFrame) -> None:
         metrics = self.gw.metrics
-        try:
-            frame = decode_frame(raw)
-        except FrameError as exc:
-            metrics.malformed.labels(exc.reason).inc()
+        frame = read.result
+        if isinstance(frame, FrameError):
+            metrics.malformed.labels(frame.reason).inc()
             self._count_error()
             return
         packet = frame.header
+        if read.repaired:
+            name = packet.name
+            metrics.repaired.labels(name if name in _MESSAGE_LABELS else "other").inc()
         if packet.total_packets is not None:
             if packet.msg_id not in _REASSEMBLED:
                 self._reply(packet, RESULT_UNSUPPORTED)
@@ -495,6 +512,7 @@ class _Connection(asyncio.Protocol):
                         phone=phone,
                         received_at=received_at,
                         backfill=backfill,
+                        window=self.gw.options.time_window,
                     )
                 )
             except PingRejected as exc:

@@ -27,7 +27,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from rules.events import Alarm, DeviceKind, Fix, GpsPing
+from rules.events import Alarm, DeviceKind, Fix, GpsPing, describe_validation_error
+from rules.events.bounds import DEFAULT_WINDOW, MAX_SPEED_KMH, TimeWindow
 from rules.events.common import Identifier
 from services.jt808.codec import (
     Auth,
@@ -295,7 +296,7 @@ def load_vendor_config(path: Path | None) -> VendorConfig:
 class PingRejected(ValueError):
     """A location that cannot become a valid GpsPing; `reason` is a bounded code."""
 
-    def __init__(self, reason: Literal["no_time", "invalid"], detail: str = "") -> None:
+    def __init__(self, reason: Literal["no_time", "bad_time", "invalid"], detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
 
@@ -317,8 +318,11 @@ def location_to_ping(
     phone: str,
     received_at: datetime,
     backfill: bool,
+    window: TimeWindow = DEFAULT_WINDOW,
 ) -> GpsPing:
-    """Map one decoded location. Raises PingRejected when no valid ping can be made."""
+    """Map one decoded location. Raises PingRejected when no valid ping can be made: the same
+    bounds as every front door (rules/events/bounds.py), the time within `window` of
+    `received_at`."""
     ts = local_time(location, identity.tz)
     if ts is None:
         if backfill:
@@ -334,23 +338,29 @@ def location_to_ping(
         digest.update(received_at.isoformat().encode())
     speed = location.speed_kmh
     try:
-        return GpsPing(
-            event_id=f"jt808-{digest.hexdigest()}",
-            device_id=identity.device_id,
-            vendor=identity.vendor,
-            ts=ts,
-            lat=location.lat,
-            lon=location.lon,
-            speed_kmh=speed if speed <= 1000 else None,
-            heading=location.heading if location.heading <= 360 else None,
-            fix=Fix.GPS if location.status_flags & 0x2 else Fix.NONE,
-            acc_on=bool(location.status_flags & 0x1),
-            device_kind=identity.device_kind,
-            alarms=alarms,
-            backfill=backfill,
+        return GpsPing.model_validate(
+            {
+                "event_id": f"jt808-{digest.hexdigest()}",
+                "device_id": identity.device_id,
+                "vendor": identity.vendor,
+                "ts": ts,
+                "lat": location.lat,
+                "lon": location.lon,
+                "speed_kmh": speed if speed <= MAX_SPEED_KMH else None,
+                "heading": location.heading if location.heading <= 360 else None,
+                "fix": Fix.GPS if location.status_flags & 0x2 else Fix.NONE,
+                "acc_on": bool(location.status_flags & 0x1),
+                "device_kind": identity.device_kind,
+                "alarms": alarms,
+                "backfill": backfill,
+            },
+            context=window.context(received_at.timestamp()),
         )
     except ValidationError as exc:
-        raise PingRejected("invalid", str(exc.errors(include_url=False)[0]["loc"])) from exc
+        bad_time = exc.errors(include_url=False)[0]["type"].startswith("timestamp_")
+        raise PingRejected(
+            "bad_time" if bad_time else "invalid", describe_validation_error(exc)
+        ) from exc
 
 
 # --------------------------------------------------------------------------- JSON view

@@ -333,3 +333,29 @@ async def test_dashboard_is_served_with_a_strict_policy(view_api: ViewApi) -> No
     assert script.status_code == 200 and "javascript" in script.headers["content-type"]
     assert (await view_api.client.get("/static/../app.py")).status_code == 404
     assert (await view_api.client.get("/static/secrets.txt")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("assignee", "for_viewer"),
+    [
+        ("collector 13800138000", "collector 138****8000"),
+        ("王 +86 138-0013-8000", "王 +86138****8000"),
+        ("华东催收组", "华东催收组"),
+        ("collector-07", "collector-07"),
+    ],
+)
+async def test_viewers_see_phone_numbers_in_assignees_masked(
+    view_api: ViewApi, assignee: str, for_viewer: str
+) -> None:
+    await seed(view_api.view, alert())
+    client = view_api.client
+    response = await client.post(
+        "/v1/alerts/a1/assign", json={"assignee": assignee}, headers=bearer(OPERATOR)
+    )
+    assert response.json()["assigned"]["assignee"] == assignee
+    as_operator = (await client.get("/v1/alerts/a1", headers=bearer(OPERATOR))).json()
+    assert as_operator["assigned"]["assignee"] == assignee
+    for path in ("/v1/alerts/a1", "/v1/alerts"):
+        body = (await client.get(path, headers=bearer(VIEWER))).json()
+        shown = body if path.endswith("a1") else body["items"][0]
+        assert shown["assigned"]["assignee"] == for_viewer, path

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.api.views import mask_name, mask_phone, mask_text, mask_value
+from services.api.views import mask_free_text, mask_name, mask_phone, mask_text, mask_value
 
 pytestmark = pytest.mark.unit
 
@@ -57,4 +57,15 @@ def test_mask_value_walks_nested_structures() -> None:
         "event_id": "13800138000",
         "notes": ["called 138****8000"],
         "count": 3,
+    }
+
+
+def test_assignee_free_text_is_masked_wherever_it_appears() -> None:
+    assert (
+        mask_free_text("call 138 0013 8000 or 010-6552-9988") == "call 138****8000 or 010****9988"
+    )
+    assert mask_free_text("collector-07, room 1204") == "collector-07, room 1204"
+    assert mask_value({"kind": "action", "assignee": "+86 138-0013-8000"}) == {
+        "kind": "action",
+        "assignee": "+86138****8000",
     }

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from rules.events import Alarm, DeviceKind, Fix
+from rules.events.bounds import TimeWindow
 from services.jt808 import codec
 from services.jt808.mapping import (
     DeviceDirectory,
@@ -30,6 +31,7 @@ def ping(
     *,
     phone: str = "13800138000",
     backfill: bool = False,
+    received: datetime = RECEIVED,
 ):  # type: ignore[no-untyped-def]
     identity = DeviceDirectory(config or VendorConfig()).resolve(phone)
     assert identity is not None
@@ -37,7 +39,7 @@ def ping(
         codec.parse_location(body),
         identity=identity,
         phone=phone,
-        received_at=RECEIVED,
+        received_at=received,
         backfill=backfill,
     )
 
@@ -62,7 +64,8 @@ def test_vendor_time_zone_with_dst() -> None:
             "default_profile": "uk",
         }
     )
-    summer = ping(location_body(time=datetime(2024, 7, 1, 12, 0, 0)), config)
+    july = datetime(2024, 7, 1, 12, 0, 0, tzinfo=UTC)
+    summer = ping(location_body(time=datetime(2024, 7, 1, 12, 0, 0)), config, received=july)
     winter = ping(location_body(time=datetime(2024, 1, 1, 12, 0, 0)), config)
     assert summer.ts.astimezone(UTC).hour == 11 and winter.ts.astimezone(UTC).hour == 12
     assert summer.vendor == "acme"
@@ -171,6 +174,39 @@ def test_impossible_coordinates_are_rejected() -> None:
     with pytest.raises(PingRejected) as err:
         ping(bytes(body))
     assert err.value.reason == "invalid"
+
+
+def test_times_outside_the_window_of_arrival_are_rejected_as_bad_time() -> None:
+    # Local GMT+8 clock: 13:10 there is 05:10 UTC, 10 minutes after RECEIVED (the skew is 600 s).
+    assert ping(location_body(time=datetime(2024, 5, 1, 13, 9, 59))).ts < RECEIVED + timedelta(
+        minutes=10
+    )
+    for late_clock in (datetime(2024, 5, 1, 13, 10, 1), datetime(2099, 12, 31, 23, 59, 59)):
+        with pytest.raises(PingRejected) as err:
+            ping(location_body(time=late_clock))
+        assert err.value.reason == "bad_time"
+        assert "ts: " in str(err.value)
+    # A tracker whose clock reset to 2001-01-01: older than the maximum age.
+    with pytest.raises(PingRejected) as err:
+        ping(location_body(time=datetime(2001, 1, 1, 0, 0, 0)))
+    assert err.value.reason == "bad_time"
+    assert "days before the arrival time" in str(err.value)
+
+
+def test_the_window_comes_from_the_caller() -> None:
+    identity = DeviceDirectory(VendorConfig()).resolve("13800138000")
+    assert identity is not None
+    body = codec.parse_location(location_body(time=datetime(2024, 5, 1, 14, 0, 0)))  # +1 h
+    wide = TimeWindow(max_future_skew_s=7200)
+    p = location_to_ping(
+        body,
+        identity=identity,
+        phone="13800138000",
+        received_at=RECEIVED,
+        backfill=False,
+        window=wide,
+    )
+    assert p.ts == RECEIVED + timedelta(hours=1)
 
 
 def test_absurd_speed_and_heading_are_dropped_not_fatal() -> None:
