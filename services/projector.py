@@ -2,7 +2,8 @@
 
 It consumes `<prefix>alerts` (every alert state change, from workers and operators) and
 `<prefix>loans` (for loan summaries and device bindings), and, for loan timelines,
-`<prefix>payments`, `<prefix>contacts` and a sample of `<prefix>gps.raw`.
+`<prefix>payments`, `<prefix>contacts` and a sample of `<prefix>gps.raw`, and, for loan tracks
+(services/track.py), every ping on `<prefix>gps.raw`, thinned while parked.
 
 Positions live in Redis next to the view, not (only) in Kafka: the view and "how far it has read"
 are then wiped together, so an emptied Redis is rebuilt from the beginning of the topics without
@@ -34,6 +35,7 @@ from redis.exceptions import RedisError
 
 from rules.events import AlertEvent, ContactAttempt, GpsPing, Loan, PaymentEvent
 from services.store import AlertStore, TimelineEntry
+from services.track import TrackFix, TrackStore, TrackThinner, parse_fix
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,14 @@ class ProjectorMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.track = Counter(
+            "skipwatch_projector_track_fixes",
+            "Pings read for loan tracks, by outcome: kept (written to the track), thinned "
+            "(parked and close in time to a kept fix), unbound (no loan lists the device), "
+            "invalid (not a GpsPing).",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.rebuilds = Counter(
             "skipwatch_projector_rebuilds",
             "Times the view was found empty and read from the beginning of the topics.",
@@ -147,12 +157,20 @@ class Projector:
         ping_interval_s: float = 600.0,
         retry_s: float = 2.0,
         client_id: str = "skipwatch",
+        track: TrackStore | None = None,
+        track_parked_interval_s: float = 900.0,
     ) -> None:
         self.store = store
+        self.track = track
+        self._timeline = timeline
+        self._thinner = TrackThinner(track_parked_interval_s)
         self.metrics = metrics
         self._bootstrap = bootstrap_servers
         self._prefix = topic_prefix
-        self._topics = [ALERTS, LOANS] + ([PAYMENTS, CONTACTS, GPS] if timeline else [])
+        self._loans_topic = topic_prefix + LOANS
+        self._topics = [ALERTS, LOANS] + ([PAYMENTS, CONTACTS] if timeline else [])
+        if timeline or track is not None:
+            self._topics.append(GPS)
         self._ping_interval_s = ping_interval_s
         self._retry_s = retry_s
         self._client_id = client_id
@@ -198,6 +216,8 @@ class Projector:
             # Empty (first start or wiped): no stored position, so every partition starts at 0.
             self.metrics.rebuilds.inc()
             generation = await self.store.start_generation()
+            # A track rebuilt from offset 0 must be thinned as the first build was.
+            self._thinner = TrackThinner(self._thinner.parked_interval_s)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
             group_id=f"{self._prefix}projector",
@@ -214,7 +234,10 @@ class Projector:
             while True:
                 batches = await self.consumer.getmany(timeout_ms=500, max_records=2000)
                 positions: dict[tuple[str, int], int] = {}
-                for tp, records in batches.items():
+                # Loans first: a ping is put on a loan's timeline and track through the device
+                # bindings, so bindings fetched together with pings must be known before them.
+                ordered = sorted(batches.items(), key=lambda b: b[0].topic != self._loans_topic)
+                for tp, records in ordered:
                     if records:
                         await self._project(tp.topic[len(self._prefix) :], records)
                         positions[(tp.topic, tp.partition)] = records[-1].offset + 1
@@ -301,6 +324,40 @@ class Projector:
         await self.store.add_timeline(entries)
 
     async def _project_pings(self, records: list[Any]) -> None:
+        if self.track is not None:
+            await self._project_track(records)
+        if self._timeline:
+            await self._project_ping_samples(records)
+
+    async def _project_track(self, records: list[Any]) -> None:
+        assert self.track is not None
+        fixes: list[TrackFix] = []
+        for record in records:
+            fix = parse_fix(record.value)
+            if fix is None:
+                self.metrics.track.labels("invalid").inc()
+            else:
+                fixes.append(fix)
+        loans = await self.store.loans_of_devices(sorted({f.device_id for f in fixes}))
+        kept: dict[str, list[TrackFix]] = defaultdict(list)
+        seen: dict[str, list[TrackFix]] = defaultdict(list)
+        counts: dict[str, int] = defaultdict(int)
+        for fix in fixes:
+            loan_id = loans.get(fix.device_id)
+            if loan_id is None:
+                counts["unbound"] += 1
+                continue
+            seen[loan_id].append(fix)
+            if self._thinner.keep(fix):
+                kept[loan_id].append(fix)
+                counts["kept"] += 1
+            else:
+                counts["thinned"] += 1
+        for outcome, n in counts.items():
+            self.metrics.track.labels(outcome).inc(n)
+        await self.track.add(kept, seen)
+
+    async def _project_ping_samples(self, records: list[Any]) -> None:
         kept: list[GpsPing] = []
         sampled_out = 0
         for record in records:
