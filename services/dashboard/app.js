@@ -5,6 +5,12 @@
 // same header as every other call; this file parses the text/event-stream format itself and
 // reconnects with backoff, re-listing alerts on every (re)connect so nothing is missed meanwhile.
 // Every server value is put into the page as text (textContent), never as HTML.
+//
+// Labels come from i18n.js (zh-CN by default, English on the switch, remembered); maps from
+// map.js (Leaflet). `#/loan/<id>` shows one loan full width: its map, track replay and timeline.
+
+import { age, lang, ruleTitle, setLang, t, translatePage, when } from "./i18n.js";
+import { mountMap } from "./map.js";
 
 const TOKEN_KEY = "skipwatch.token";
 const SEVERITY_RANK = { critical: 2, warning: 1, info: 0 };
@@ -20,6 +26,11 @@ const state = {
   selected: null,
   stream: null, // AbortController of the running stream
   generation: 0, // bumps on every (re)list, so late answers of older lists are dropped
+  maps: new Map(), // container id -> mounted map (destroyed when replaced)
+  config: null, // /static/config.json: map tiles
+  live: "off",
+  current: null, // the alert shown in the panel
+  loan: null, // the loan shown in the panel (for its time zone)
 };
 
 // --- small helpers ---------------------------------------------------------------------------
@@ -39,18 +50,7 @@ function h(tag, attrs = {}, ...children) {
   return el;
 }
 
-function age(iso) {
-  const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
-  if (s < 60) return `${Math.floor(s)}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m`;
-  if (s < 86400) return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
-  return `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`;
-}
-
-const dateFormat = new Intl.DateTimeFormat(undefined, {
-  year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
-});
-const when = (iso) => (iso ? dateFormat.format(new Date(iso)) : "—");
+const tz = () => state.loan?.timezone || "Asia/Shanghai";
 
 function toast(message, bad = false) {
   const el = $("toast");
@@ -77,7 +77,7 @@ async function api(path, options = {}) {
     body: options.body === undefined ? undefined : JSON.stringify(options.body),
   });
   const body = await response.json().catch(() => null);
-  if (response.status === 401) signOut("Your token was not accepted. Sign in again.");
+  if (response.status === 401) signOut(t("login.rejected"));
   if (!response.ok) throw new ApiError(response.status, body);
   return body;
 }
@@ -97,18 +97,19 @@ function signOut(message = "") {
   state.token = null;
   state.stream?.abort();
   state.alerts.clear();
-  setLive("off", "Offline");
+  setLive("off");
   showLogin(message);
 }
 
 async function signIn(token) {
   state.token = token;
   try {
-    await api("/v1/alerts?limit=1"); // checks the token (and that it may read alerts)
+    // Checks the token (and that it may read alerts); the role decides which buttons show.
+    state.role = (await api("/v1/whoami")).role;
   } catch (err) {
     state.token = null;
-    const message = err.status === 403 ? "This key may not read alerts (ingest-only key)."
-      : err.status === 401 ? "Unknown token." : `Cannot reach the API: ${err.message}`;
+    const message = err.status === 403 ? t("login.ingest")
+      : err.status === 401 ? t("login.unknown") : t("login.unreachable", { msg: err.message });
     showLogin(message);
     return;
   }
@@ -118,6 +119,7 @@ async function signIn(token) {
   $("signout").hidden = false;
   await reload();
   follow();
+  route();
 }
 
 // --- listing ---------------------------------------------------------------------------------
@@ -161,7 +163,7 @@ async function reload() {
     });
     render();
   } catch (err) {
-    if (err.status !== 401) toast(`Could not load alerts: ${err.message}`, true);
+    if (err.status !== 401) toast(t("err.load", { msg: err.message }), true);
   }
 }
 
@@ -187,9 +189,11 @@ function sorted() {
 
 function riskCell(score) {
   const level = score >= 70 ? "high" : score < 40 ? "low" : "";
+  // Width through the CSSOM: the Content-Security-Policy forbids inline style attributes.
+  const fill = h("span");
+  fill.style.width = `${Math.min(100, Math.max(0, score))}%`;
   return h("span", { class: "risk" },
-    h("span", { class: `risk-bar ${level}`, "aria-hidden": "true" },
-      h("span", { style: `width:${Math.min(100, Math.max(0, score))}%` })),
+    h("span", { class: `risk-bar ${level}`, "aria-hidden": "true" }, fill),
     String(score));
 }
 
@@ -201,14 +205,14 @@ function row(alert) {
     "aria-selected": String(state.selected === alert.id),
     onclick: open,
   },
-  h("td", {}, h("span", { class: `badge ${alert.severity}` }, alert.severity)),
+  h("td", {}, h("span", { class: `badge ${alert.severity}` }, t(`severity.${alert.severity}`))),
   h("td", {},
     h("button", { class: "title-btn", type: "button", onclick: (e) => { e.stopPropagation(); open(); } },
-      alert.title),
+      ruleTitle(alert.rule_id, alert.title)),
     h("span", { class: "sub mono" }, alert.rule_id)),
   h("td", { class: "mono nowrap" }, alert.loan_id),
   h("td", { class: "num" }, riskCell(alert.risk_score)),
-  h("td", {}, h("span", { class: `status ${alert.status}` }, alert.status),
+  h("td", {}, h("span", { class: `status ${alert.status}` }, t(`status.${alert.status}`)),
     alert.assigned ? h("span", { class: "sub" }, `→ ${alert.assigned.assignee}`) : null),
   h("td", { class: "age nowrap", title: when(alert.started_at), "data-started": alert.started_at },
     age(alert.started_at)));
@@ -222,8 +226,8 @@ function render(flashId = null) {
   const count = (sev) => alerts.filter((a) => a.severity === sev).length;
   $("counts").replaceChildren(
     ...["critical", "warning", "info"].filter((sev) => count(sev) > 0).map((sev) =>
-      h("span", { class: `badge ${sev}` }, `${count(sev)} ${sev}`)),
-    h("span", { class: "count" }, `${alerts.length} shown`));
+      h("span", { class: `badge ${sev}` }, `${count(sev)} ${t(`severity.${sev}`)}`)),
+    h("span", { class: "count" }, t("shown", { n: alerts.length })));
   if (flashId) {
     const tr = $("rows").querySelector(`tr[data-id="${CSS.escape(flashId)}"]`);
     if (tr) {
@@ -244,12 +248,25 @@ function upsert(alert) {
   if (state.selected === alert.id) renderAlert(alert);
 }
 
+// --- language ----------------------------------------------------------------------------------
+
+function applyLanguage() {
+  translatePage();
+  $("lang").textContent = t("lang.switch");
+  setLive(state.live);
+  render();
+  if (state.current) renderAlert(state.current);
+  if (state.selected && state.current) loadLoan(state.current.loan_id, state.selected);
+  if (location.hash.startsWith("#/loan/")) route();
+}
+
 // --- live stream (fetch + text/event-stream parser) ------------------------------------------
 
-function setLive(kind, text) {
+function setLive(kind) {
   const el = $("live");
+  state.live = kind;
   el.dataset.state = kind;
-  el.textContent = text;
+  el.textContent = t(`live.${kind}`);
 }
 
 async function follow() {
@@ -265,7 +282,7 @@ async function follow() {
       if (err.status === 401 || err.status === 403) return;
     }
     if (controller.signal.aborted) return;
-    setLive("retry", "Reconnecting…");
+    setLive("retry");
     await new Promise((r) => setTimeout(r, delay));
     delay = Math.min(delay * 2, 15_000);
   }
@@ -286,7 +303,7 @@ async function readStream(controller, onOpen) {
       signal: stall.signal,
       cache: "no-store",
     });
-    if (response.status === 401) { signOut("Your token was not accepted. Sign in again."); return; }
+    if (response.status === 401) { signOut(t("login.rejected")); return; }
     if (!response.ok || !response.body) throw new ApiError(response.status, null);
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = "";
@@ -302,7 +319,7 @@ async function readStream(controller, onOpen) {
         const message = parseEvent(block);
         if (message.event === "ready") {
           onOpen();
-          setLive("on", "Live");
+          setLive("on");
           await reload(); // catch up on anything that changed while disconnected
         } else if (message.event === "alert" && message.data) {
           upsert(JSON.parse(message.data));
@@ -341,13 +358,15 @@ async function select(id) {
     $("panel").querySelector("h2")?.focus();
     loadLoan(alert.loan_id, id);
   } catch (err) {
-    toast(`Could not open the alert: ${err.message}`, true);
+    toast(t("err.open", { msg: err.message }), true);
   }
 }
 
 function closePanel() {
   const id = state.selected;
   state.selected = null;
+  state.current = null;
+  dropMap("panel-map");
   $("panel").hidden = true;
   for (const tr of $("rows").children) tr.setAttribute("aria-selected", "false");
   $("rows").querySelector(`tr[data-id="${CSS.escape(id || "")}"] .title-btn`)?.focus();
@@ -367,7 +386,7 @@ function evidenceItem(item) {
     const reasons = (item.reasons || []).map((r) =>
       h("li", {}, `+${r.points} ${r.detail || r.code}`));
     return h("li", { class: "risk-item" },
-      h("div", {}, h("span", { class: "k" }, "Risk score"),
+      h("div", {}, h("span", { class: "k" }, t("risk.score")),
         reasons.length ? h("ul", { class: "reasons" }, reasons) : null),
       h("span", { class: "v" }, String(item.score)));
   }
@@ -379,71 +398,81 @@ function evidenceItem(item) {
 }
 
 function actionBar(alert) {
+  if (!canAct()) return null; // viewers: read only, no buttons
   const act = async (path, body, done) => {
     try {
       const updated = await api(`/v1/alerts/${encodeURIComponent(alert.id)}/${path}`, { method: "POST", body });
       upsert(updated);
       renderAlert(updated);
-      toast(done);
+      toast(t(done));
     } catch (err) {
-      toast(err.status === 403 ? "Your token is read-only: acting on alerts needs an operator." : err.message, true);
+      toast(err.status === 403 ? t("readonly") : err.message, true);
     }
   };
   const closed = alert.status === "resolved";
-  const snooze = h("select", { "aria-label": "Snooze for" },
-    h("option", { value: "60" }, "1 hour"), h("option", { value: "240" }, "4 hours"),
-    h("option", { value: "1440" }, "1 day"), h("option", { value: "4320" }, "3 days"));
+  const snooze = h("select", { "aria-label": t("act.snooze.for") },
+    h("option", { value: "60" }, t("act.h1")), h("option", { value: "240" }, t("act.h4")),
+    h("option", { value: "1440" }, t("act.d1")), h("option", { value: "4320" }, t("act.d3")));
   const assignee = h("input", {
-    type: "text", placeholder: "collector", "aria-label": "Assign to", size: "12",
+    type: "text", placeholder: t("act.assign.placeholder"), "aria-label": t("act.assign.to"), size: "12",
     value: alert.assigned?.assignee || "",
   });
   return h("div", { class: "actions" },
     h("button", {
-      class: "btn primary", type: "button", disabled: closed || alert.status === "acknowledged",
-      onclick: () => act("ack", undefined, "Acknowledged"),
-    }, "Acknowledge"),
+      class: "btn primary", type: "button", "data-action": "ack", disabled: closed || alert.status === "acknowledged",
+      onclick: () => act("ack", undefined, "done.ack"),
+    }, t("act.ack")),
     h("button", {
-      class: "btn", type: "button", disabled: closed,
-      onclick: () => act("resolve", undefined, "Resolved"),
-    }, "Resolve"),
+      class: "btn", type: "button", "data-action": "resolve", disabled: closed,
+      onclick: () => act("resolve", undefined, "done.resolve"),
+    }, t("act.resolve")),
     h("form", {
-      onsubmit: (e) => { e.preventDefault(); act("snooze", { minutes: Number(snooze.value) }, "Snoozed"); },
-    }, snooze, h("button", { class: "btn", type: "submit", disabled: closed }, "Snooze")),
+      onsubmit: (e) => { e.preventDefault(); act("snooze", { minutes: Number(snooze.value) }, "done.snooze"); },
+    }, snooze, h("button", { class: "btn", type: "submit", "data-action": "snooze", disabled: closed }, t("act.snooze"))),
     h("form", {
       onsubmit: (e) => {
         e.preventDefault();
-        if (assignee.value.trim()) act("assign", { assignee: assignee.value.trim() }, "Assigned");
+        if (assignee.value.trim()) act("assign", { assignee: assignee.value.trim() }, "done.assign");
       },
-    }, assignee, h("button", { class: "btn", type: "submit" }, "Assign")));
+    }, assignee, h("button", { class: "btn", type: "submit", "data-action": "assign" }, t("act.assign"))));
 }
 
 function renderAlert(alert) {
+  state.current = alert;
   const panel = $("panel");
+  const zone = tz();
   const facts = [
-    ["Status", h("span", { class: `status ${alert.status}` }, alert.status)],
-    ["Loan", h("span", { class: "mono" }, alert.loan_id)],
-    ["Rule", h("span", { class: "mono" }, alert.rule_id)],
-    ["Risk score", String(alert.risk_score)],
-    ["Started", `${when(alert.started_at)} (${age(alert.started_at)} ago)`],
-    ["Updated", when(alert.updated_at)],
-    alert.acknowledged && ["Acknowledged", `${alert.acknowledged.by}, ${when(alert.acknowledged.at)}`],
-    alert.assigned && ["Assigned to", `${alert.assigned.assignee} (by ${alert.assigned.by})`],
-    alert.silenced_until && ["Silenced until", when(alert.silenced_until)],
-    alert.resolved && ["Resolved by", `${alert.resolved.by}, ${when(alert.resolved.at)}`],
-    alert.location && ["Last position", `${alert.location.lat.toFixed(5)}, ${alert.location.lon.toFixed(5)}`],
+    ["fact.status", h("span", { class: `status ${alert.status}` }, t(`status.${alert.status}`))],
+    ["fact.loan", h("a", { class: "mono", href: `#/loan/${encodeURIComponent(alert.loan_id)}` }, alert.loan_id)],
+    ["fact.rule", h("span", { class: "mono" }, alert.rule_id)],
+    ["fact.risk", String(alert.risk_score)],
+    ["fact.started", `${when(alert.started_at, zone)} (${t("ago", { age: age(alert.started_at) })})`],
+    ["fact.updated", when(alert.updated_at, zone)],
+    alert.acknowledged && ["fact.acked", t("by", { who: alert.acknowledged.by, when: when(alert.acknowledged.at, zone) })],
+    alert.assigned && ["fact.assigned", t("assigned.by", { assignee: alert.assigned.assignee, by: alert.assigned.by })],
+    alert.silenced_until && ["fact.silenced", when(alert.silenced_until, zone)],
+    alert.resolved && ["fact.resolved", t("by", { who: alert.resolved.by, when: when(alert.resolved.at, zone) })],
+    alert.location && ["fact.position", `${alert.location.lat.toFixed(5)}, ${alert.location.lon.toFixed(5)}`],
   ].filter(Boolean);
+  const existingMap = panel.querySelector("#panel-map");
+  const keepMap = existingMap && existingMap.dataset.alert === alert.id;
   const existingLoan = panel.querySelector("#loan-section");
+  const title = ruleTitle(alert.rule_id, alert.title);
   panel.replaceChildren(
     h("div", { class: "panel-head" },
       h("div", {},
-        h("span", { class: `badge ${alert.severity}` }, alert.severity),
-        h("h2", { id: "panel-title", tabindex: "-1" }, alert.title)),
-      h("button", { class: "btn ghost close", type: "button", "aria-label": "Close", onclick: closePanel }, "×")),
+        h("span", { class: `badge ${alert.severity}` }, t(`severity.${alert.severity}`)),
+        h("h2", { id: "panel-title", tabindex: "-1" }, title)),
+      h("button", { class: "btn ghost close", type: "button", "aria-label": t("close"), onclick: closePanel }, "×")),
+    title !== alert.title ? h("p", { class: "muted orig-title", lang: "zh-CN" }, alert.title) : null,
     h("p", { class: "summary" }, alert.summary),
-    h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+    h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, t(k)), h("dd", {}, v)])),
     actionBar(alert),
-    h("h3", {}, "Evidence"),
-    h("ul", { class: "evidence", "aria-label": "Evidence" }, alert.evidence.map(evidenceItem)),
+    h("h3", {}, t("map")),
+    keepMap ? existingMap : h("section", { id: "panel-map", class: "map-block", "data-alert": alert.id }),
+    h("p", {}, h("a", { class: "btn", href: `#/loan/${encodeURIComponent(alert.loan_id)}` }, t("loan.open"))),
+    h("h3", {}, t("evidence")),
+    h("ul", { class: "evidence", "aria-label": t("evidence") }, alert.evidence.map(evidenceItem)),
     existingLoan && existingLoan.dataset.loan === alert.loan_id
       ? existingLoan : h("section", { id: "loan-section", "data-loan": alert.loan_id }));
   panel.setAttribute("aria-labelledby", "panel-title");
@@ -455,63 +484,182 @@ function timelineText(entry) {
   switch (entry.kind) {
     case "alert":
       return d.action
-        ? `${d.action} by ${d.by || "?"}${d.assignee ? ` → ${d.assignee}` : ""}: ${d.title}`
-        : `${d.status} (${d.severity}): ${d.title}`;
+        ? `${d.action} · ${d.by || "?"}${d.assignee ? ` → ${d.assignee}` : ""}: ${ruleTitle(d.rule_id, d.title)}`
+        : `${t(`status.${d.status}`)} (${t(`severity.${d.severity}`)}): ${ruleTitle(d.rule_id, d.title)}`;
     case "payment":
       return `${d.type.replaceAll("_", " ")} · #${d.installment_no} · ${d.amount} ${d.currency}`;
     case "contact":
       return `${d.channel} ${d.party.replaceAll("_", " ")} → ${d.outcome.replaceAll("_", " ")}`;
     case "ping":
       return `${d.lat.toFixed(4)}, ${d.lon.toFixed(4)}${d.speed_kmh != null ? ` · ${d.speed_kmh} km/h` : ""}`
-        + (d.alarms?.length ? ` · alarms: ${d.alarms.join(", ")}` : "");
+        + (d.alarms?.length ? ` · ${d.alarms.join(", ")}` : "");
     default:
       return JSON.stringify(d);
   }
 }
 
-async function loadLoan(loanId, alertId) {
-  let loan = null;
-  let timeline = null;
+const orNull = (promise) => promise.catch((e) => (e.status === 404 ? null : Promise.reject(e)));
+
+async function fetchLoan(loanId) {
+  const id = encodeURIComponent(loanId);
+  const [loan, timeline, track] = await Promise.all([
+    orNull(api(`/v1/loans/${id}`)),
+    orNull(api(`/v1/loans/${id}/timeline?limit=50`)),
+    orNull(api(`/v1/loans/${id}/track`)),
+  ]);
+  return { loan, timeline, track };
+}
+
+async function placesNear(points) {
+  if (!points.length) return [];
+  const lat = points.reduce((s, p) => s + p.lat, 0) / points.length;
+  const lon = points.reduce((s, p) => s + p.lon, 0) / points.length;
+  const q = new URLSearchParams({ lat: lat.toFixed(6), lon: lon.toFixed(6), radius_m: "15000", limit: "200" });
+  return (await api(`/v1/places?${q}`)).items;
+}
+
+function dropMap(id) {
+  state.maps.get(id)?.destroy();
+  state.maps.delete(id);
+}
+
+async function drawMap(containerId, { loan, track, alert }) {
+  const container = $(containerId);
+  if (!container) return;
+  const points = [...(track?.latest || []), ...(alert?.location ? [alert.location] : [])];
+  if (!points.length && track?.fixes?.length) points.push(track.fixes[track.fixes.length - 1]);
+  if (!points.length && loan?.home_region?.center) {
+    points.push({ lat: loan.home_region.center[0], lon: loan.home_region.center[1] });
+  }
+  let places = [];
   try {
-    [loan, timeline] = await Promise.all([
-      api(`/v1/loans/${encodeURIComponent(loanId)}`).catch((e) => (e.status === 404 ? null : Promise.reject(e))),
-      api(`/v1/loans/${encodeURIComponent(loanId)}/timeline?limit=50`).catch((e) => (e.status === 404 ? null : Promise.reject(e))),
-    ]);
+    places = await placesNear(points);
   } catch (err) {
-    toast(`Could not load the loan: ${err.message}`, true);
+    toast(err.message, true);
+  }
+  if ($(containerId) !== container) return;
+  dropMap(containerId);
+  state.maps.set(containerId, mountMap(container, { config: state.config, loan, track, places, alert }));
+}
+
+function loanFacts(loan) {
+  const zone = loan.timezone || "Asia/Shanghai";
+  return [
+    ["loan.borrower", loan.borrower ? `${loan.borrower.name} · ${loan.borrower.phone}` : "—"],
+    ["loan.vehicle", loan.vehicle ? `${loan.vehicle.plate} · ${loan.vehicle.vin}` : "—"],
+    ["loan.status", loan.status || "—"],
+    ["loan.risk", String(loan.risk_score)],
+    ["loan.open_alerts", String(loan.open_alerts.length)],
+    ["loan.last_event", loan.last_event_at ? `${when(loan.last_event_at, zone)} (${t("ago", { age: age(loan.last_event_at) })})` : "—"],
+    ["loan.timezone", zone],
+  ];
+}
+
+function timelineList(timeline, zone) {
+  const items = timeline?.items || [];
+  return items.length
+    ? h("ol", { class: "timeline", "aria-label": t("timeline") }, items.map((e) =>
+      h("li", {}, h("span", { class: `kind ${e.kind}` }, t(`kind.${e.kind}`)),
+        h("div", {}, h("time", { datetime: e.ts }, when(e.ts, zone)), timelineText(e)))))
+    : h("p", { class: "muted" }, t("timeline.empty"));
+}
+
+async function loadLoan(loanId, alertId) {
+  let data = { loan: null, timeline: null, track: null };
+  try {
+    data = await fetchLoan(loanId);
+  } catch (err) {
+    toast(t("err.loan", { msg: err.message }), true);
   }
   if (state.selected !== alertId) return;
+  state.loan = data.loan;
   const section = $("loan-section");
   if (!section) return;
-  const facts = loan ? [
-    ["Borrower", loan.borrower ? `${loan.borrower.name} · ${loan.borrower.phone}` : "—"],
-    ["Vehicle", loan.vehicle ? `${loan.vehicle.plate} · ${loan.vehicle.vin}` : "—"],
-    ["Loan status", loan.status || "—"],
-    ["Risk score", String(loan.risk_score)],
-    ["Open alerts", String(loan.open_alerts.length)],
-    ["Last event", when(loan.last_event_at)],
-  ] : [];
-  const items = timeline?.items || [];
+  const { loan, timeline } = data;
   section.replaceChildren(
-    h("h3", {}, `Loan ${loanId}`),
-    loan ? h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]))
-      : h("p", { class: "muted" }, "The loan's registration has not been seen yet."),
-    h("h3", {}, "Timeline"),
-    items.length
-      ? h("ol", { class: "timeline", "aria-label": "Loan timeline" }, items.map((e) =>
-        h("li", {}, h("span", { class: `kind ${e.kind}` }, e.kind),
-          h("div", {}, h("time", { datetime: e.ts }, when(e.ts)), timelineText(e)))))
-      : h("p", { class: "muted" }, "Nothing recorded yet."));
+    h("h3", {}, t("loan", { id: loanId })),
+    loan ? h("dl", { class: "facts" }, loanFacts(loan).map(([k, v]) => [h("dt", {}, t(k)), h("dd", {}, v)]))
+      : h("p", { class: "muted" }, t("loan.unknown")),
+    h("h3", {}, t("timeline")),
+    timelineList(timeline, loan?.timezone));
+  if (state.current) renderAlert(state.current); // the loan's time zone for the alert's times
+  await drawMap("panel-map", { ...data, alert: state.current });
+}
+
+// --- the loan view (#/loan/<id>) ----------------------------------------------------------------
+
+async function showLoanView(loanId) {
+  $("app").hidden = true;
+  $("loan-view").hidden = false;
+  const view = $("loan-view");
+  view.replaceChildren(
+    h("div", { class: "loan-head" },
+      h("a", { class: "btn ghost", href: "#/" }, `← ${t("loan.back")}`),
+      h("h1", { id: "loan-title", tabindex: "-1" }, t("loan", { id: loanId }))),
+    h("div", { class: "loan-grid" },
+      h("section", { id: "loan-map", class: "map-block big" }),
+      h("div", { id: "loan-side" })));
+  $("loan-title").focus();
+  let data;
+  try {
+    data = await fetchLoan(loanId);
+  } catch (err) {
+    toast(t("err.loan", { msg: err.message }), true);
+    return;
+  }
+  if (location.hash !== `#/loan/${encodeURIComponent(loanId)}`) return;
+  const { loan, timeline } = data;
+  const newestAlert = loan?.open_alerts?.find((a) => a.location) || null;
+  $("loan-side").replaceChildren(
+    loan ? h("dl", { class: "facts" }, loanFacts(loan).map(([k, v]) => [h("dt", {}, t(k)), h("dd", {}, v)]))
+      : h("p", { class: "muted" }, t("loan.unknown")),
+    h("h3", {}, t("timeline")),
+    timelineList(timeline, loan?.timezone));
+  await drawMap("loan-map", { ...data, alert: newestAlert });
+}
+
+function route() {
+  if (!state.token) return;
+  const match = location.hash.match(/^#\/loan\/(.+)$/);
+  dropMap("loan-map");
+  if (match) {
+    showLoanView(decodeURIComponent(match[1]));
+  } else {
+    $("loan-view").hidden = true;
+    $("app").hidden = false;
+  }
+}
+
+// --- who am I -----------------------------------------------------------------------------------
+
+function canAct() {
+  return state.role === "operator" || state.role === "admin";
 }
 
 // --- wiring ----------------------------------------------------------------------------------
 
+async function loadConfig() {
+  try {
+    state.config = await (await fetch("/static/config.json")).json();
+  } catch {
+    state.config = { tiles_url: "", tiles_crs: "wgs84" };
+  }
+}
+
 function init() {
+  setLang(lang());
+  translatePage();
+  $("lang").textContent = t("lang.switch");
+  $("lang").addEventListener("click", () => {
+    setLang(lang() === "zh-CN" ? "en" : "zh-CN");
+    applyLanguage();
+  });
+  setLive("off");
   $("login-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const token = $("token").value.trim();
     if (token) signIn(token);
-    else $("login-error").textContent = "Enter a token.";
+    else $("login-error").textContent = t("login.empty");
   });
   $("signout").addEventListener("click", () => signOut());
   for (const id of ["f-status", "f-severity"]) $(id).addEventListener("change", reload);
@@ -521,9 +669,12 @@ function init() {
   document.addEventListener("keydown", (e) => {
     if (e.key === "Escape" && state.selected) closePanel();
   });
+  window.addEventListener("hashchange", route);
   setInterval(refreshAges, 30_000);
-  if (state.token) signIn(state.token);
-  else showLogin();
+  loadConfig().then(() => {
+    if (state.token) signIn(state.token);
+    else showLogin();
+  });
 }
 
 init();

@@ -147,3 +147,15 @@ def test_tile_settings_are_checked_and_subdomains_allowed_in_csp() -> None:
     )
     none = Settings.model_validate({"api": {"map_tiles_url": ""}})
     assert "img-src 'self' data:;" in headers_for(none)["Content-Security-Policy"]
+
+
+async def test_whoami_tells_the_role(client: tuple[httpx.AsyncClient, FakeTracks]) -> None:
+    from tests.unit.api.support import ADMIN, OPERATOR
+
+    http, _ = client
+    for token, role, masked in ((VIEWER, "viewer", True), (OPERATOR, "operator", False)):
+        body = (await http.get("/v1/whoami", headers=bearer(token))).json()
+        assert body == {"role": role, "masked": masked}
+    assert (await http.get("/v1/whoami", headers=bearer(ADMIN))).json()["role"] == "admin"
+    assert (await http.get("/v1/whoami")).status_code == 401
+    assert (await http.get("/v1/whoami", headers={"X-Api-Key": VENDOR_KEY})).status_code == 403
