@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from rules.events import ContactAttempt, GpsPing, Loan, PaymentEvent
-from services.api import alerts, health, ingest, loans, places, session
+from services.api import alerts, health, ingest, loans, overview, places, session
 from services.api.auth import Authenticator
 from services.api.dedup import DedupStore, RedisDedup
 from services.api.deps import ApiContext
@@ -189,5 +189,6 @@ def create_app(
     app.include_router(loans.router)
     app.include_router(places.router)
     app.include_router(session.router)
+    app.include_router(overview.router)
     install_dashboard(app, settings)
     return app
