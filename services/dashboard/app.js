@@ -86,6 +86,9 @@ async function api(path, options = {}) {
 
 function showLogin(message = "") {
   $("app").hidden = true;
+  $("loan-view").hidden = true;
+  $("overview").hidden = true;
+  $("nav").hidden = true;
   $("signout").hidden = true;
   $("login").hidden = false;
   $("login-error").textContent = message;
@@ -117,6 +120,7 @@ async function signIn(token) {
   $("login").hidden = true;
   $("app").hidden = false;
   $("signout").hidden = false;
+  $("nav").hidden = false;
   await reload();
   follow();
   route();
@@ -257,7 +261,7 @@ function applyLanguage() {
   render();
   if (state.current) renderAlert(state.current);
   if (state.selected && state.current) loadLoan(state.current.loan_id, state.selected);
-  if (location.hash.startsWith("#/loan/")) route();
+  if (location.hash.startsWith("#/loan/") || location.hash === "#/overview") route();
 }
 
 // --- live stream (fetch + text/event-stream parser) ------------------------------------------
@@ -618,14 +622,109 @@ async function showLoanView(loanId) {
   await drawMap("loan-map", { ...data, alert: newestAlert });
 }
 
+// --- the overview (#/overview) -------------------------------------------------------------------
+
+function duration(seconds) {
+  if (seconds == null) return "—";
+  return age(new Date(Date.now() - seconds * 1000).toISOString());
+}
+
+function figure(key, value, label, extra = "") {
+  return h("div", { class: `figure ${extra}` },
+    h("span", { class: "figure-value", "data-figure": key }, String(value)),
+    h("span", { class: "figure-label" }, label));
+}
+
+function bar(value, max, cls = "") {
+  const fill = h("span", { class: cls });
+  fill.style.width = `${max ? Math.round((100 * value) / max) : 0}%`;
+  return h("span", { class: "hbar", "aria-hidden": "true" }, fill);
+}
+
+async function showOverview() {
+  $("app").hidden = true;
+  $("loan-view").hidden = true;
+  const view = $("overview");
+  view.hidden = false;
+  let o;
+  try {
+    o = await api("/v1/overview?days=14");
+  } catch (err) {
+    toast(t("err.load", { msg: err.message }), true);
+    return;
+  }
+  if (location.hash !== "#/overview") return;
+  const sev = ["critical", "warning", "info"];
+  const maxDay = Math.max(1, ...o.per_day.map((d) => d.count));
+  const maxRule = Math.max(1, ...o.open_by_rule.map((r) => r.count));
+  view.replaceChildren(
+    h("h1", { id: "overview-title", tabindex: "-1" }, t("ov.title")),
+    h("p", { class: "muted" }, t("ov.generated", { when: when(o.generated_at, o.timezone) })),
+    h("section", { class: "cards", "aria-label": t("ov.open") },
+      figure("open-total", o.open_total, t("ov.open"), "big"),
+      sev.map((s) => figure(`open-${s}`, o.open_by_severity[s], t(`severity.${s}`), s)),
+      ["firing", "acknowledged", "silenced"].map((s) => figure(`status-${s}`, o.open_by_status[s], t(`status.${s}`))),
+      figure("ack-p50", duration(o.time_to_ack.p50_s), t("ov.ack.p50")),
+      figure("ack-p90", duration(o.time_to_ack.p90_s), t("ov.ack.p90")),
+      figure("ack-count", o.time_to_ack.count, t("ov.ack.count", { days: o.days }))),
+    h("h2", {}, t("ov.signals")),
+    h("section", { class: "cards" },
+      ["out_of_region", "offline", "at_risk_place", "overdue"].map((k) =>
+        figure(`signal-${k}`, o.loans_by_signal[k], t(`ov.signal.${k}`)))),
+    h("p", { class: "muted small" }, t("ov.signals.note")),
+    h("div", { class: "ov-grid" },
+      h("section", {},
+        h("h2", {}, t("ov.per_day", { days: o.days })),
+        h("ol", { class: "days", "aria-label": t("ov.per_day", { days: o.days }) }, o.per_day.map((d) => {
+          const column = h("span", { class: "day-bar" });
+          column.style.height = `${Math.round((100 * d.count) / maxDay)}%`;
+          return h("li", { title: `${d.date}: ${d.count}` },
+            h("span", { class: "day-count", "data-day": d.date }, String(d.count)),
+            h("span", { class: "day-track" }, column),
+            h("span", { class: "day-label" }, d.date.slice(5)));
+        }))),
+      h("section", {},
+        h("h2", {}, t("ov.by_rule")),
+        o.open_by_rule.length
+          ? h("table", { class: "grid compact" },
+            h("thead", {}, h("tr", {}, h("th", { scope: "col" }, t("fact.rule")), h("th", { scope: "col", class: "num" }, t("ov.count")))),
+            h("tbody", {}, o.open_by_rule.map((r) => h("tr", {},
+              h("td", {}, ruleTitle(r.rule_id, r.rule_id), h("span", { class: "sub mono" }, r.rule_id)),
+              h("td", { class: "num", "data-rule": r.rule_id }, bar(r.count, maxRule), String(r.count))))))
+          : h("p", { class: "muted" }, t("empty")))),
+    h("h2", {}, t("ov.worst")),
+    o.worst_loans.length
+      ? h("table", { class: "grid compact" },
+        h("thead", {}, h("tr", {},
+          h("th", { scope: "col" }, t("col.loan")), h("th", { scope: "col", class: "num" }, t("col.risk")),
+          h("th", { scope: "col" }, t("col.severity")), h("th", { scope: "col" }, t("fact.rule")),
+          h("th", { scope: "col", class: "num" }, t("loan.open_alerts")))),
+        h("tbody", {}, o.worst_loans.map((w) => h("tr", {},
+          h("td", { class: "mono" }, h("a", { href: `#/loan/${encodeURIComponent(w.loan_id)}` }, w.loan_id)),
+          h("td", { class: "num" }, riskCell(w.risk_score)),
+          h("td", {}, h("span", { class: `badge ${w.severity}` }, t(`severity.${w.severity}`))),
+          h("td", {}, ruleTitle(w.rule_id, w.rule_id)),
+          h("td", { class: "num" }, String(w.open_alerts))))))
+      : h("p", { class: "muted" }, t("empty")));
+  $("overview-title").focus();
+}
+
 function route() {
   if (!state.token) return;
   const match = location.hash.match(/^#\/loan\/(.+)$/);
   dropMap("loan-map");
+  for (const link of document.querySelectorAll(".nav a")) {
+    link.setAttribute("aria-current", String(link.getAttribute("href") === (location.hash || "#/")
+      || (link.getAttribute("href") === "#/" && !!match)));
+  }
   if (match) {
+    $("overview").hidden = true;
     showLoanView(decodeURIComponent(match[1]));
+  } else if (location.hash === "#/overview") {
+    showOverview();
   } else {
     $("loan-view").hidden = true;
+    $("overview").hidden = true;
     $("app").hidden = false;
   }
 }

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import orjson
@@ -377,6 +378,43 @@ async def test_operator_sees_a_live_alert_on_a_map_replays_and_acks_it(
         await loan_map.locator("input[type=range]").fill(str(maximum // 2))
         await expect(loan_map.locator(".cursor-text")).to_contain_text("km/h")
         await screenshot(page, tmp_path, "04-loan-track-replay")
+
+        # The overview: its figures are the API's counts for the same data.
+        await page.locator("#nav a[href='#/overview']").click()
+        await expect(page.locator("[data-figure=open-total]")).to_be_visible(timeout=30_000)
+        async with httpx.AsyncClient(base_url=base, headers=operator) as client:
+            listed = {
+                status: (await client.get("/v1/alerts", params={"status": status})).json()["items"]
+                for status in ("firing", "acknowledged", "silenced")
+            }
+            local = dt.datetime.now(ZoneInfo("Asia/Shanghai"))
+            midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+            window = {
+                "since": midnight.isoformat(),
+                "until": (midnight + dt.timedelta(days=1)).isoformat(),
+            }
+            today = (await client.get("/v1/alerts", params=window)).json()["items"]
+        opened = [a for items in listed.values() for a in items]
+        figures = {
+            "open-total": len(opened),
+            "open-critical": sum(a["severity"] == "critical" for a in opened),
+            "open-warning": sum(a["severity"] == "warning" for a in opened),
+            "status-firing": len(listed["firing"]),
+            "status-acknowledged": len(listed["acknowledged"]),
+            "ack-count": 1,
+            # Both alerts' evidence: 4 days past due, out of the home region for 1d 2h.
+            "signal-overdue": 2,
+            "signal-out_of_region": 2,
+            "signal-at_risk_place": 0,
+        }
+        assert figures["open-total"] == 2 and figures["status-acknowledged"] == 1
+        for key, value in figures.items():
+            await expect(page.locator(f"[data-figure='{key}']")).to_have_text(str(value))
+        await expect(page.locator(f"[data-day='{midnight.date().isoformat()}']")).to_have_text(
+            str(len(today))
+        )
+        await expect(page.locator(".overview table").last).to_contain_text("L-1001")
+        await screenshot(page, tmp_path, "07-overview")
         assert errors == []
 
         # A viewer: masked personal data, no action buttons.
