@@ -29,6 +29,8 @@ const state = {
   maps: new Map(), // container id -> mounted map (destroyed when replaced)
   config: null, // /static/config.json: map tiles
   live: "off",
+  checked: new Set(), // alerts picked for a bulk action
+  cursor: -1, // keyboard position in the queue (j/k); -1 before the first j
   current: null, // the alert shown in the panel
   loan: null, // the loan shown in the panel (for its time zone)
 };
@@ -184,11 +186,64 @@ async function loadMore() {
   render();
 }
 
+// Queue filters applied to the loaded alerts (status, severity and loan go to the API): rule,
+// assignee, label, age; and the sort. Each option shows how many loaded alerts it would keep.
+const AGES = { "": Infinity, "1h": 3600, "24h": 86400, "7d": 7 * 86400 };
+const SORTS = {
+  severity: (a, b) => (SEVERITY_RANK[b.severity] - SEVERITY_RANK[a.severity]) || (b.risk_score - a.risk_score),
+  risk: (a, b) => (b.risk_score - a.risk_score) || (SEVERITY_RANK[b.severity] - SEVERITY_RANK[a.severity]),
+  newest: (a, b) => Date.parse(b.started_at) - Date.parse(a.started_at),
+  oldest: (a, b) => Date.parse(a.started_at) - Date.parse(b.started_at),
+};
+
+function queueFilters() {
+  return {
+    rule: $("q-rule").value, assignee: $("q-assignee").value, label: $("q-label").value,
+    age: $("q-age").value, sort: $("q-sort").value,
+  };
+}
+
+const labelPairs = (alert) => Object.entries(alert.labels || {}).map(([k, v]) => `${k}=${v}`);
+
+function keeps(alert, f, skip = null) {
+  const assignee = alert.assigned?.assignee || "";
+  return (skip === "rule" || !f.rule || alert.rule_id === f.rule)
+    && (skip === "assignee" || !f.assignee || (f.assignee === "-" ? !assignee : assignee === f.assignee))
+    && (skip === "label" || !f.label || labelPairs(alert).includes(f.label))
+    && (skip === "age" || (Date.now() - Date.parse(alert.started_at)) / 1000 <= AGES[f.age]);
+}
+
 function sorted() {
-  return [...state.alerts.values()].sort((a, b) =>
-    (SEVERITY_RANK[b.severity] - SEVERITY_RANK[a.severity])
-    || (Date.parse(b.started_at) - Date.parse(a.started_at))
-    || a.id.localeCompare(b.id));
+  const f = queueFilters();
+  const order = SORTS[f.sort] || SORTS.severity;
+  return [...state.alerts.values()].filter((a) => keeps(a, f)).sort((a, b) =>
+    order(a, b) || (Date.parse(b.started_at) - Date.parse(a.started_at)) || a.id.localeCompare(b.id));
+}
+
+/** Refill a filter's options with the values seen and each one's count (other filters applied). */
+function fillOptions(id, name, values, label) {
+  const select = $(id);
+  const chosen = select.value;
+  const f = queueFilters();
+  const pool = [...state.alerts.values()].filter((a) => keeps(a, f, name));
+  const options = [["", t("f.all")], ...values];
+  select.replaceChildren(...options.map(([value, text]) => {
+    const n = value === "" ? pool.length : pool.filter((a) => keeps(a, { ...f, [name]: value }, null)).length;
+    return h("option", { value }, `${text} (${n})`);
+  }));
+  select.value = options.some(([v]) => v === chosen) ? chosen : "";
+  select.setAttribute("aria-label", label);
+}
+
+function refreshFilterOptions() {
+  const all = [...state.alerts.values()];
+  const rules = [...new Set(all.map((a) => a.rule_id))].sort();
+  const assignees = [...new Set(all.map((a) => a.assigned?.assignee).filter(Boolean))].sort();
+  const labels = [...new Set(all.flatMap(labelPairs))].sort();
+  fillOptions("q-rule", "rule", rules.map((r) => [r, ruleTitle(r, r)]), t("q.rule"));
+  fillOptions("q-assignee", "assignee", [["-", t("q.unassigned")], ...assignees.map((a) => [a, a])], t("q.assignee"));
+  fillOptions("q-label", "label", labels.map((l) => [l, l]), t("q.label"));
+  fillOptions("q-age", "age", [["1h", t("q.age.1h")], ["24h", t("q.age.24h")], ["7d", t("q.age.7d")]], t("q.age"));
 }
 
 function riskCell(score) {
@@ -203,12 +258,19 @@ function riskCell(score) {
 
 function row(alert) {
   const open = () => select(alert.id);
+  const box = h("input", {
+    type: "checkbox", class: "pick", "aria-label": t("q.pick", { id: alert.id }),
+    checked: state.checked.has(alert.id),
+    onclick: (e) => e.stopPropagation(),
+    onchange: (e) => { if (e.target.checked) state.checked.add(alert.id); else state.checked.delete(alert.id); renderBulk(); },
+  });
   return h("tr", {
     "data-id": alert.id,
     class: `sev-${alert.severity}`,
     "aria-selected": String(state.selected === alert.id),
     onclick: open,
   },
+  h("td", { class: "pick-cell" }, box),
   h("td", {}, h("span", { class: `badge ${alert.severity}` }, t(`severity.${alert.severity}`))),
   h("td", {},
     h("button", { class: "title-btn", type: "button", onclick: (e) => { e.stopPropagation(); open(); } },
@@ -223,8 +285,12 @@ function row(alert) {
 }
 
 function render(flashId = null) {
+  refreshFilterOptions();
   const alerts = sorted();
+  for (const id of [...state.checked]) if (!state.alerts.has(id)) state.checked.delete(id);
   $("rows").replaceChildren(...alerts.map(row));
+  renderBulk();
+  markCursor();
   $("empty").hidden = alerts.length > 0;
   $("more").hidden = state.cursors.size === 0;
   const count = (sev) => alerts.filter((a) => a.severity === sev).length;
@@ -250,6 +316,69 @@ function upsert(alert) {
   else state.alerts.delete(alert.id);
   render(alert.id);
   if (state.selected === alert.id) renderAlert(alert);
+}
+
+// --- keyboard and bulk actions -----------------------------------------------------------------
+
+function markCursor() {
+  const rows = [...$("rows").children];
+  if (!rows.length) { state.cursor = -1; return; }
+  state.cursor = Math.min(state.cursor, rows.length - 1); // -1: no row yet (j starts at the top)
+  rows.forEach((tr, i) => tr.classList.toggle("cursor", i === state.cursor));
+}
+
+function moveCursor(delta) {
+  const rows = [...$("rows").children];
+  if (!rows.length) return;
+  state.cursor = Math.min(Math.max(state.cursor + delta, 0), rows.length - 1);
+  markCursor();
+  rows[state.cursor].scrollIntoView({ block: "nearest" });
+  rows[state.cursor].querySelector(".title-btn").focus();
+}
+
+function onQueueKey(e) {
+  if ($("app").hidden || e.ctrlKey || e.metaKey || e.altKey) return;
+  const typing = e.target.closest?.("input:not(.pick), select, textarea");
+  if (typing) return;
+  const rows = [...$("rows").children];
+  if (e.key === "j") { moveCursor(1); e.preventDefault(); }
+  else if (e.key === "k") { moveCursor(-1); e.preventDefault(); }
+  else if (e.key === "x" && rows[state.cursor]) { rows[state.cursor].querySelector(".pick").click(); e.preventDefault(); }
+  else if (e.key === "Enter" && rows[state.cursor] && !e.target.closest?.("button, a")) {
+    select(rows[state.cursor].dataset.id);
+    e.preventDefault();
+  }
+}
+
+function renderBulk() {
+  const bar = $("bulk");
+  const n = state.checked.size;
+  bar.hidden = n === 0;
+  if (!n) return;
+  const assignee = h("input", { type: "text", placeholder: t("act.assign.placeholder"), "aria-label": t("act.assign.to"), size: "12" });
+  const run = async (path, body, done) => {
+    const ids = [...state.checked];
+    let ok = 0;
+    const failed = [];
+    for (const id of ids) {
+      try {
+        upsert(await api(`/v1/alerts/${encodeURIComponent(id)}/${path}`, { method: "POST", body }));
+        ok += 1;
+      } catch (err) {
+        failed.push(`${id}: ${err.status === 403 ? t("readonly") : err.message}`);
+      }
+    }
+    state.checked.clear();
+    render();
+    toast(t("q.bulk.done", { action: t(done), ok, failed: failed.length }) + (failed.length ? ` — ${failed[0]}` : ""), failed.length > 0);
+  };
+  bar.replaceChildren(
+    h("span", { class: "count", "data-checked": String(n) }, t("q.selected", { n })),
+    canAct() ? h("button", { class: "btn primary", type: "button", "data-bulk": "ack", onclick: () => run("ack", undefined, "done.ack") }, t("act.ack")) : null,
+    canAct() ? h("form", {
+      onsubmit: (e) => { e.preventDefault(); if (assignee.value.trim()) run("assign", { assignee: assignee.value.trim() }, "done.assign"); },
+    }, assignee, h("button", { class: "btn", type: "submit", "data-bulk": "assign" }, t("act.assign"))) : null,
+    h("button", { class: "btn ghost", type: "button", onclick: () => { state.checked.clear(); render(); } }, t("q.clear")));
 }
 
 // --- language ----------------------------------------------------------------------------------
@@ -765,6 +894,8 @@ function init() {
   let typing;
   $("f-loan").addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(reload, 300); });
   $("more").addEventListener("click", loadMore);
+  for (const id of ["q-rule", "q-assignee", "q-label", "q-age", "q-sort"]) $(id).addEventListener("change", () => render());
+  document.addEventListener("keydown", onQueueKey);
   document.addEventListener("keydown", (e) => {
     if (e.key === "Escape" && state.selected) closePanel();
   });

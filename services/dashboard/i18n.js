@@ -89,6 +89,12 @@ const STRINGS = {
     "ov.signals.note": "按未关闭告警的证据统计；没有未关闭告警的贷款不计入。",
     "ov.per_day": "每日新增告警（近 {days} 天）", "ov.by_rule": "未关闭告警（按规则）",
     "ov.count": "数量", "ov.worst": "风险最高的贷款",
+    "q.rule": "规则", "q.assignee": "处理人", "q.label": "标签", "q.age": "开始于",
+    "q.unassigned": "未指派", "q.age.1h": "1 小时内", "q.age.24h": "24 小时内", "q.age.7d": "7 天内",
+    "q.sort": "排序", "q.sort.severity": "严重级别", "q.sort.risk": "风险分", "q.sort.newest": "最新",
+    "q.sort.oldest": "最早", "q.keys": "j / k：上下移动 · Enter：打开 · x：选择 · Esc：关闭",
+    "q.bulk": "批量操作", "q.selected": "已选 {n} 条", "q.clear": "取消选择", "q.pickcol": "选择",
+    "q.pick": "选择告警 {id}", "q.bulk.done": "{action}：成功 {ok} 条，失败 {failed} 条",
   },
   en: {
     "app.sub": "失联预警",
@@ -170,6 +176,12 @@ const STRINGS = {
     "ov.signals.note": "Counted from the evidence of open alerts; loans without an open alert are not counted.",
     "ov.per_day": "Alerts started per day (last {days} days)", "ov.by_rule": "Open alerts by rule",
     "ov.count": "Count", "ov.worst": "Worst loans by risk score",
+    "q.rule": "Rule", "q.assignee": "Assignee", "q.label": "Label", "q.age": "Started",
+    "q.unassigned": "Unassigned", "q.age.1h": "last hour", "q.age.24h": "last 24 h", "q.age.7d": "last 7 days",
+    "q.sort": "Sort", "q.sort.severity": "Severity", "q.sort.risk": "Risk score", "q.sort.newest": "Newest",
+    "q.sort.oldest": "Oldest", "q.keys": "j / k: move · Enter: open · x: select · Esc: close",
+    "q.bulk": "Bulk actions", "q.selected": "{n} selected", "q.clear": "Clear selection", "q.pickcol": "Select",
+    "q.pick": "Select alert {id}", "q.bulk.done": "{action}: {ok} done, {failed} failed",
   },
 };
 

@@ -415,6 +415,45 @@ async def test_operator_sees_a_live_alert_on_a_map_replays_and_acks_it(
         )
         await expect(page.locator(".overview table").last).to_contain_text("L-1001")
         await screenshot(page, tmp_path, "07-overview")
+
+        # The queue: filter by label (with counts), keyboard selection, bulk acknowledge.
+        bulk = [
+            alert(n, alert_id=f"e2e-bulk-{n}", loan_id="L-3003", rule_id="tracker-power-cut",
+                  labels={"team": "recovery"}, severity=Severity.WARNING, risk_score=60 + n)
+            for n in (3, 4)
+        ]  # fmt: skip
+        await produce(
+            kafka_bootstrap,
+            [(topic_prefix + "alerts", a.loan_id, a.model_dump_json().encode()) for a in bulk],
+        )
+        await page.locator("#nav a[href='#/']").click()
+        for a in bulk:
+            await expect(page.locator(f"tr[data-id='{a.alert_id}']")).to_be_visible(timeout=30_000)
+        await expect(page.locator("#q-label option[value='team=recovery']")).to_have_text(
+            "team=recovery (2)"
+        )
+        await page.locator("#q-label").select_option("team=recovery")
+        await expect(page.locator("#rows tr")).to_have_count(2)
+        await page.locator("#q-sort").select_option("risk")
+        await expect(page.locator("#rows tr").first).to_have_attribute("data-id", "e2e-bulk-4")
+        await page.locator("#alerts-heading").focus()
+        for key in ("j", "x", "j", "x"):
+            await page.keyboard.press(key)
+        await expect(page.locator("#bulk [data-checked]")).to_have_attribute("data-checked", "2")
+        await screenshot(page, tmp_path, "08-queue-bulk")
+        await page.locator("#bulk [data-bulk=ack]").click()
+        await expect(page.locator("#bulk")).to_be_hidden()
+        async with httpx.AsyncClient(base_url=base, headers=operator) as client:
+            for a in bulk:
+
+                async def acked(alert_id: str = a.alert_id) -> bool:
+                    got = (await client.get(f"/v1/alerts/{alert_id}")).json()
+                    return bool(got["status"] == "acknowledged")
+
+                await wait_until(acked, 10)
+        await page.keyboard.press("k")
+        await page.keyboard.press("Enter")
+        await expect(page.locator("#panel h2")).to_have_text("定位器断电")
         assert errors == []
 
         # A viewer: masked personal data, no action buttons.
