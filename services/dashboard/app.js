@@ -680,7 +680,7 @@ function loanFacts(loan) {
   return [
     ["loan.borrower", loan.borrower ? `${loan.borrower.name} · ${loan.borrower.phone}` : "—"],
     ["loan.vehicle", loan.vehicle ? `${loan.vehicle.plate} · ${loan.vehicle.vin}` : "—"],
-    ["loan.status", loan.status || "—"],
+    ["loan.status", loan.status ? t(`loanstatus.${loan.status}`) : "—"],
     ["loan.risk", String(loan.risk_score)],
     ["loan.open_alerts", String(loan.open_alerts.length)],
     ["loan.last_event", loan.last_event_at ? `${when(loan.last_event_at, zone)} (${t("ago", { age: age(loan.last_event_at) })})` : "—"],

@@ -89,7 +89,8 @@ export function mountMap(container, data) {
   const slider = el("input", { type: "range", min: "0", max: "0", value: "0", step: "1", "aria-label": t("map.slider") });
   const cursorText = el("output", { class: "cursor-text", "aria-live": "off" });
   const replay = el("div", { class: "replay" }, play, slider, cursorText);
-  container.replaceChildren(mapEl, replay, notiles, legend);
+  const lastList = el("ul", { class: "lastpos", "aria-label": t("map.last") });
+  container.replaceChildren(mapEl, replay, notiles, legend, lastList);
 
   const map = L.map(mapEl, { zoomControl: true, attributionControl: true, preferCanvas: false });
   if (config?.tiles_url) {
@@ -184,6 +185,9 @@ export function mountMap(container, data) {
       className: `sw-last sw-last-${f.device_kind}`, radius: 7, color: "#ffffff", weight: 2,
       fillColor: f.device_kind === "wired" ? "#1d4ed8" : "#0e9384", fillOpacity: 1,
     }).bindTooltip(text(`${label} (${when(f.ts, tz)})`)).addTo(map);
+    lastList.append(el("li", { "data-device": f.device_id },
+      el("span", { class: `swatch sw-swatch-last sw-swatch-${f.device_kind}`, "aria-hidden": "true" }),
+      `${label} · ${when(f.ts, tz)} · ${f.lat.toFixed(5)}, ${f.lon.toFixed(5)}`));
     bounds.push(p);
     count("last");
   }

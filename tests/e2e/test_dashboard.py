@@ -331,6 +331,13 @@ async def test_operator_sees_a_live_alert_on_a_map_replays_and_acks_it(
         await expect(the_map.locator("path.sw-accuracy")).to_have_count(1)  # the LBS fix
         await expect(the_map.locator("path.sw-place-second_pledge_lot").first).to_be_attached()
         await expect(the_map.locator(".map-note")).to_be_visible()  # "tiles unavailable"
+        # Last known positions as text: tracker kind, fix type and age.
+        await expect(the_map.locator(".lastpos li[data-device='dev-1002']")).to_contain_text(
+            "无线定位器 · 基站 · 4小时"
+        )
+        await expect(the_map.locator(".lastpos li[data-device='dev-1001']")).to_contain_text(
+            "有线定位器 · GPS"
+        )
         await expect(the_map.locator(".legend")).to_contain_text(f"{len(track['fixes'])} 个定位点")
         track_path = await the_map.locator("path.sw-track").first.get_attribute("d")
         assert extent(track_path) > 80  # a line across the map, not a dot
@@ -370,14 +377,37 @@ async def test_operator_sees_a_live_alert_on_a_map_replays_and_acks_it(
         await page.locator("#lang").click()
         await expect(page.locator("#alerts-heading")).to_have_text("告警")
 
-        # The loan view: the big map and the replay, stopped half way.
+        # The published WGS-84 -> GCJ-02 transform (wandergis/coordtransform's test vector),
+        # identity outside China.
+        shifted = await page.evaluate(
+            "import('/static/map.js').then(m => [m.wgs84ToGcj02(39.915, 116.404),"
+            " m.wgs84ToGcj02(48.8566, 2.3522)])"
+        )
+        assert shifted[0] == pytest.approx([39.91640428150164, 116.41024449916938], abs=1e-9)
+        assert shifted[1] == [48.8566, 2.3522]
+
+        # The loan view: the big map and the replay, stopped half way. Resident points are
+        # drawn when the loan carries them (here added to the API's answer in the browser).
+        async def with_resident_points(route: Any) -> None:
+            response = await route.fetch()
+            body = await response.json()
+            body["resident_points"] = [
+                {"lat": HOME[0], "lon": HOME[1], "kind": "night"},
+                {"lat": 30.6700, "lon": 104.0600, "kind": "day"},
+            ]
+            await route.fulfill(response=response, json=body)
+
+        await page.route("**/v1/loans/L-1001", with_resident_points)
         await page.goto(f"{base}/#/loan/L-1001")
         loan_map = page.locator("#loan-map")
         await expect(loan_map.locator("path.sw-track")).to_have_count(2, timeout=30_000)
         await expect(loan_map.locator("path.sw-home")).to_have_count(1)
+        await expect(loan_map.locator("path.sw-resident-night")).to_have_count(1)
+        await expect(loan_map.locator("path.sw-resident-day")).to_have_count(1)
         await loan_map.locator("input[type=range]").fill(str(maximum // 2))
         await expect(loan_map.locator(".cursor-text")).to_contain_text("km/h")
         await screenshot(page, tmp_path, "04-loan-track-replay")
+        await page.unroute("**/v1/loans/L-1001")
 
         # The overview: its figures are the API's counts for the same data.
         await page.locator("#nav a[href='#/overview']").click()
