@@ -218,6 +218,8 @@ class Projector:
             generation = await self.store.start_generation()
             # A track rebuilt from offset 0 must be thinned as the first build was.
             self._thinner = TrackThinner(self._thinner.parked_interval_s)
+            if GPS in self._topics:
+                await self._load_bindings()
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
             group_id=f"{self._prefix}projector",
@@ -246,6 +248,41 @@ class Projector:
                 await self._measure_lag()
         finally:
             consumer, self.consumer = self.consumer, None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(consumer.stop(), STOP_TIMEOUT_S)
+
+    async def _load_bindings(self) -> None:
+        """Read the whole loans topic before a rebuild reads any ping. Pings reach a loan's
+        timeline and track through its device bindings, and a rebuild reads every topic from
+        offset 0 at once: without this, pings fetched before their loan would be `unbound`."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=None,
+            client_id=f"{self._client_id}-projector-bindings",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
+            if self._loans_topic not in await consumer.topics():
+                return
+            partitions = consumer.partitions_for_topic(self._loans_topic) or set()
+            tps = [TopicPartition(self._loans_topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            end = await consumer.end_offsets(tps)
+
+            async def behind() -> bool:
+                for tp in tps:
+                    if await consumer.position(tp) < end[tp]:
+                        return True
+                return False
+
+            while await behind():
+                batches = await consumer.getmany(*tps, timeout_ms=500, max_records=2000)
+                for records in batches.values():
+                    await self._project(LOANS, records)
+        finally:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(consumer.stop(), STOP_TIMEOUT_S)
 

@@ -81,7 +81,7 @@ const STRINGS = {
     "place.scrapyard": "报废场",
     "kind.alert": "告警", "kind.payment": "还款", "kind.contact": "联系", "kind.ping": "定位",
     "unit.s": "秒", "unit.m": "分", "unit.h": "小时", "unit.d": "天",
-    "loanstatus.active": "正常还款中", "loanstatus.closed": "已结清", "loanstatus.charged_off": "已核销",
+    "loanstatus.active": "进行中", "loanstatus.closed": "已结清", "loanstatus.charged_off": "已核销",
     "ov.title": "总览", "ov.generated": "统计时间 {when}",
     "ov.open": "未关闭告警", "ov.ack.p50": "确认用时 P50", "ov.ack.p90": "确认用时 P90",
     "ov.ack.count": "近 {days} 天已确认", "ov.signals": "当前信号（贷款数）",
