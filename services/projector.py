@@ -211,13 +211,14 @@ class Projector:
             await asyncio.sleep(self._retry_s)
 
     async def _consume(self) -> None:
+        # Reading resumes at the stored positions, which may be behind what this process has
+        # seen: forget, and seed each device again from the stored track (see TrackThinner).
+        self._thinner = TrackThinner(self._thinner.parked_interval_s)
         generation = await self.store.generation()
         if generation is None:
             # Empty (first start or wiped): no stored position, so every partition starts at 0.
             self.metrics.rebuilds.inc()
             generation = await self.store.start_generation()
-            # A track rebuilt from offset 0 must be thinned as the first build was.
-            self._thinner = TrackThinner(self._thinner.parked_interval_s)
             if GPS in self._topics:
                 await self._load_bindings()
         self.consumer = AIOKafkaConsumer(
@@ -376,6 +377,13 @@ class Projector:
             else:
                 fixes.append(fix)
         loans = await self.store.loans_of_devices(sorted({f.device_id for f in fixes}))
+        first: dict[str, tuple[str, str, datetime]] = {}
+        for fix in fixes:
+            loan_id = loans.get(fix.device_id)
+            if loan_id is not None and not self._thinner.knows(fix.device_id):
+                first.setdefault(fix.device_id, (loan_id, fix.device_id, fix.ts))
+        for seed in (await self.track.kept_before(list(first.values()))).values():
+            self._thinner.seed(seed)
         kept: dict[str, list[TrackFix]] = defaultdict(list)
         seen: dict[str, list[TrackFix]] = defaultdict(list)
         counts: dict[str, int] = defaultdict(int)

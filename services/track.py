@@ -208,11 +208,23 @@ def _fast_fix(raw: dict[str, Any]) -> TrackFix | None:
 
 
 class TrackThinner:
-    """Per device, decides which fixes the track keeps (see the module docstring)."""
+    """Per device, decides which fixes the track keeps (see the module docstring), comparing
+    each fix with the device's last kept fix in reading order. A device it does not know yet is
+    seeded from the stored track (`TrackStore.kept_before`), so re-reading a topic from stored
+    offsets after a restart makes the same choices as the first reading did."""
 
     def __init__(self, parked_interval_s: float = DEFAULT_PARKED_INTERVAL_S) -> None:
         self.parked_interval_s = parked_interval_s
         self._last: OrderedDict[str, TrackFix] = OrderedDict()
+
+    def knows(self, device_id: str) -> bool:
+        return device_id in self._last
+
+    def seed(self, fix: TrackFix) -> None:
+        """Remember `fix` as the device's last kept fix (read back from the stored track)."""
+        if len(self._last) >= _MAX_DEVICES:
+            self._last.clear()
+        self._last[fix.device_id] = fix
 
     def keep(self, fix: TrackFix) -> bool:
         last = self._last.get(fix.device_id)
@@ -227,8 +239,9 @@ class TrackThinner:
         if keep:
             if last is None and len(self._last) >= _MAX_DEVICES:
                 self._last.clear()
-            if last is None or fix.ts >= last.ts:
-                self._last[fix.device_id] = fix
+            # The last kept fix in reading order, also when it is older (a backfilled series is
+            # then thinned within itself, not kept whole for being far from the live position).
+            self._last[fix.device_id] = fix
         return keep
 
 
@@ -290,14 +303,8 @@ class TrackStore:
                 for loan_id in loans:
                     pipe.hmget(self._last_key(loan_id), list(newest[loan_id]))
                 stored = await pipe.execute()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for loan_id, raws in zip(loans, stored, strict=True):
-                update: dict[str, bytes] = {}
-                for (device_id, fix), raw in zip(newest[loan_id].items(), raws, strict=True):
-                    if raw is None or TrackFix.from_json(raw).ts < fix.ts:
-                        update[device_id] = fix.member()
-                if update:
-                    pipe.hset(self._last_key(loan_id), mapping=update)  # type: ignore[arg-type]
+        # One MULTI/EXEC: a reader sees a batch's fixes and last positions together or not at all.
+        async with self.redis.pipeline(transaction=True) as pipe:
             for loan_id, fixes in kept.items():
                 if not fixes:
                     continue
@@ -306,7 +313,36 @@ class TrackStore:
                 horizon = max(f.ts.timestamp() for f in fixes) - self.retention_s
                 pipe.zremrangebyscore(key, "-inf", f"({horizon!r}")
                 pipe.zremrangebyrank(key, 0, -(self.max_fixes + 1))
+            for loan_id, raws in zip(loans, stored, strict=True):
+                update: dict[str, bytes] = {}
+                for (device_id, fix), raw in zip(newest[loan_id].items(), raws, strict=True):
+                    if raw is None or TrackFix.from_json(raw).ts < fix.ts:
+                        update[device_id] = fix.member()
+                if update:
+                    pipe.hset(self._last_key(loan_id), mapping=update)  # type: ignore[arg-type]
             await pipe.execute()
+
+    async def kept_before(
+        self, wanted: Sequence[tuple[str, str, dt.datetime]]
+    ) -> dict[str, TrackFix]:
+        """For each (loan_id, device_id, ts): the device's newest stored fix older than ts (when
+        one is among the loan's 200 fixes before ts)."""
+        if not wanted:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for loan_id, _, ts in wanted:
+                pipe.zrevrangebyscore(
+                    self._key(loan_id), f"({ts.timestamp()!r}", "-inf", start=0, num=200
+                )
+            answers: list[list[bytes]] = await pipe.execute()
+        found: dict[str, TrackFix] = {}
+        for (_, device_id, _), raws in zip(wanted, answers, strict=True):
+            for raw in raws:
+                fix = TrackFix.from_json(raw)
+                if fix.device_id == device_id:
+                    found[device_id] = fix
+                    break
+        return found
 
     async def newest(self, loan_id: str) -> dt.datetime | None:
         last: list[tuple[bytes, float]] = await self.redis.zrevrange(  # type: ignore[assignment]
@@ -321,16 +357,19 @@ class TrackStore:
     async def track(
         self, loan_id: str, start: dt.datetime, end: dt.datetime, *, limit: int
     ) -> Track:
-        raws: list[bytes] = await self.redis.zrevrangebyscore(  # type: ignore[assignment]
-            self._key(loan_id),
-            repr(end.timestamp()),
-            repr(start.timestamp()),
-            start=0,
-            num=limit + 1,
-        )
+        # One MULTI/EXEC, so the fixes and the last positions come from the same moment.
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrevrangebyscore(
+                self._key(loan_id),
+                repr(end.timestamp()),
+                repr(start.timestamp()),
+                start=0,
+                num=limit + 1,
+            )
+            pipe.hvals(self._last_key(loan_id))
+            raws, latest_raw = await pipe.execute()
         truncated = len(raws) > limit
         fixes = [TrackFix.from_json(r) for r in raws[:limit]]
         fixes.reverse()
-        latest_raw = await self.redis.hvals(self._last_key(loan_id))
         latest = sorted((TrackFix.from_json(r) for r in latest_raw), key=lambda f: f.device_id)
         return Track(fixes=fixes, latest=latest, truncated=truncated)

@@ -252,8 +252,9 @@ export function age(iso, now = Date.now()) {
 const formats = new Map();
 
 /** A date and time in `timeZone` (the loan's; default Asia/Shanghai), with the zone's name. */
-export function when(iso, timeZone = "Asia/Shanghai") {
+export function when(iso, zone = null) {
   if (!iso) return "—";
+  const timeZone = zone || "Asia/Shanghai"; // a loan known only through its alerts has none
   const key = `${current}|${timeZone}`;
   if (!formats.has(key)) {
     formats.set(key, new Intl.DateTimeFormat(current, {

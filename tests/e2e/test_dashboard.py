@@ -289,6 +289,10 @@ async def test_operator_sees_a_live_alert_on_a_map_replays_and_acks_it(
         page = await browser.new_page(viewport={"width": 1360, "height": 900})
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        # The strict CSP must not block anything the page does (Leaflet sets styles through the
+        # CSSOM, which CSP allows; inline style attributes would be refused and logged).
+        console: list[str] = []
+        page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
 
         await page.goto(base + "/")
         # Chinese by default.
@@ -485,6 +489,12 @@ async def test_operator_sees_a_live_alert_on_a_map_replays_and_acks_it(
         await page.keyboard.press("Enter")
         await expect(page.locator("#panel h2")).to_have_text("定位器断电")
         assert errors == []
+        blocked = [m for m in console if "Content Security Policy" in m]
+        assert blocked == []
+        # The only console errors are the tiles that could not be fetched.
+        assert all(
+            "ERR_CONNECTION_REFUSED" in m or "Failed to load resource" in m for m in console
+        ), console
 
         # A viewer: masked personal data, no action buttons.
         viewer_page = await browser.new_page(viewport={"width": 1360, "height": 900})

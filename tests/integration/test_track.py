@@ -13,6 +13,7 @@ import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
 
 from services.kafka import ensure_topics
 from tests.integration.test_alert_view import (
@@ -134,6 +135,34 @@ async def test_track_is_thinned_bounded_and_rebuilt(env: Env) -> None:
         assert bad.status_code == 422
         missing = await client.get("/v1/loans/nope/track", headers=auth(VIEWER))
         assert missing.status_code == 404
+
+    # A restart that re-reads pings from an earlier stored position (here: the middle of the
+    # parked stretch, between two kept fixes) must make the same choices, not add a second
+    # 15-minute grid of parked fixes.
+    redis = Redis.from_url(env.redis_url)
+    try:
+        key = f"{env.redis_prefix}view:offsets"
+        offsets = {k.decode(): int(v) for k, v in (await redis.hgetall(key)).items()}
+        gps = {k: v for k, v in offsets.items() if k.startswith(env.topic_prefix + "gps.raw:")}
+        dev1 = max(gps, key=lambda k: gps[k])  # dev-1's 300 pings are the bulk of one partition
+        assert gps[dev1] >= 300
+        await redis.hset(key, dev1, 100)  # dev-1-100: after the kept 90, before the kept 120
+    finally:
+        await redis.aclose()
+    async with running_api(env) as client:
+
+        async def reread() -> bool:
+            text = (await client.get("/metrics")).text
+            counts = [
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("skipwatch_projector_track_fixes_total{")
+            ]
+            return sum(counts) >= 200
+
+        await eventually(reread)
+        again = await track(client)
+        assert again["fixes"] == body["fixes"]
 
     await env.wipe_redis()
     async with running_api(env) as client:

@@ -107,3 +107,14 @@ def test_devices_are_thinned_apart() -> None:
     assert thinner.keep(fix(1, device_id="b"))
     assert not thinner.keep(fix(2, device_id="a"))
     assert not thinner.keep(fix(3, device_id="b"))
+
+
+def test_a_backfilled_series_is_thinned_within_itself() -> None:
+    thinner = TrackThinner(parked_interval_s=900)
+    live = [fix(n, speed_kmh=0.0) for n in range(200, 240)]  # parked, live
+    assert [f.event_id for f in live if thinner.keep(f)] == ["p200", "p230"]
+    # An hour parked, delivered late (older than what was kept): one per 15 min, not all.
+    late = [fix(n, speed_kmh=0.0) for n in range(0, 120)]
+    assert [f.event_id for f in late if thinner.keep(f)] == ["p0", "p30", "p60", "p90"]
+    # Back to live: the next live fix is far from the last kept (backfilled) one in time.
+    assert thinner.keep(fix(240, speed_kmh=0.0))
