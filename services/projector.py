@@ -35,7 +35,7 @@ from redis.exceptions import RedisError
 
 from rules.events import AlertEvent, ContactAttempt, GpsPing, Loan, PaymentEvent
 from services.store import AlertStore, TimelineEntry
-from services.track import TrackFix, TrackStore, TrackThinner, parse_fix
+from services.track import TrackFix, TrackStore, parse_fix
 
 log = logging.getLogger(__name__)
 
@@ -158,12 +158,10 @@ class Projector:
         retry_s: float = 2.0,
         client_id: str = "skipwatch",
         track: TrackStore | None = None,
-        track_parked_interval_s: float = 900.0,
     ) -> None:
         self.store = store
         self.track = track
         self._timeline = timeline
-        self._thinner = TrackThinner(track_parked_interval_s)
         self.metrics = metrics
         self._bootstrap = bootstrap_servers
         self._prefix = topic_prefix
@@ -211,9 +209,6 @@ class Projector:
             await asyncio.sleep(self._retry_s)
 
     async def _consume(self) -> None:
-        # Reading resumes at the stored positions, which may be behind what this process has
-        # seen: forget, and seed each device again from the stored track (see TrackThinner).
-        self._thinner = TrackThinner(self._thinner.parked_interval_s)
         generation = await self.store.generation()
         if generation is None:
             # Empty (first start or wiped): no stored position, so every partition starts at 0.
@@ -377,30 +372,18 @@ class Projector:
             else:
                 fixes.append(fix)
         loans = await self.store.loans_of_devices(sorted({f.device_id for f in fixes}))
-        first: dict[str, tuple[str, str, datetime]] = {}
-        for fix in fixes:
-            loan_id = loans.get(fix.device_id)
-            if loan_id is not None and not self._thinner.knows(fix.device_id):
-                first.setdefault(fix.device_id, (loan_id, fix.device_id, fix.ts))
-        for seed in (await self.track.kept_before(list(first.values()))).values():
-            self._thinner.seed(seed)
-        kept: dict[str, list[TrackFix]] = defaultdict(list)
-        seen: dict[str, list[TrackFix]] = defaultdict(list)
-        counts: dict[str, int] = defaultdict(int)
+        bound: dict[str, list[TrackFix]] = defaultdict(list)
+        unbound = 0
         for fix in fixes:
             loan_id = loans.get(fix.device_id)
             if loan_id is None:
-                counts["unbound"] += 1
-                continue
-            seen[loan_id].append(fix)
-            if self._thinner.keep(fix):
-                kept[loan_id].append(fix)
-                counts["kept"] += 1
+                unbound += 1
             else:
-                counts["thinned"] += 1
-        for outcome, n in counts.items():
-            self.metrics.track.labels(outcome).inc(n)
-        await self.track.add(kept, seen)
+                bound[loan_id].append(fix)
+        kept, thinned = await self.track.add(bound)
+        for outcome, n in (("kept", kept), ("thinned", thinned), ("unbound", unbound)):
+            if n:
+                self.metrics.track.labels(outcome).inc(n)
 
     async def _project_ping_samples(self, records: list[Any]) -> None:
         kept: list[GpsPing] = []

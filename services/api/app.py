@@ -129,6 +129,7 @@ def create_app(
                 settings.redis.key_prefix,
                 retention_s=settings.api.track_retention_h * 3600,
                 max_fixes=settings.api.track_max_fixes,
+                parked_interval_s=settings.api.track_parked_interval_s,
             )
         app.state.track_view = track
         runner: Projector | None = None
@@ -145,7 +146,6 @@ def create_app(
                 track=track
                 if settings.api.track_enabled and isinstance(track, TrackStore)
                 else None,
-                track_parked_interval_s=settings.api.track_parked_interval_s,
             )
             runner.start()
         app.state.projector = runner

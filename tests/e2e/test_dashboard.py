@@ -272,14 +272,18 @@ async def test_operator_sees_a_live_alert_on_a_map_replays_and_acks_it(
                 [(topic_prefix + "gps.raw", p["device_id"], orjson.dumps(p)) for p in pings()],
             )
 
+            previous: list[Any] = [None]
+
             async def tracked() -> Any:
+                # Complete (both trackers' newest pings) and settled (the same twice in a row).
                 body = (await client.get("/v1/loans/L-1001/track", headers=operator)).json()
-                return (
-                    body
-                    if len(body.get("latest", [])) == 2
-                    and body["latest"][0]["event_id"].endswith("-959")
-                    else None
-                )
+                done = len(body.get("latest", [])) == 2
+                done = done and body["latest"][0]["event_id"].endswith("-959")
+                settled = done and body == previous[0]
+                previous[0] = body
+                if not settled:
+                    await asyncio.sleep(1.0)
+                return body if settled else None
 
             track = await wait_until(tracked)
         # 80 moving fixes (and the first stop), the parked hours thinned to one per 15 min.

@@ -1,4 +1,4 @@
-"""Loan tracks: reading pings cheaply but exactly as validation would, and the thinning."""
+"""Loan tracks: reading pings exactly as GpsPing validates them, the stored form, the thinning."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from rules.events import GpsPing
-from services.track import MOVED_M, TrackFix, TrackThinner, parse_fix
+from services.track import MOVING_KMH, TrackFix, bucket_of, choose_parked, is_moving, parse_fix
 
 pytestmark = pytest.mark.unit
 
@@ -38,7 +38,7 @@ def fix(n: int = 0, **fields: Any) -> TrackFix:
         ping(device_kind="wireless", battery_pct=40, backfill=True, schema_version=1),
         # Odd but valid: integer coordinates, a +08:00 offset.
         ping(lat=30, lon=104, ts="2024-05-01T16:00:00+08:00"),
-        # What pydantic's JSON mode accepts, the slow path accepts too.
+        # What pydantic's JSON mode accepts.
         ping(lon="104"),
         ping(lat=True),
     ],
@@ -76,45 +76,28 @@ def test_not_json_or_tombstone_is_rejected() -> None:
 
 def test_member_round_trips_and_is_deterministic() -> None:
     one = fix(3, speed_kmh=12.0, alarms=["removal"])
-    assert TrackFix.from_json(one.member()) == one
+    assert TrackFix.from_member(one.member()) == one
     assert one.member() == fix(3, speed_kmh=12.0, alarms=["removal"]).member()
 
 
-def test_parked_fixes_thinned_to_one_per_interval_moving_all_kept() -> None:
-    thinner = TrackThinner(parked_interval_s=900)
-    # Parked for 1 h, a ping every 30 s: the first, then one every 15 min.
-    parked = [fix(n, speed_kmh=0.0) for n in range(120)]
-    kept = [f.event_id for f in parked if thinner.keep(f)]
-    assert kept == ["p0", "p30", "p60", "p90"]
-    # Driving: every fix (speed above the threshold).
-    driving = [fix(n, speed_kmh=40.0, lat=30.0 + n * 1e-4) for n in range(120, 140)]
-    assert all(thinner.keep(f) for f in driving)
+def test_moving_means_speed_alarm_or_ignition_without_speed() -> None:
+    assert is_moving(fix(speed_kmh=MOVING_KMH))
+    assert not is_moving(fix(speed_kmh=MOVING_KMH - 0.1))
+    assert is_moving(fix(speed_kmh=0.0, alarms=["power_cut"]))
+    assert is_moving(fix(acc_on=True))  # no speed reported, ignition on
+    assert not is_moving(fix(speed_kmh=0.0, acc_on=True))  # a speed says it stands
+    assert not is_moving(fix())
 
 
-def test_no_speed_kept_by_distance_alarms_and_fix_changes_always_kept() -> None:
-    thinner = TrackThinner(parked_interval_s=900)
-    assert thinner.keep(fix(0))
-    assert not thinner.keep(fix(1, lat=30.0 + 0.5 * MOVED_M / 111_195))  # 50 m: parked jitter
-    assert thinner.keep(fix(2, lat=30.0 + 1.5 * MOVED_M / 111_195))  # 150 m: it moved
-    assert thinner.keep(fix(3, lat=30.0 + 1.5 * MOVED_M / 111_195, alarms=["power_cut"]))
-    assert thinner.keep(fix(4, lat=30.0 + 1.5 * MOVED_M / 111_195, fix="lbs"))
-    assert not thinner.keep(fix(5, lat=30.0 + 1.5 * MOVED_M / 111_195, fix="lbs"))
+def test_buckets_are_fixed_windows_of_event_time() -> None:
+    assert bucket_of(fix(0), 900) == bucket_of(fix(29), 900)  # 08:00:00 and 08:14:30
+    assert bucket_of(fix(30), 900) == bucket_of(fix(0), 900) + 1  # 08:15:00
 
 
-def test_devices_are_thinned_apart() -> None:
-    thinner = TrackThinner(parked_interval_s=900)
-    assert thinner.keep(fix(0, device_id="a"))
-    assert thinner.keep(fix(1, device_id="b"))
-    assert not thinner.keep(fix(2, device_id="a"))
-    assert not thinner.keep(fix(3, device_id="b"))
-
-
-def test_a_backfilled_series_is_thinned_within_itself() -> None:
-    thinner = TrackThinner(parked_interval_s=900)
-    live = [fix(n, speed_kmh=0.0) for n in range(200, 240)]  # parked, live
-    assert [f.event_id for f in live if thinner.keep(f)] == ["p200", "p230"]
-    # An hour parked, delivered late (older than what was kept): one per 15 min, not all.
-    late = [fix(n, speed_kmh=0.0) for n in range(0, 120)]
-    assert [f.event_id for f in late if thinner.keep(f)] == ["p0", "p30", "p60", "p90"]
-    # Back to live: the next live fix is far from the last kept (backfilled) one in time.
-    assert thinner.keep(fix(240, speed_kmh=0.0))
+def test_the_earliest_parked_fix_of_a_bucket_wins_whatever_the_order() -> None:
+    a, b, c = fix(3), fix(5), fix(7)
+    assert choose_parked([b, c], []) == (b, [])
+    assert choose_parked([a], [b]) == (a, [b])  # an earlier (late-arriving) one replaces it
+    assert choose_parked([c], [b]) == (None, [])  # a later one changes nothing
+    assert choose_parked([b], [b]) == (None, [])  # a re-read changes nothing
+    assert choose_parked([a, c], [b, c]) == (a, [b, c])
