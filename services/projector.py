@@ -108,8 +108,8 @@ class ProjectorMetrics:
         self.track = Counter(
             "skipwatch_projector_track_fixes",
             "Pings read for loan tracks, by outcome: kept (written to the track), thinned "
-            "(parked and close in time to a kept fix), unbound (no loan lists the device), "
-            "invalid (not a GpsPing).",
+            "(parked and not the earliest of its interval), unbound (no loan lists the "
+            "device), invalid (not a GpsPing).",
             ["outcome"],
             registry=self.registry,
         )
