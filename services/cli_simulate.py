@@ -138,8 +138,19 @@ def simulate_command(
         typer.Option("--live", help="Map event time onto the wall clock from now (with --kafka)."),
     ] = False,
     speed: Annotated[
-        float, typer.Option(min=0.001, help="With --live: event time runs this many times faster.")
-    ] = 60.0,
+        float | None,
+        typer.Option(
+            min=0.001, help="With --live: event time runs this many times faster [default: 60]."
+        ),
+    ] = None,
+    history: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="With --live: start this many days before now, send them as fast as --rate "
+            "allows, then go on at the wall clock (speed 1): the demo looks live.",
+        ),
+    ] = None,
     places: Annotated[
         Path | None,
         typer.Option(
@@ -152,6 +163,18 @@ def simulate_command(
     """Simulate a portfolio: a recording file, labels, and/or records to Kafka (paced or live)."""
     if live and not kafka:
         raise typer.BadParameter("--live sends to Kafka: add --kafka", param_hint="--live")
+    if history is not None and not live:
+        raise typer.BadParameter("--history needs --live", param_hint="--history")
+    if history is not None and speed is not None:
+        raise typer.BadParameter(
+            "--history runs at the wall clock: drop --speed", param_hint="--speed"
+        )
+    if history is not None and start is not None:
+        raise typer.BadParameter(
+            "--history starts `history` days before now: drop --start", param_hint="--start"
+        )
+    if history is not None:
+        start = datetime.fromtimestamp(int(time.time() - history * 86400), CN_TZ).isoformat()
     risk_places = load_places(places).places if places is not None else catalog_places()
     config = SimulationConfig(
         loans=loans,
@@ -173,7 +196,13 @@ def simulate_command(
 
         # Before the live clock starts, so the first live records are not already late.
         asyncio.run(ensure_topics_for(get_settings()))
-    warp = TimeWarp(simulation.start, time.time(), speed) if live else None
+    warp: TimeWarp | None = None
+    if history is not None:
+        # Event time is wall time: the history is in the past (sent at once, capped by --rate),
+        # the rest is sent when the wall clock reaches it.
+        warp = TimeWarp(simulation.start, simulation.start, 1.0)
+    elif live:
+        warp = TimeWarp(simulation.start, time.time(), 60.0 if speed is None else speed)
     records: Iterable[Record] = simulation.records()
     sim_labels = simulation.labels
     if warp is not None:
@@ -201,7 +230,10 @@ def simulate_command(
             sink = sys.stdout.buffer  # nothing else asked for: the recording goes to stdout
         written = _write_lines(records, sink, progress)
         if kafka:
-            asyncio.run(_to_kafka(written, rate, None if warp is None else warp.wall_start))
+            live_from = None if warp is None else warp.wall_start
+            if history is not None:
+                live_from = time.time()  # due times count from now: the past is due at once
+            asyncio.run(_to_kafka(written, rate, live_from))
         else:
             for _ in written:
                 pass

@@ -24,15 +24,20 @@ COMPONENTS: dict[str, list[str]] = {
     "worker": ["worker"],
     "api": ["api"],
     "gateway": ["gateway", "jt808"],
-    # A simulated month of a 100-loan portfolio (20 % of them skip) replayed at 400 records/s:
-    # the worker runs on event time, so a month's alerts show up within a few minutes.
+    # A 100-loan portfolio (20 % of them skip) whose simulated month ends now: the past 30 days
+    # are replayed at 400 records/s (the worker runs on event time, so their alerts show up
+    # within a few minutes), then the next 30 days go on at the wall clock, so ages and "last
+    # seen" read as in a live system.
     "simulator": [
         "simulate",
         "--kafka",
+        "--live",
+        "--history",
+        "30",
         "--loans",
         "100",
         "--days",
-        "30",
+        "60",
         "--skip-fraction",
         "0.2",
         "--rate",

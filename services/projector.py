@@ -2,7 +2,8 @@
 
 It consumes `<prefix>alerts` (every alert state change, from workers and operators) and
 `<prefix>loans` (for loan summaries and device bindings), and, for loan timelines,
-`<prefix>payments`, `<prefix>contacts` and a sample of `<prefix>gps.raw`.
+`<prefix>payments`, `<prefix>contacts` and a sample of `<prefix>gps.raw`, and, for loan tracks
+(services/track.py), every ping on `<prefix>gps.raw`, thinned while parked.
 
 Positions live in Redis next to the view, not (only) in Kafka: the view and "how far it has read"
 are then wiped together, so an emptied Redis is rebuilt from the beginning of the topics without
@@ -34,6 +35,7 @@ from redis.exceptions import RedisError
 
 from rules.events import AlertEvent, ContactAttempt, GpsPing, Loan, PaymentEvent
 from services.store import AlertStore, TimelineEntry
+from services.track import TrackFix, TrackStore, parse_fix
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,14 @@ class ProjectorMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.track = Counter(
+            "skipwatch_projector_track_fixes",
+            "Pings read for loan tracks, by outcome: kept (written to the track), thinned "
+            "(parked and not the earliest of its interval), unbound (no loan lists the "
+            "device), invalid (not a GpsPing).",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.rebuilds = Counter(
             "skipwatch_projector_rebuilds",
             "Times the view was found empty and read from the beginning of the topics.",
@@ -147,12 +157,18 @@ class Projector:
         ping_interval_s: float = 600.0,
         retry_s: float = 2.0,
         client_id: str = "skipwatch",
+        track: TrackStore | None = None,
     ) -> None:
         self.store = store
+        self.track = track
+        self._timeline = timeline
         self.metrics = metrics
         self._bootstrap = bootstrap_servers
         self._prefix = topic_prefix
-        self._topics = [ALERTS, LOANS] + ([PAYMENTS, CONTACTS, GPS] if timeline else [])
+        self._loans_topic = topic_prefix + LOANS
+        self._topics = [ALERTS, LOANS] + ([PAYMENTS, CONTACTS] if timeline else [])
+        if timeline or track is not None:
+            self._topics.append(GPS)
         self._ping_interval_s = ping_interval_s
         self._retry_s = retry_s
         self._client_id = client_id
@@ -198,6 +214,8 @@ class Projector:
             # Empty (first start or wiped): no stored position, so every partition starts at 0.
             self.metrics.rebuilds.inc()
             generation = await self.store.start_generation()
+            if GPS in self._topics:
+                await self._load_bindings()
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
             group_id=f"{self._prefix}projector",
@@ -214,7 +232,10 @@ class Projector:
             while True:
                 batches = await self.consumer.getmany(timeout_ms=500, max_records=2000)
                 positions: dict[tuple[str, int], int] = {}
-                for tp, records in batches.items():
+                # Loans first: a ping is put on a loan's timeline and track through the device
+                # bindings, so bindings fetched together with pings must be known before them.
+                ordered = sorted(batches.items(), key=lambda b: b[0].topic != self._loans_topic)
+                for tp, records in ordered:
                     if records:
                         await self._project(tp.topic[len(self._prefix) :], records)
                         positions[(tp.topic, tp.partition)] = records[-1].offset + 1
@@ -223,6 +244,41 @@ class Projector:
                 await self._measure_lag()
         finally:
             consumer, self.consumer = self.consumer, None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(consumer.stop(), STOP_TIMEOUT_S)
+
+    async def _load_bindings(self) -> None:
+        """Read the whole loans topic before a rebuild reads any ping. Pings reach a loan's
+        timeline and track through its device bindings, and a rebuild reads every topic from
+        offset 0 at once: without this, pings fetched before their loan would be `unbound`."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=None,
+            client_id=f"{self._client_id}-projector-bindings",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
+            if self._loans_topic not in await consumer.topics():
+                return
+            partitions = consumer.partitions_for_topic(self._loans_topic) or set()
+            tps = [TopicPartition(self._loans_topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            end = await consumer.end_offsets(tps)
+
+            async def behind() -> bool:
+                for tp in tps:
+                    if await consumer.position(tp) < end[tp]:
+                        return True
+                return False
+
+            while await behind():
+                batches = await consumer.getmany(*tps, timeout_ms=500, max_records=2000)
+                for records in batches.values():
+                    await self._project(LOANS, records)
+        finally:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(consumer.stop(), STOP_TIMEOUT_S)
 
@@ -301,6 +357,35 @@ class Projector:
         await self.store.add_timeline(entries)
 
     async def _project_pings(self, records: list[Any]) -> None:
+        if self.track is not None:
+            await self._project_track(records)
+        if self._timeline:
+            await self._project_ping_samples(records)
+
+    async def _project_track(self, records: list[Any]) -> None:
+        assert self.track is not None
+        fixes: list[TrackFix] = []
+        for record in records:
+            fix = parse_fix(record.value)
+            if fix is None:
+                self.metrics.track.labels("invalid").inc()
+            else:
+                fixes.append(fix)
+        loans = await self.store.loans_of_devices(sorted({f.device_id for f in fixes}))
+        bound: dict[str, list[TrackFix]] = defaultdict(list)
+        unbound = 0
+        for fix in fixes:
+            loan_id = loans.get(fix.device_id)
+            if loan_id is None:
+                unbound += 1
+            else:
+                bound[loan_id].append(fix)
+        kept, thinned = await self.track.add(bound)
+        for outcome, n in (("kept", kept), ("thinned", thinned), ("unbound", unbound)):
+            if n:
+                self.metrics.track.labels(outcome).inc(n)
+
+    async def _project_ping_samples(self, records: list[Any]) -> None:
         kept: list[GpsPing] = []
         sampled_out = 0
         for record in records:

@@ -57,6 +57,29 @@ class ApiSettings(BaseModel):
     timeline_cap: Annotated[int, Field(ge=10, le=10_000)] = 200
     # Comment lines on idle server-sent-event streams keep proxies from closing them.
     sse_heartbeat_s: Annotated[float, Field(gt=0, le=300)] = 15.0
+    # Loan tracks (services/track.py): every moving fix, one per interval while parked, kept
+    # for this long behind the loan's newest fix and at most this many fixes per loan.
+    track_enabled: bool = True
+    track_parked_interval_s: Annotated[float, Field(ge=0, le=86_400)] = 900.0
+    track_retention_h: Annotated[float, Field(gt=0, le=24 * 90)] = 168.0
+    track_max_fixes: Annotated[int, Field(ge=100, le=100_000)] = 5000
+    # Dashboard map tiles: an XYZ URL template ("" = no tiles, plain background), its
+    # attribution, and the tiles' datum (gcj02: Chinese providers; positions are shifted).
+    map_tiles_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+    map_tiles_attribution: str = "© OpenStreetMap contributors"
+    map_tiles_crs: Literal["wgs84", "gcj02"] = "wgs84"
+
+    @field_validator("map_tiles_url")
+    @classmethod
+    def _tile_template(cls, value: str) -> str:
+        if value and (
+            not value.startswith(("https://", "http://"))
+            or not all(p in value for p in ("{z}", "{x}", "{y}"))
+        ):
+            raise ValueError(
+                "must be an http(s) URL template with {z}, {x} and {y} (or empty for no tiles)"
+            )
+        return value
 
 
 class AuthSettings(BaseModel):

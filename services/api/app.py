@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from rules.events import ContactAttempt, GpsPing, Loan, PaymentEvent
-from services.api import alerts, health, ingest, loans
+from services.api import alerts, health, ingest, loans, overview, places, session
 from services.api.auth import Authenticator
 from services.api.dedup import DedupStore, RedisDedup
 from services.api.deps import ApiContext
@@ -31,6 +31,7 @@ from services.kafka import make_producer
 from services.projector import Projector, ProjectorMetrics
 from services.settings import Settings, get_settings
 from services.store import AlertStore, AlertView
+from services.track import TrackStore, TrackView
 
 DESCRIPTION = """\
 Streaming early warning for auto-loan lenders: GPS pings, payments and contact attempts in,
@@ -86,6 +87,7 @@ def create_app(
     registry: CollectorRegistry | None = None,
     alert_view: AlertView | None = None,
     projector: bool | None = None,
+    track_view: TrackView | None = None,
 ) -> FastAPI:
     """The API. `producer` (started and stopped by the app) defaults to `make_producer(settings)`;
     `dedup` defaults to Redis at `settings.redis.url`; metrics go to `registry` (a fresh one by
@@ -120,6 +122,16 @@ def create_app(
                 timeline_cap=settings.api.timeline_cap,
             )
         app.state.alert_view = view
+        track: TrackView | None = track_view
+        if track is None and isinstance(view, AlertStore):
+            track = TrackStore(
+                view.redis,
+                settings.redis.key_prefix,
+                retention_s=settings.api.track_retention_h * 3600,
+                max_fixes=settings.api.track_max_fixes,
+                parked_interval_s=settings.api.track_parked_interval_s,
+            )
+        app.state.track_view = track
         runner: Projector | None = None
         if run_projector:
             assert isinstance(view, AlertStore), "the projector writes the Redis view"
@@ -131,6 +143,9 @@ def create_app(
                 timeline=settings.api.projector_timeline,
                 ping_interval_s=settings.api.timeline_ping_interval_s,
                 client_id=settings.kafka.client_id,
+                track=track
+                if settings.api.track_enabled and isinstance(track, TrackStore)
+                else None,
             )
             runner.start()
         app.state.projector = runner
@@ -172,5 +187,8 @@ def create_app(
     app.include_router(ingest.router)
     app.include_router(alerts.router)
     app.include_router(loans.router)
-    install_dashboard(app)
+    app.include_router(places.router)
+    app.include_router(session.router)
+    app.include_router(overview.router)
+    install_dashboard(app, settings)
     return app

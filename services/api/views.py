@@ -267,6 +267,12 @@ class LoanOut(_Out):
     last_event_at: AwareDatetime | None = Field(
         description="Newest event time seen for the loan (alert changes and timeline events)."
     )
+    home_region: dict[str, Any] | None = Field(
+        None,
+        description="As registered: a GeoJSON Polygon/MultiPolygon ([lon, lat]) or "
+        "`{center: [lat, lon], radius_km}`.",
+    )
+    timezone: str | None = Field(None, description="The loan's IANA time zone.")
 
 
 def loan_out(summary: LoanSummary, *, now: dt.datetime, masked: bool) -> LoanOut:
@@ -293,6 +299,8 @@ def loan_out(summary: LoanSummary, *, now: dt.datetime, masked: bool) -> LoanOut
         open_alerts=open_alerts,
         alert_count=summary.alert_count,
         last_event_at=summary.last_event_at,
+        home_region=loan.home_region.model_dump(mode="json") if loan and loan.home_region else None,
+        timezone=loan.timezone if loan else None,
     )
 
 

@@ -5,6 +5,12 @@
 // same header as every other call; this file parses the text/event-stream format itself and
 // reconnects with backoff, re-listing alerts on every (re)connect so nothing is missed meanwhile.
 // Every server value is put into the page as text (textContent), never as HTML.
+//
+// Labels come from i18n.js (zh-CN by default, English on the switch, remembered); maps from
+// map.js (Leaflet). `#/loan/<id>` shows one loan full width: its map, track replay and timeline.
+
+import { age, lang, ruleTitle, setLang, t, translatePage, when } from "./i18n.js";
+import { mountMap } from "./map.js";
 
 const TOKEN_KEY = "skipwatch.token";
 const SEVERITY_RANK = { critical: 2, warning: 1, info: 0 };
@@ -20,6 +26,13 @@ const state = {
   selected: null,
   stream: null, // AbortController of the running stream
   generation: 0, // bumps on every (re)list, so late answers of older lists are dropped
+  maps: new Map(), // container id -> mounted map (destroyed when replaced)
+  config: null, // /static/config.json: map tiles
+  live: "off",
+  checked: new Set(), // alerts picked for a bulk action
+  cursor: -1, // keyboard position in the queue (j/k); -1 before the first j
+  current: null, // the alert shown in the panel
+  loan: null, // the loan shown in the panel (for its time zone)
 };
 
 // --- small helpers ---------------------------------------------------------------------------
@@ -39,18 +52,7 @@ function h(tag, attrs = {}, ...children) {
   return el;
 }
 
-function age(iso) {
-  const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
-  if (s < 60) return `${Math.floor(s)}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m`;
-  if (s < 86400) return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
-  return `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`;
-}
-
-const dateFormat = new Intl.DateTimeFormat(undefined, {
-  year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
-});
-const when = (iso) => (iso ? dateFormat.format(new Date(iso)) : "—");
+const tz = () => state.loan?.timezone || "Asia/Shanghai";
 
 function toast(message, bad = false) {
   const el = $("toast");
@@ -77,7 +79,7 @@ async function api(path, options = {}) {
     body: options.body === undefined ? undefined : JSON.stringify(options.body),
   });
   const body = await response.json().catch(() => null);
-  if (response.status === 401) signOut("Your token was not accepted. Sign in again.");
+  if (response.status === 401) signOut(t("login.rejected"));
   if (!response.ok) throw new ApiError(response.status, body);
   return body;
 }
@@ -86,6 +88,9 @@ async function api(path, options = {}) {
 
 function showLogin(message = "") {
   $("app").hidden = true;
+  $("loan-view").hidden = true;
+  $("overview").hidden = true;
+  $("nav").hidden = true;
   $("signout").hidden = true;
   $("login").hidden = false;
   $("login-error").textContent = message;
@@ -97,18 +102,19 @@ function signOut(message = "") {
   state.token = null;
   state.stream?.abort();
   state.alerts.clear();
-  setLive("off", "Offline");
+  setLive("off");
   showLogin(message);
 }
 
 async function signIn(token) {
   state.token = token;
   try {
-    await api("/v1/alerts?limit=1"); // checks the token (and that it may read alerts)
+    // Checks the token (and that it may read alerts); the role decides which buttons show.
+    state.role = (await api("/v1/whoami")).role;
   } catch (err) {
     state.token = null;
-    const message = err.status === 403 ? "This key may not read alerts (ingest-only key)."
-      : err.status === 401 ? "Unknown token." : `Cannot reach the API: ${err.message}`;
+    const message = err.status === 403 ? t("login.ingest")
+      : err.status === 401 ? t("login.unknown") : t("login.unreachable", { msg: err.message });
     showLogin(message);
     return;
   }
@@ -116,8 +122,10 @@ async function signIn(token) {
   $("login").hidden = true;
   $("app").hidden = false;
   $("signout").hidden = false;
+  $("nav").hidden = false;
   await reload();
   follow();
+  route();
 }
 
 // --- listing ---------------------------------------------------------------------------------
@@ -161,7 +169,7 @@ async function reload() {
     });
     render();
   } catch (err) {
-    if (err.status !== 401) toast(`Could not load alerts: ${err.message}`, true);
+    if (err.status !== 401) toast(t("err.load", { msg: err.message }), true);
   }
 }
 
@@ -178,52 +186,118 @@ async function loadMore() {
   render();
 }
 
+// Queue filters applied to the loaded alerts (status, severity and loan go to the API): rule,
+// assignee, label, age; and the sort. Each option shows how many loaded alerts it would keep.
+const AGES = { "": Infinity, "1h": 3600, "24h": 86400, "7d": 7 * 86400 };
+const SORTS = {
+  severity: (a, b) => (SEVERITY_RANK[b.severity] - SEVERITY_RANK[a.severity]) || (b.risk_score - a.risk_score),
+  risk: (a, b) => (b.risk_score - a.risk_score) || (SEVERITY_RANK[b.severity] - SEVERITY_RANK[a.severity]),
+  newest: (a, b) => Date.parse(b.started_at) - Date.parse(a.started_at),
+  oldest: (a, b) => Date.parse(a.started_at) - Date.parse(b.started_at),
+};
+
+function queueFilters() {
+  return {
+    rule: $("q-rule").value, assignee: $("q-assignee").value, label: $("q-label").value,
+    age: $("q-age").value, sort: $("q-sort").value,
+  };
+}
+
+const labelPairs = (alert) => Object.entries(alert.labels || {}).map(([k, v]) => `${k}=${v}`);
+
+function keeps(alert, f, skip = null) {
+  const assignee = alert.assigned?.assignee || "";
+  return (skip === "rule" || !f.rule || alert.rule_id === f.rule)
+    && (skip === "assignee" || !f.assignee || (f.assignee === "-" ? !assignee : assignee === f.assignee))
+    && (skip === "label" || !f.label || labelPairs(alert).includes(f.label))
+    && (skip === "age" || (Date.now() - Date.parse(alert.started_at)) / 1000 <= AGES[f.age]);
+}
+
 function sorted() {
-  return [...state.alerts.values()].sort((a, b) =>
-    (SEVERITY_RANK[b.severity] - SEVERITY_RANK[a.severity])
-    || (Date.parse(b.started_at) - Date.parse(a.started_at))
-    || a.id.localeCompare(b.id));
+  const f = queueFilters();
+  const order = SORTS[f.sort] || SORTS.severity;
+  return [...state.alerts.values()].filter((a) => keeps(a, f)).sort((a, b) =>
+    order(a, b) || (Date.parse(b.started_at) - Date.parse(a.started_at)) || a.id.localeCompare(b.id));
+}
+
+/** Refill a filter's options with the values seen and each one's count (other filters applied). */
+function fillOptions(id, name, values, label) {
+  const select = $(id);
+  const chosen = select.value;
+  const f = queueFilters();
+  const pool = [...state.alerts.values()].filter((a) => keeps(a, f, name));
+  const options = [["", t("f.all")], ...values];
+  select.replaceChildren(...options.map(([value, text]) => {
+    const n = value === "" ? pool.length : pool.filter((a) => keeps(a, { ...f, [name]: value }, null)).length;
+    return h("option", { value }, `${text} (${n})`);
+  }));
+  select.value = options.some(([v]) => v === chosen) ? chosen : "";
+  select.setAttribute("aria-label", label);
+}
+
+function refreshFilterOptions() {
+  const all = [...state.alerts.values()];
+  const rules = [...new Set(all.map((a) => a.rule_id))].sort();
+  const assignees = [...new Set(all.map((a) => a.assigned?.assignee).filter(Boolean))].sort();
+  const labels = [...new Set(all.flatMap(labelPairs))].sort();
+  fillOptions("q-rule", "rule", rules.map((r) => [r, ruleTitle(r, r)]), t("q.rule"));
+  fillOptions("q-assignee", "assignee", [["-", t("q.unassigned")], ...assignees.map((a) => [a, a])], t("q.assignee"));
+  fillOptions("q-label", "label", labels.map((l) => [l, l]), t("q.label"));
+  fillOptions("q-age", "age", [["1h", t("q.age.1h")], ["24h", t("q.age.24h")], ["7d", t("q.age.7d")]], t("q.age"));
 }
 
 function riskCell(score) {
   const level = score >= 70 ? "high" : score < 40 ? "low" : "";
+  // Width through the CSSOM: the Content-Security-Policy forbids inline style attributes.
+  const fill = h("span");
+  fill.style.width = `${Math.min(100, Math.max(0, score))}%`;
   return h("span", { class: "risk" },
-    h("span", { class: `risk-bar ${level}`, "aria-hidden": "true" },
-      h("span", { style: `width:${Math.min(100, Math.max(0, score))}%` })),
+    h("span", { class: `risk-bar ${level}`, "aria-hidden": "true" }, fill),
     String(score));
 }
 
 function row(alert) {
   const open = () => select(alert.id);
+  const box = h("input", {
+    type: "checkbox", class: "pick", "aria-label": t("q.pick", { id: alert.id }),
+    checked: state.checked.has(alert.id),
+    onclick: (e) => e.stopPropagation(),
+    onchange: (e) => { if (e.target.checked) state.checked.add(alert.id); else state.checked.delete(alert.id); renderBulk(); },
+  });
   return h("tr", {
     "data-id": alert.id,
     class: `sev-${alert.severity}`,
     "aria-selected": String(state.selected === alert.id),
     onclick: open,
   },
-  h("td", {}, h("span", { class: `badge ${alert.severity}` }, alert.severity)),
+  h("td", { class: "pick-cell" }, box),
+  h("td", {}, h("span", { class: `badge ${alert.severity}` }, t(`severity.${alert.severity}`))),
   h("td", {},
     h("button", { class: "title-btn", type: "button", onclick: (e) => { e.stopPropagation(); open(); } },
-      alert.title),
+      ruleTitle(alert.rule_id, alert.title)),
     h("span", { class: "sub mono" }, alert.rule_id)),
   h("td", { class: "mono nowrap" }, alert.loan_id),
   h("td", { class: "num" }, riskCell(alert.risk_score)),
-  h("td", {}, h("span", { class: `status ${alert.status}` }, alert.status),
+  h("td", {}, h("span", { class: `status ${alert.status}` }, t(`status.${alert.status}`)),
     alert.assigned ? h("span", { class: "sub" }, `→ ${alert.assigned.assignee}`) : null),
   h("td", { class: "age nowrap", title: when(alert.started_at), "data-started": alert.started_at },
     age(alert.started_at)));
 }
 
 function render(flashId = null) {
+  refreshFilterOptions();
   const alerts = sorted();
+  for (const id of [...state.checked]) if (!state.alerts.has(id)) state.checked.delete(id);
   $("rows").replaceChildren(...alerts.map(row));
+  renderBulk();
+  markCursor();
   $("empty").hidden = alerts.length > 0;
   $("more").hidden = state.cursors.size === 0;
   const count = (sev) => alerts.filter((a) => a.severity === sev).length;
   $("counts").replaceChildren(
     ...["critical", "warning", "info"].filter((sev) => count(sev) > 0).map((sev) =>
-      h("span", { class: `badge ${sev}` }, `${count(sev)} ${sev}`)),
-    h("span", { class: "count" }, `${alerts.length} shown`));
+      h("span", { class: `badge ${sev}` }, `${count(sev)} ${t(`severity.${sev}`)}`)),
+    h("span", { class: "count" }, t("shown", { n: alerts.length })));
   if (flashId) {
     const tr = $("rows").querySelector(`tr[data-id="${CSS.escape(flashId)}"]`);
     if (tr) {
@@ -244,12 +318,88 @@ function upsert(alert) {
   if (state.selected === alert.id) renderAlert(alert);
 }
 
+// --- keyboard and bulk actions -----------------------------------------------------------------
+
+function markCursor() {
+  const rows = [...$("rows").children];
+  if (!rows.length) { state.cursor = -1; return; }
+  state.cursor = Math.min(state.cursor, rows.length - 1); // -1: no row yet (j starts at the top)
+  rows.forEach((tr, i) => tr.classList.toggle("cursor", i === state.cursor));
+}
+
+function moveCursor(delta) {
+  const rows = [...$("rows").children];
+  if (!rows.length) return;
+  state.cursor = Math.min(Math.max(state.cursor + delta, 0), rows.length - 1);
+  markCursor();
+  rows[state.cursor].scrollIntoView({ block: "nearest" });
+  rows[state.cursor].querySelector(".title-btn").focus();
+}
+
+function onQueueKey(e) {
+  if ($("app").hidden || e.ctrlKey || e.metaKey || e.altKey) return;
+  const typing = e.target.closest?.("input:not(.pick), select, textarea");
+  if (typing) return;
+  const rows = [...$("rows").children];
+  if (e.key === "j") { moveCursor(1); e.preventDefault(); }
+  else if (e.key === "k") { moveCursor(-1); e.preventDefault(); }
+  else if (e.key === "x" && rows[state.cursor]) { rows[state.cursor].querySelector(".pick").click(); e.preventDefault(); }
+  else if (e.key === "Enter" && rows[state.cursor] && !e.target.closest?.("button, a")) {
+    select(rows[state.cursor].dataset.id);
+    e.preventDefault();
+  }
+}
+
+function renderBulk() {
+  const bar = $("bulk");
+  const n = state.checked.size;
+  bar.hidden = n === 0;
+  if (!n) return;
+  const assignee = h("input", { type: "text", placeholder: t("act.assign.placeholder"), "aria-label": t("act.assign.to"), size: "12" });
+  const run = async (path, body, done) => {
+    const ids = [...state.checked];
+    let ok = 0;
+    const failed = [];
+    for (const id of ids) {
+      try {
+        upsert(await api(`/v1/alerts/${encodeURIComponent(id)}/${path}`, { method: "POST", body }));
+        ok += 1;
+      } catch (err) {
+        failed.push(`${id}: ${err.status === 403 ? t("readonly") : err.message}`);
+      }
+    }
+    state.checked.clear();
+    render();
+    toast(t("q.bulk.done", { action: t(done), ok, failed: failed.length }) + (failed.length ? ` — ${failed[0]}` : ""), failed.length > 0);
+  };
+  bar.replaceChildren(
+    h("span", { class: "count", "data-checked": String(n) }, t("q.selected", { n })),
+    canAct() ? h("button", { class: "btn primary", type: "button", "data-bulk": "ack", onclick: () => run("ack", undefined, "done.ack") }, t("act.ack")) : null,
+    canAct() ? h("form", {
+      onsubmit: (e) => { e.preventDefault(); if (assignee.value.trim()) run("assign", { assignee: assignee.value.trim() }, "done.assign"); },
+    }, assignee, h("button", { class: "btn", type: "submit", "data-bulk": "assign" }, t("act.assign"))) : null,
+    h("button", { class: "btn ghost", type: "button", onclick: () => { state.checked.clear(); render(); } }, t("q.clear")));
+}
+
+// --- language ----------------------------------------------------------------------------------
+
+function applyLanguage() {
+  translatePage();
+  $("lang").textContent = t("lang.switch");
+  setLive(state.live);
+  render();
+  if (state.current) renderAlert(state.current);
+  if (state.selected && state.current) loadLoan(state.current.loan_id, state.selected);
+  if (location.hash.startsWith("#/loan/") || location.hash === "#/overview") route();
+}
+
 // --- live stream (fetch + text/event-stream parser) ------------------------------------------
 
-function setLive(kind, text) {
+function setLive(kind) {
   const el = $("live");
+  state.live = kind;
   el.dataset.state = kind;
-  el.textContent = text;
+  el.textContent = t(`live.${kind}`);
 }
 
 async function follow() {
@@ -265,7 +415,7 @@ async function follow() {
       if (err.status === 401 || err.status === 403) return;
     }
     if (controller.signal.aborted) return;
-    setLive("retry", "Reconnecting…");
+    setLive("retry");
     await new Promise((r) => setTimeout(r, delay));
     delay = Math.min(delay * 2, 15_000);
   }
@@ -286,7 +436,7 @@ async function readStream(controller, onOpen) {
       signal: stall.signal,
       cache: "no-store",
     });
-    if (response.status === 401) { signOut("Your token was not accepted. Sign in again."); return; }
+    if (response.status === 401) { signOut(t("login.rejected")); return; }
     if (!response.ok || !response.body) throw new ApiError(response.status, null);
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = "";
@@ -302,7 +452,7 @@ async function readStream(controller, onOpen) {
         const message = parseEvent(block);
         if (message.event === "ready") {
           onOpen();
-          setLive("on", "Live");
+          setLive("on");
           await reload(); // catch up on anything that changed while disconnected
         } else if (message.event === "alert" && message.data) {
           upsert(JSON.parse(message.data));
@@ -341,13 +491,15 @@ async function select(id) {
     $("panel").querySelector("h2")?.focus();
     loadLoan(alert.loan_id, id);
   } catch (err) {
-    toast(`Could not open the alert: ${err.message}`, true);
+    toast(t("err.open", { msg: err.message }), true);
   }
 }
 
 function closePanel() {
   const id = state.selected;
   state.selected = null;
+  state.current = null;
+  dropMap("panel-map");
   $("panel").hidden = true;
   for (const tr of $("rows").children) tr.setAttribute("aria-selected", "false");
   $("rows").querySelector(`tr[data-id="${CSS.escape(id || "")}"] .title-btn`)?.focus();
@@ -367,7 +519,7 @@ function evidenceItem(item) {
     const reasons = (item.reasons || []).map((r) =>
       h("li", {}, `+${r.points} ${r.detail || r.code}`));
     return h("li", { class: "risk-item" },
-      h("div", {}, h("span", { class: "k" }, "Risk score"),
+      h("div", {}, h("span", { class: "k" }, t("risk.score")),
         reasons.length ? h("ul", { class: "reasons" }, reasons) : null),
       h("span", { class: "v" }, String(item.score)));
   }
@@ -379,71 +531,81 @@ function evidenceItem(item) {
 }
 
 function actionBar(alert) {
+  if (!canAct()) return null; // viewers: read only, no buttons
   const act = async (path, body, done) => {
     try {
       const updated = await api(`/v1/alerts/${encodeURIComponent(alert.id)}/${path}`, { method: "POST", body });
       upsert(updated);
       renderAlert(updated);
-      toast(done);
+      toast(t(done));
     } catch (err) {
-      toast(err.status === 403 ? "Your token is read-only: acting on alerts needs an operator." : err.message, true);
+      toast(err.status === 403 ? t("readonly") : err.message, true);
     }
   };
   const closed = alert.status === "resolved";
-  const snooze = h("select", { "aria-label": "Snooze for" },
-    h("option", { value: "60" }, "1 hour"), h("option", { value: "240" }, "4 hours"),
-    h("option", { value: "1440" }, "1 day"), h("option", { value: "4320" }, "3 days"));
+  const snooze = h("select", { "aria-label": t("act.snooze.for") },
+    h("option", { value: "60" }, t("act.h1")), h("option", { value: "240" }, t("act.h4")),
+    h("option", { value: "1440" }, t("act.d1")), h("option", { value: "4320" }, t("act.d3")));
   const assignee = h("input", {
-    type: "text", placeholder: "collector", "aria-label": "Assign to", size: "12",
+    type: "text", placeholder: t("act.assign.placeholder"), "aria-label": t("act.assign.to"), size: "12",
     value: alert.assigned?.assignee || "",
   });
   return h("div", { class: "actions" },
     h("button", {
-      class: "btn primary", type: "button", disabled: closed || alert.status === "acknowledged",
-      onclick: () => act("ack", undefined, "Acknowledged"),
-    }, "Acknowledge"),
+      class: "btn primary", type: "button", "data-action": "ack", disabled: closed || alert.status === "acknowledged",
+      onclick: () => act("ack", undefined, "done.ack"),
+    }, t("act.ack")),
     h("button", {
-      class: "btn", type: "button", disabled: closed,
-      onclick: () => act("resolve", undefined, "Resolved"),
-    }, "Resolve"),
+      class: "btn", type: "button", "data-action": "resolve", disabled: closed,
+      onclick: () => act("resolve", undefined, "done.resolve"),
+    }, t("act.resolve")),
     h("form", {
-      onsubmit: (e) => { e.preventDefault(); act("snooze", { minutes: Number(snooze.value) }, "Snoozed"); },
-    }, snooze, h("button", { class: "btn", type: "submit", disabled: closed }, "Snooze")),
+      onsubmit: (e) => { e.preventDefault(); act("snooze", { minutes: Number(snooze.value) }, "done.snooze"); },
+    }, snooze, h("button", { class: "btn", type: "submit", "data-action": "snooze", disabled: closed }, t("act.snooze"))),
     h("form", {
       onsubmit: (e) => {
         e.preventDefault();
-        if (assignee.value.trim()) act("assign", { assignee: assignee.value.trim() }, "Assigned");
+        if (assignee.value.trim()) act("assign", { assignee: assignee.value.trim() }, "done.assign");
       },
-    }, assignee, h("button", { class: "btn", type: "submit" }, "Assign")));
+    }, assignee, h("button", { class: "btn", type: "submit", "data-action": "assign" }, t("act.assign"))));
 }
 
 function renderAlert(alert) {
+  state.current = alert;
   const panel = $("panel");
+  const zone = tz();
   const facts = [
-    ["Status", h("span", { class: `status ${alert.status}` }, alert.status)],
-    ["Loan", h("span", { class: "mono" }, alert.loan_id)],
-    ["Rule", h("span", { class: "mono" }, alert.rule_id)],
-    ["Risk score", String(alert.risk_score)],
-    ["Started", `${when(alert.started_at)} (${age(alert.started_at)} ago)`],
-    ["Updated", when(alert.updated_at)],
-    alert.acknowledged && ["Acknowledged", `${alert.acknowledged.by}, ${when(alert.acknowledged.at)}`],
-    alert.assigned && ["Assigned to", `${alert.assigned.assignee} (by ${alert.assigned.by})`],
-    alert.silenced_until && ["Silenced until", when(alert.silenced_until)],
-    alert.resolved && ["Resolved by", `${alert.resolved.by}, ${when(alert.resolved.at)}`],
-    alert.location && ["Last position", `${alert.location.lat.toFixed(5)}, ${alert.location.lon.toFixed(5)}`],
+    ["fact.status", h("span", { class: `status ${alert.status}` }, t(`status.${alert.status}`))],
+    ["fact.loan", h("a", { class: "mono", href: `#/loan/${encodeURIComponent(alert.loan_id)}` }, alert.loan_id)],
+    ["fact.rule", h("span", { class: "mono" }, alert.rule_id)],
+    ["fact.risk", String(alert.risk_score)],
+    ["fact.started", `${when(alert.started_at, zone)} (${t("ago", { age: age(alert.started_at) })})`],
+    ["fact.updated", when(alert.updated_at, zone)],
+    alert.acknowledged && ["fact.acked", t("by", { who: alert.acknowledged.by, when: when(alert.acknowledged.at, zone) })],
+    alert.assigned && ["fact.assigned", t("assigned.by", { assignee: alert.assigned.assignee, by: alert.assigned.by })],
+    alert.silenced_until && ["fact.silenced", when(alert.silenced_until, zone)],
+    alert.resolved && ["fact.resolved", t("by", { who: alert.resolved.by, when: when(alert.resolved.at, zone) })],
+    alert.location && ["fact.position", `${alert.location.lat.toFixed(5)}, ${alert.location.lon.toFixed(5)}`],
   ].filter(Boolean);
+  const existingMap = panel.querySelector("#panel-map");
+  const keepMap = existingMap && existingMap.dataset.alert === alert.id;
   const existingLoan = panel.querySelector("#loan-section");
+  const title = ruleTitle(alert.rule_id, alert.title);
   panel.replaceChildren(
     h("div", { class: "panel-head" },
       h("div", {},
-        h("span", { class: `badge ${alert.severity}` }, alert.severity),
-        h("h2", { id: "panel-title", tabindex: "-1" }, alert.title)),
-      h("button", { class: "btn ghost close", type: "button", "aria-label": "Close", onclick: closePanel }, "×")),
+        h("span", { class: `badge ${alert.severity}` }, t(`severity.${alert.severity}`)),
+        h("h2", { id: "panel-title", tabindex: "-1" }, title)),
+      h("button", { class: "btn ghost close", type: "button", "aria-label": t("close"), onclick: closePanel }, "×")),
+    title !== alert.title ? h("p", { class: "muted orig-title", lang: "zh-CN" }, alert.title) : null,
     h("p", { class: "summary" }, alert.summary),
-    h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+    h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, t(k)), h("dd", {}, v)])),
     actionBar(alert),
-    h("h3", {}, "Evidence"),
-    h("ul", { class: "evidence", "aria-label": "Evidence" }, alert.evidence.map(evidenceItem)),
+    h("h3", {}, t("map")),
+    keepMap ? existingMap : h("section", { id: "panel-map", class: "map-block", "data-alert": alert.id }),
+    h("p", {}, h("a", { class: "btn", href: `#/loan/${encodeURIComponent(alert.loan_id)}` }, t("loan.open"))),
+    h("h3", {}, t("evidence")),
+    h("ul", { class: "evidence", "aria-label": t("evidence") }, alert.evidence.map(evidenceItem)),
     existingLoan && existingLoan.dataset.loan === alert.loan_id
       ? existingLoan : h("section", { id: "loan-section", "data-loan": alert.loan_id }));
   panel.setAttribute("aria-labelledby", "panel-title");
@@ -455,75 +617,294 @@ function timelineText(entry) {
   switch (entry.kind) {
     case "alert":
       return d.action
-        ? `${d.action} by ${d.by || "?"}${d.assignee ? ` → ${d.assignee}` : ""}: ${d.title}`
-        : `${d.status} (${d.severity}): ${d.title}`;
+        ? `${d.action} · ${d.by || "?"}${d.assignee ? ` → ${d.assignee}` : ""}: ${ruleTitle(d.rule_id, d.title)}`
+        : `${t(`status.${d.status}`)} (${t(`severity.${d.severity}`)}): ${ruleTitle(d.rule_id, d.title)}`;
     case "payment":
       return `${d.type.replaceAll("_", " ")} · #${d.installment_no} · ${d.amount} ${d.currency}`;
     case "contact":
       return `${d.channel} ${d.party.replaceAll("_", " ")} → ${d.outcome.replaceAll("_", " ")}`;
     case "ping":
       return `${d.lat.toFixed(4)}, ${d.lon.toFixed(4)}${d.speed_kmh != null ? ` · ${d.speed_kmh} km/h` : ""}`
-        + (d.alarms?.length ? ` · alarms: ${d.alarms.join(", ")}` : "");
+        + (d.alarms?.length ? ` · ${d.alarms.join(", ")}` : "");
     default:
       return JSON.stringify(d);
   }
 }
 
-async function loadLoan(loanId, alertId) {
-  let loan = null;
-  let timeline = null;
+const orNull = (promise) => promise.catch((e) => (e.status === 404 ? null : Promise.reject(e)));
+
+async function fetchLoan(loanId) {
+  const id = encodeURIComponent(loanId);
+  const [loan, timeline, track] = await Promise.all([
+    orNull(api(`/v1/loans/${id}`)),
+    orNull(api(`/v1/loans/${id}/timeline?limit=50`)),
+    orNull(api(`/v1/loans/${id}/track`)),
+  ]);
+  return { loan, timeline, track };
+}
+
+async function placesNear(points) {
+  if (!points.length) return [];
+  const lat = points.reduce((s, p) => s + p.lat, 0) / points.length;
+  const lon = points.reduce((s, p) => s + p.lon, 0) / points.length;
+  const q = new URLSearchParams({ lat: lat.toFixed(6), lon: lon.toFixed(6), radius_m: "15000", limit: "200" });
+  return (await api(`/v1/places?${q}`)).items;
+}
+
+function dropMap(id) {
+  state.maps.get(id)?.destroy();
+  state.maps.delete(id);
+}
+
+async function drawMap(containerId, { loan, track, alert }) {
+  const container = $(containerId);
+  if (!container) return;
+  const points = [...(track?.latest || []), ...(alert?.location ? [alert.location] : [])];
+  if (!points.length && track?.fixes?.length) points.push(track.fixes[track.fixes.length - 1]);
+  if (!points.length && loan?.home_region?.center) {
+    points.push({ lat: loan.home_region.center[0], lon: loan.home_region.center[1] });
+  }
+  let places = [];
   try {
-    [loan, timeline] = await Promise.all([
-      api(`/v1/loans/${encodeURIComponent(loanId)}`).catch((e) => (e.status === 404 ? null : Promise.reject(e))),
-      api(`/v1/loans/${encodeURIComponent(loanId)}/timeline?limit=50`).catch((e) => (e.status === 404 ? null : Promise.reject(e))),
-    ]);
+    places = await placesNear(points);
   } catch (err) {
-    toast(`Could not load the loan: ${err.message}`, true);
+    toast(err.message, true);
+  }
+  if ($(containerId) !== container) return;
+  dropMap(containerId);
+  state.maps.set(containerId, mountMap(container, { config: state.config, loan, track, places, alert }));
+}
+
+function loanFacts(loan) {
+  const zone = loan.timezone || "Asia/Shanghai";
+  return [
+    ["loan.borrower", loan.borrower ? `${loan.borrower.name} · ${loan.borrower.phone}` : "—"],
+    ["loan.vehicle", loan.vehicle ? `${loan.vehicle.plate} · ${loan.vehicle.vin}` : "—"],
+    ["loan.status", loan.status ? t(`loanstatus.${loan.status}`) : "—"],
+    ["loan.risk", String(loan.risk_score)],
+    ["loan.open_alerts", String(loan.open_alerts.length)],
+    ["loan.last_event", loan.last_event_at ? `${when(loan.last_event_at, zone)} (${t("ago", { age: age(loan.last_event_at) })})` : "—"],
+    ["loan.timezone", zone],
+  ];
+}
+
+function timelineList(timeline, zone) {
+  const items = timeline?.items || [];
+  return items.length
+    ? h("ol", { class: "timeline", "aria-label": t("timeline") }, items.map((e) =>
+      h("li", {}, h("span", { class: `kind ${e.kind}` }, t(`kind.${e.kind}`)),
+        h("div", {}, h("time", { datetime: e.ts }, when(e.ts, zone)), timelineText(e)))))
+    : h("p", { class: "muted" }, t("timeline.empty"));
+}
+
+async function loadLoan(loanId, alertId) {
+  let data = { loan: null, timeline: null, track: null };
+  try {
+    data = await fetchLoan(loanId);
+  } catch (err) {
+    toast(t("err.loan", { msg: err.message }), true);
   }
   if (state.selected !== alertId) return;
+  state.loan = data.loan;
   const section = $("loan-section");
   if (!section) return;
-  const facts = loan ? [
-    ["Borrower", loan.borrower ? `${loan.borrower.name} · ${loan.borrower.phone}` : "—"],
-    ["Vehicle", loan.vehicle ? `${loan.vehicle.plate} · ${loan.vehicle.vin}` : "—"],
-    ["Loan status", loan.status || "—"],
-    ["Risk score", String(loan.risk_score)],
-    ["Open alerts", String(loan.open_alerts.length)],
-    ["Last event", when(loan.last_event_at)],
-  ] : [];
-  const items = timeline?.items || [];
+  const { loan, timeline } = data;
   section.replaceChildren(
-    h("h3", {}, `Loan ${loanId}`),
-    loan ? h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]))
-      : h("p", { class: "muted" }, "The loan's registration has not been seen yet."),
-    h("h3", {}, "Timeline"),
-    items.length
-      ? h("ol", { class: "timeline", "aria-label": "Loan timeline" }, items.map((e) =>
-        h("li", {}, h("span", { class: `kind ${e.kind}` }, e.kind),
-          h("div", {}, h("time", { datetime: e.ts }, when(e.ts)), timelineText(e)))))
-      : h("p", { class: "muted" }, "Nothing recorded yet."));
+    h("h3", {}, t("loan", { id: loanId })),
+    loan ? h("dl", { class: "facts" }, loanFacts(loan).map(([k, v]) => [h("dt", {}, t(k)), h("dd", {}, v)]))
+      : h("p", { class: "muted" }, t("loan.unknown")),
+    h("h3", {}, t("timeline")),
+    timelineList(timeline, loan?.timezone));
+  if (state.current) renderAlert(state.current); // the loan's time zone for the alert's times
+  await drawMap("panel-map", { ...data, alert: state.current });
+}
+
+// --- the loan view (#/loan/<id>) ----------------------------------------------------------------
+
+async function showLoanView(loanId) {
+  $("app").hidden = true;
+  $("loan-view").hidden = false;
+  const view = $("loan-view");
+  view.replaceChildren(
+    h("div", { class: "loan-head" },
+      h("a", { class: "btn ghost", href: "#/" }, `← ${t("loan.back")}`),
+      h("h1", { id: "loan-title", tabindex: "-1" }, t("loan", { id: loanId }))),
+    h("div", { class: "loan-grid" },
+      h("section", { id: "loan-map", class: "map-block big" }),
+      h("div", { id: "loan-side" })));
+  $("loan-title").focus();
+  let data;
+  try {
+    data = await fetchLoan(loanId);
+  } catch (err) {
+    toast(t("err.loan", { msg: err.message }), true);
+    return;
+  }
+  if (location.hash !== `#/loan/${encodeURIComponent(loanId)}`) return;
+  const { loan, timeline } = data;
+  const newestAlert = loan?.open_alerts?.find((a) => a.location) || null;
+  $("loan-side").replaceChildren(
+    loan ? h("dl", { class: "facts" }, loanFacts(loan).map(([k, v]) => [h("dt", {}, t(k)), h("dd", {}, v)]))
+      : h("p", { class: "muted" }, t("loan.unknown")),
+    h("h3", {}, t("timeline")),
+    timelineList(timeline, loan?.timezone));
+  await drawMap("loan-map", { ...data, alert: newestAlert });
+}
+
+// --- the overview (#/overview) -------------------------------------------------------------------
+
+function duration(seconds) {
+  if (seconds == null) return "—";
+  return age(new Date(Date.now() - seconds * 1000).toISOString());
+}
+
+function figure(key, value, label, extra = "") {
+  return h("div", { class: `figure ${extra}` },
+    h("span", { class: "figure-value", "data-figure": key }, String(value)),
+    h("span", { class: "figure-label" }, label));
+}
+
+function bar(value, max, cls = "") {
+  const fill = h("span", { class: cls });
+  fill.style.width = `${max ? Math.round((100 * value) / max) : 0}%`;
+  return h("span", { class: "hbar", "aria-hidden": "true" }, fill);
+}
+
+async function showOverview() {
+  $("app").hidden = true;
+  $("loan-view").hidden = true;
+  const view = $("overview");
+  view.hidden = false;
+  let o;
+  try {
+    o = await api("/v1/overview?days=14");
+  } catch (err) {
+    toast(t("err.load", { msg: err.message }), true);
+    return;
+  }
+  if (location.hash !== "#/overview") return;
+  const sev = ["critical", "warning", "info"];
+  const maxDay = Math.max(1, ...o.per_day.map((d) => d.count));
+  const maxRule = Math.max(1, ...o.open_by_rule.map((r) => r.count));
+  view.replaceChildren(
+    h("h1", { id: "overview-title", tabindex: "-1" }, t("ov.title")),
+    h("p", { class: "muted" }, t("ov.generated", { when: when(o.generated_at, o.timezone) })),
+    h("section", { class: "cards", "aria-label": t("ov.open") },
+      figure("open-total", o.open_total, t("ov.open"), "big"),
+      sev.map((s) => figure(`open-${s}`, o.open_by_severity[s], t(`severity.${s}`), s)),
+      ["firing", "acknowledged", "silenced"].map((s) => figure(`status-${s}`, o.open_by_status[s], t(`status.${s}`))),
+      figure("ack-p50", duration(o.time_to_ack.p50_s), t("ov.ack.p50")),
+      figure("ack-p90", duration(o.time_to_ack.p90_s), t("ov.ack.p90")),
+      figure("ack-count", o.time_to_ack.count, t("ov.ack.count", { days: o.days }))),
+    h("h2", {}, t("ov.signals")),
+    h("section", { class: "cards" },
+      ["out_of_region", "offline", "at_risk_place", "overdue"].map((k) =>
+        figure(`signal-${k}`, o.loans_by_signal[k], t(`ov.signal.${k}`)))),
+    h("p", { class: "muted small" }, t("ov.signals.note")),
+    h("div", { class: "ov-grid" },
+      h("section", {},
+        h("h2", {}, t("ov.per_day", { days: o.days })),
+        h("ol", { class: "days", "aria-label": t("ov.per_day", { days: o.days }) }, o.per_day.map((d) => {
+          const column = h("span", { class: "day-bar" });
+          column.style.height = `${Math.round((100 * d.count) / maxDay)}%`;
+          return h("li", { title: `${d.date}: ${d.count}` },
+            h("span", { class: "day-count", "data-day": d.date }, String(d.count)),
+            h("span", { class: "day-track" }, column),
+            h("span", { class: "day-label" }, d.date.slice(5)));
+        }))),
+      h("section", {},
+        h("h2", {}, t("ov.by_rule")),
+        o.open_by_rule.length
+          ? h("table", { class: "grid compact" },
+            h("thead", {}, h("tr", {}, h("th", { scope: "col" }, t("fact.rule")), h("th", { scope: "col", class: "num" }, t("ov.count")))),
+            h("tbody", {}, o.open_by_rule.map((r) => h("tr", {},
+              h("td", {}, ruleTitle(r.rule_id, r.rule_id), h("span", { class: "sub mono" }, r.rule_id)),
+              h("td", { class: "num", "data-rule": r.rule_id }, bar(r.count, maxRule), String(r.count))))))
+          : h("p", { class: "muted" }, t("empty")))),
+    h("h2", {}, t("ov.worst")),
+    o.worst_loans.length
+      ? h("table", { class: "grid compact" },
+        h("thead", {}, h("tr", {},
+          h("th", { scope: "col" }, t("col.loan")), h("th", { scope: "col", class: "num" }, t("col.risk")),
+          h("th", { scope: "col" }, t("col.severity")), h("th", { scope: "col" }, t("fact.rule")),
+          h("th", { scope: "col", class: "num" }, t("loan.open_alerts")))),
+        h("tbody", {}, o.worst_loans.map((w) => h("tr", {},
+          h("td", { class: "mono" }, h("a", { href: `#/loan/${encodeURIComponent(w.loan_id)}` }, w.loan_id)),
+          h("td", { class: "num" }, riskCell(w.risk_score)),
+          h("td", {}, h("span", { class: `badge ${w.severity}` }, t(`severity.${w.severity}`))),
+          h("td", {}, ruleTitle(w.rule_id, w.rule_id)),
+          h("td", { class: "num" }, String(w.open_alerts))))))
+      : h("p", { class: "muted" }, t("empty")));
+  $("overview-title").focus();
+}
+
+function route() {
+  if (!state.token) return;
+  const match = location.hash.match(/^#\/loan\/(.+)$/);
+  dropMap("loan-map");
+  for (const link of document.querySelectorAll(".nav a")) {
+    link.setAttribute("aria-current", String(link.getAttribute("href") === (location.hash || "#/")
+      || (link.getAttribute("href") === "#/" && !!match)));
+  }
+  if (match) {
+    $("overview").hidden = true;
+    showLoanView(decodeURIComponent(match[1]));
+  } else if (location.hash === "#/overview") {
+    showOverview();
+  } else {
+    $("loan-view").hidden = true;
+    $("overview").hidden = true;
+    $("app").hidden = false;
+  }
+}
+
+// --- who am I -----------------------------------------------------------------------------------
+
+function canAct() {
+  return state.role === "operator" || state.role === "admin";
 }
 
 // --- wiring ----------------------------------------------------------------------------------
 
+async function loadConfig() {
+  try {
+    state.config = await (await fetch("/static/config.json")).json();
+  } catch {
+    state.config = { tiles_url: "", tiles_crs: "wgs84" };
+  }
+}
+
 function init() {
+  setLang(lang());
+  translatePage();
+  $("lang").textContent = t("lang.switch");
+  $("lang").addEventListener("click", () => {
+    setLang(lang() === "zh-CN" ? "en" : "zh-CN");
+    applyLanguage();
+  });
+  setLive("off");
   $("login-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const token = $("token").value.trim();
     if (token) signIn(token);
-    else $("login-error").textContent = "Enter a token.";
+    else $("login-error").textContent = t("login.empty");
   });
   $("signout").addEventListener("click", () => signOut());
   for (const id of ["f-status", "f-severity"]) $(id).addEventListener("change", reload);
   let typing;
   $("f-loan").addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(reload, 300); });
   $("more").addEventListener("click", loadMore);
+  for (const id of ["q-rule", "q-assignee", "q-label", "q-age", "q-sort"]) $(id).addEventListener("change", () => render());
+  document.addEventListener("keydown", onQueueKey);
   document.addEventListener("keydown", (e) => {
     if (e.key === "Escape" && state.selected) closePanel();
   });
+  window.addEventListener("hashchange", route);
   setInterval(refreshAges, 30_000);
-  if (state.token) signIn(state.token);
-  else showLogin();
+  loadConfig().then(() => {
+    if (state.token) signIn(state.token);
+    else showLogin();
+  });
 }
 
 init();

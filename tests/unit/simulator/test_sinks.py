@@ -133,6 +133,32 @@ async def test_live_sends_each_record_when_the_wall_clock_reaches_its_arrival() 
     assert 47.0 < sent[-1] <= 48.1
 
 
+async def test_history_then_live_sends_the_past_at_once_and_the_rest_on_the_wall_clock() -> None:
+    """`simulate --live --history D`: event time is wall time; `now` falls inside the run."""
+    sim = _small()  # two days
+    warp = TimeWarp(sim.start, sim.start, 1.0)
+    now = sim.start + 86400  # one day of history
+    records = list(live_records(sim.records(), warp))
+    assert [r.event_time for r in records] == [r.event_time for r in sim.records()]
+    clock = FakeClock()
+    sent: list[float] = []
+    await produce_records(
+        records,
+        FakeProducer(),
+        topic_prefix="",
+        live_from=now,
+        clock=clock,
+        sleep=clock.sleep,
+        progress=lambda count, record: sent.append(clock.now - 100.0),
+    )
+    past = [at for at, r in zip(sent, records, strict=True) if r.arrival <= now]
+    assert past and all(at == 0.0 for at in past)  # the history: at once
+    for at, record in zip(sent, records, strict=True):
+        if record.arrival > now:
+            assert at == pytest.approx(record.arrival - now)  # the rest: when it happens
+    assert sent[-1] == pytest.approx(max(r.arrival for r in records) - now)
+
+
 def test_time_warp_maps_times_and_due_dates() -> None:
     start = DEFAULT_START.timestamp()
     warp = TimeWarp(start, wall_start=start + 86400 * 10, speed=60.0)
@@ -262,6 +288,12 @@ def test_cli_writes_a_recording_and_labels(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["--live"], "--kafka"),
+        (["--kafka", "--history", "30"], "--live"),
+        (["--kafka", "--live", "--history", "30", "--speed", "60"], "--speed"),
+        (
+            ["--kafka", "--live", "--history", "30", "--start", "2026-05-01T00:00:00+08:00"],
+            "--start",
+        ),
         (["--start", "2026-05-01T00:00:00"], "offset"),
         (["--start", "yesterday"], "RFC 3339"),
     ],
