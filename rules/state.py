@@ -25,7 +25,8 @@ class DeviceState:
     bound_at: float | None = None  # when the loan first listed it (offline counts from here)
     last_seen: float | None = None  # newest ping of any kind
     last_event: str = ""
-    fix: list[float] | None = None  # newest accepted position: [ts, lat, lon, quality]
+    # newest accepted position: [ts, lat, lon, quality, speed km/h (-1: not reported)]
+    fix: list[float] | None = None
     jump: list[float] | None = None  # last fix rejected as an impossible jump: [ts, lat, lon]
     alarms: dict[str, float] = field(default_factory=dict)  # active alarm -> last raised at
     alarm_event: str = ""
@@ -145,7 +146,10 @@ class LoanState:
     anchor: list[float] | None = None  # [lat, lon, stationary since]
     usual: list[list[float]] = field(default_factory=list)  # [lat, lon, seconds parked]
     visits: list[list[Any]] = field(default_factory=list)  # [place_id, kind, first, last]
-    separated_m: float = 0.0
+    separated_m: float = 0.0  # confirmed wired/wireless separation (lower bound), see config
+    # current streak of pairs: [mode (1 apart, -1 together), count, first pair at,
+    # wired fix ts, wireless fix ts of the last counted pair, smallest bound of the streak]
+    sep: list[float] | None = None
 
     # evaluation
     clock: float | None = None
@@ -195,6 +199,7 @@ class LoanState:
         ("us", "usual", []),
         ("vi", "visits", []),
         ("sp", "separated_m", 0.0),
+        ("sq", "sep", None),
         ("ck", "clock", None),
         ("pv", "pending_eval", None),
         ("sn", "seen", []),

@@ -31,14 +31,23 @@ def check(
         Path | None, typer.Argument(help="Directory of *.yaml rule files (default: built-in).")
     ] = None,
 ) -> None:
-    """Validate rule files: schema, CEL syntax, variables and types. Exit 1 on the first error."""
+    """Validate rule files: schema, CEL syntax, variables and types, and the severity policy (a
+    critical needs two evidence families, one of them payment or contact, or a hard tamper
+    pattern; see docs/rules.md). Exit 1 on the first error."""
     try:
         rules = load_rules(directory)
     except RuleLoadError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     for rule in rules.rules:
-        typer.echo(f"ok  {rule.severity.value:<8} {rule.id}")
+        evidence = "+".join(rule.evidence) or "-"
+        escalated = "".join(
+            f"  -> {severity.value} {'+'.join(families) or '-'}"
+            for (_, severity), families in zip(
+                rule.escalations, rule.escalation_evidence, strict=True
+            )
+        )
+        typer.echo(f"ok  {rule.severity.value:<8} {rule.id:<40} {evidence}{escalated}")
     typer.echo(f"{len(rules)} rules OK in {directory or CATALOG_DIR}")
 
 

@@ -194,8 +194,10 @@ SIGNALS: dict[str, Signal] = {
         Signal(
             "devices.separated_km",
             "double",
-            "Distance between the wired and wireless fixes of the latest pair taken within "
-            "15 min of each other (held until the next such pair); 0 before any pair.",
+            "Confirmed separation of the wired and wireless trackers (a lower bound: distance "
+            "minus both fixes' accuracy and the car's possible motion between them), once two "
+            "independent pairs of fixes taken at nearly the same instant, >= 30 min apart, "
+            "disagree by >= 1 km; back to 0 only after two agreeing pairs. 0 otherwise.",
         ),
         Signal(
             "devices.silent_kind",

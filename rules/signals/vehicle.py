@@ -139,10 +139,11 @@ class Tracking:
             else:
                 plausible = self._plausible(device, ping, ts, quality)
             if plausible:
-                device.fix = [ts, lat, lon, quality]
+                speed = ping.speed_kmh
+                device.fix = [ts, lat, lon, quality, -1.0 if speed is None else round(speed)]
                 if self._drives_vehicle(state, device, ts):
                     dirty |= self._move_vehicle(state, ping, ts, quality)
-                dirty |= self._separation(state)
+                dirty |= self._separation(state, device, last_fix)
             else:
                 self.stats["drift_discarded"] += 1
         if ping.backfill:
@@ -369,29 +370,90 @@ class Tracking:
             for p in state.usual
         )
 
-    def _separation(self, state: LoanState) -> bool:
-        wired: list[float] | None = None
-        wireless: list[float] | None = None
-        for device in state.devices.values():
-            fix = device.fix
-            if fix is None:
-                continue
-            if device.kind == WIRED:
-                if wired is None or fix[0] > wired[0]:
-                    wired = fix
-            elif device.kind == WIRELESS and (wireless is None or fix[0] > wireless[0]):
-                wireless = fix
-        skew = self.config.separation_max_skew_s
-        if wired is None or wireless is None or abs(wired[0] - wireless[0]) > skew:
-            return False  # not comparable: the last comparison stands
-        separated = round(distance_m(wired[1], wired[2], wireless[1], wireless[2]), 1)
-        before, state.separated_m = state.separated_m, separated
+    def _separation(
+        self, state: LoanState, device: DeviceState, previous: list[float] | None
+    ) -> bool:
+        """Compare the fix just accepted with the other kind's newest fix (see EngineConfig for
+        pairs, their bounds and the hysteresis). Returns whether the signal may have changed."""
+        fix = device.fix
+        assert fix is not None
+        other_kind = WIRELESS if device.kind == WIRED else WIRED
+        other: list[float] | None = None
+        for candidate in state.devices.values():
+            fix_ = candidate.fix
+            if candidate.kind == other_kind and fix_ is not None:
+                other = fix_ if other is None or fix_[0] > other[0] else other
+        if other is None:
+            return False
+        if device.kind == WIRED:
+            wired, wireless, before = fix, other, previous
+        else:
+            wired, wireless, before = other, fix, None
+        verdict = self._pair(wired, wireless, before)
+        if verdict is None:
+            return False
+        apart, bound = verdict
+        if not apart and not state.separated_m:
+            state.sep = None  # agreeing while not separated: any streak of apart pairs ends
+            return False
+        config = self.config
+        sep = state.sep
+        mode = 1.0 if apart else -1.0
+        pair_at = max(wired[0], wireless[0])
+        if sep is None or sep[0] != mode:
+            sep = state.sep = [mode, 1.0, pair_at, wired[0], wireless[0], bound]
+        elif wired[0] != sep[3] and wireless[0] != sep[4]:  # independent: no fix shared
+            sep[1] += 1.0
+            sep[3], sep[4] = wired[0], wireless[0]
+            sep[5] = min(sep[5], bound)
+        else:
+            return False
+        confirmed = sep[1] >= config.separation_pairs and (
+            pair_at - sep[2] >= config.separation_min_span_s
+        )
+        before_m = state.separated_m
+        if apart and confirmed:
+            state.separated_m = round(sep[5], 1)
+        elif not apart and confirmed:
+            state.separated_m = 0.0
+            state.sep = None  # agreement settled: nothing more to remember
         ths = self.separation_km
-        old_km, new_km = before / 1000.0, separated / 1000.0
+        old_km, new_km = before_m / 1000.0, state.separated_m / 1000.0
         return (bisect_left(ths, old_km), bisect_right(ths, old_km)) != (
             bisect_left(ths, new_km),
             bisect_right(ths, new_km),
         )
+
+    def _pair(
+        self, wired: list[float], wireless: list[float], before: list[float] | None
+    ) -> tuple[bool, float] | None:
+        """(apart, lower bound of the separation in metres) of a wired and a wireless fix, or
+        None when they are not comparable or the pair is inconclusive."""
+        config = self.config
+        skew = abs(wired[0] - wireless[0])
+        wired_speed = wired[4] if len(wired) > 4 else -1.0
+        parked_skew = config.separation_parked_skew_s
+        if wired[0] <= wireless[0] and wired_speed == 0.0 and skew <= parked_skew:
+            motion_m = 0.0  # parked, and a tracker reports at once when the car sets off
+        elif skew <= config.separation_max_skew_s:
+            speeds = [f[4] for f in (wired, wireless, before) if f is not None and len(f) > 4]
+            known = [v for v in speeds if v >= 0.0]
+            kmh = (
+                max(known) * config.separation_speed_factor + config.separation_speed_floor_kmh
+                if known
+                else config.separation_unknown_speed_kmh
+            )
+            motion_m = kmh / 3.6 * skew
+        else:
+            return None
+        accuracy = self._slack[int(wired[3])][int(wireless[3])]
+        distance = distance_m(wired[1], wired[2], wireless[1], wireless[2])
+        bound = distance - accuracy - motion_m
+        if bound >= config.separation_apart_m:
+            return True, bound
+        if bound <= config.separation_together_m and motion_m < 1_000.0:
+            return False, 0.0
+        return None
 
     def _history(self, state: LoanState, ping: GpsPing, ts: float, quality: int | None) -> bool:
         """A buffered (backfill) ping: remember the risk place it shows, nothing else. Depends on

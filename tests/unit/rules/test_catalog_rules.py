@@ -58,6 +58,18 @@ def wireless(h: float, where: tuple[float, float] = HOME) -> Any:
     return ping(at(h), where, device="X1", kind="wireless")
 
 
+def by_time(*events: Any) -> list[Any]:
+    return sorted(events, key=lambda e: e.ts)
+
+
+def parked_wired(start_min: int, end_min: int) -> list[Any]:
+    return [ping(at(minutes=m), HOME, speed_kmh=0.0) for m in range(start_min, end_min, 10)]
+
+
+def wireless_at(minute: float, where: tuple[float, float]) -> Any:
+    return ping(at(minutes=minute), where, device="X1", kind="wireless")
+
+
 def place_count(
     count: int, place: str, when: dt.datetime
 ) -> Callable[[Engine, LoanState], list[AlertEvent]]:
@@ -171,9 +183,16 @@ CASES: dict[str, tuple[Case, Case]] = {
             at(4),
         ),
     ),
+    # Two independent pairs (the wired tracker parked, reporting every 10 min) an hour apart.
     "trackers-separated": (
-        Case([wireless(0, APART), *every(1 / 6, 0, 1, HOME)], at(1)),
-        Case([wireless(0, NEAR), *every(1 / 6, 0, 1, HOME)], at(1)),
+        Case(by_time(*parked_wired(0, 130), wireless_at(5, APART), wireless_at(65, APART)), at(3)),
+        # One disagreeing pair is not a separation.
+        Case(by_time(*parked_wired(0, 130), wireless_at(5, APART), wireless_at(65, NEAR)), at(3)),
+    ),
+    "wired-silent-away": (
+        Case([ping(at(0)), *(wireless(h, FAR) for h in (1, 3, 7))], at(7)),
+        # The wired tracker is silent but the car is home and the borrower not sought yet.
+        Case([ping(at(0)), *(wireless(h) for h in (1, 3, 7))], at(7)),
     ),
     "wired-silent-wireless-alive": (
         Case([ping(at(0)), *(wireless(h) for h in (0, 3, 6))], at(7)),
