@@ -68,5 +68,8 @@ class EngineConfig:
     # Cross-loan occupancy (PlaceOccupancy, the cluster rule) counts a car at a risk place only
     # after it has stayed this long; a car driving past never counts.
     occupancy_min_dwell_s: float = 20 * 60.0
+    # A car that leaves a place and is back within this long continues its stay (dwell and
+    # occupancy); it keeps counting toward the place meanwhile.
+    occupancy_leave_grace_s: float = 15 * 60.0
     # Duplicate filter: hashes of the latest event ids kept per loan.
     seen_event_ids: int = 12

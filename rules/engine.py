@@ -192,7 +192,9 @@ class Engine:
         """Give the loan the number of financed cars at ``place_id`` (from PlaceOccupancy).
         Ignored unless the loan's vehicle is at that place now."""
         out = self.advance(state, now)
-        if state.place_id != place_id or state.cars_at_place == count:
+        if state.place_id != place_id or self.place_of(state) != place_id:
+            return out
+        if state.cars_at_place == count:
             return out
         state.cars_at_place = count
         instant = max(state.clock or now.timestamp(), now.timestamp())
@@ -200,9 +202,12 @@ class Engine:
         return out + self._evaluate(state, instant, to_datetime(instant))
 
     def place_of(self, state: LoanState) -> str | None:
-        """The risk place the vehicle is at, if any. Compare before/after apply()/advance() to
-        feed PlaceOccupancy (left the old place, entered the new one)."""
-        return state.place_id or None
+        """The risk place the vehicle counts toward in the cross-loan occupancy, if any. Compare
+        before/after apply()/advance() to feed PlaceOccupancy (left the old place, entered the
+        new one). A car counts only once it has stayed ``occupancy_min_dwell_s`` (a car driving
+        past never counts); one that leaves keeps counting for ``occupancy_leave_grace_s`` and
+        resumes its stay if it is back by then (a GPS glitch does not make the count flap)."""
+        return self.tracking.counted_place(state, state.clock or 0.0)
 
     def advance(self, state: LoanState, now: dt.datetime) -> list[AlertEvent]:
         """Time passes with no event: run every deadline up to ``now`` at its own instant."""

@@ -143,6 +143,7 @@ class LoanState:
     place_check: list[float] | None = None  # [lat, lon, clearance_m]
     place_event: str = ""
     cars_at_place: int = 0
+    place_left: list[Any] | None = None  # [place_id, kind, stay began, left at] (re-entry grace)
     anchor: list[float] | None = None  # [lat, lon, stationary since]
     usual: list[list[float]] = field(default_factory=list)  # [lat, lon, seconds parked]
     visits: list[list[Any]] = field(default_factory=list)  # [place_id, kind, first, last]
@@ -195,6 +196,7 @@ class LoanState:
         ("pc", "place_check", None),
         ("ple", "place_event", ""),
         ("cp", "cars_at_place", 0),
+        ("plf", "place_left", None),
         ("an", "anchor", None),
         ("us", "usual", []),
         ("vi", "visits", []),

@@ -326,12 +326,38 @@ class Tracking:
             _record_visit(state, place_id, found.place.kind.value, ts)
         if place_id == state.place_id:
             return False
+        if state.place_id:
+            state.place_left = [state.place_id, state.place_kind, state.place_since, ts]
+        since = ts if place_id else None
+        left = state.place_left
+        if left is not None and place_id:
+            if left[0] == place_id and ts - left[3] <= self.config.occupancy_leave_grace_s:
+                since = left[2]  # back within the grace: the same stay
+            state.place_left = None
         state.place_id = place_id
         state.place_kind = found.place.kind.value if found.place is not None else ""
-        state.place_since = ts if place_id else None
+        state.place_since = since
         state.place_event = ping.event_id
         state.cars_at_place = 1 if place_id else 0  # until the cross-loan count arrives
         return True
+
+    def counted_place(self, state: LoanState, now: float) -> str | None:
+        """The place the car counts toward in the cross-loan occupancy at ``now``: where it has
+        stayed occupancy_min_dwell_s, or left less than occupancy_leave_grace_s ago after
+        such a stay."""
+        dwell = self.config.occupancy_min_dwell_s
+        since = state.place_since
+        if state.place_id and since is not None:
+            return state.place_id if now - since >= dwell else None
+        left = state.place_left
+        if (
+            left is not None
+            and left[2] is not None
+            and left[3] - left[2] >= dwell
+            and now - left[3] < self.config.occupancy_leave_grace_s
+        ):
+            return str(left[0])
+        return None
 
     def _stationary(self, state: LoanState, lat: float, lon: float, ts: float) -> bool:
         anchor = state.anchor
@@ -553,6 +579,14 @@ class Tracking:
             first_after("vehicle.outside_home_region_for", state.outside_since)
         if state.place_id and state.place_since is not None:
             first_after("vehicle.risk_place_dwell", state.place_since)
+            counted = state.place_since + self.config.occupancy_min_dwell_s + EPSILON
+            if counted > now:
+                out.append(counted)  # starts counting toward the place (Engine.place_of)
+        left = state.place_left
+        if left is not None:
+            grace_end = left[3] + self.config.occupancy_leave_grace_s + EPSILON
+            if grace_end > now:
+                out.append(grace_end)
         if state.anchor:
             first_after("vehicle.stationary_for", state.anchor[2])
         last_by_kind = _last_seen_by_kind(state)
