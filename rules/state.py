@@ -147,6 +147,8 @@ class LoanState:
     anchor: list[float] | None = None  # [lat, lon, stationary since]
     usual: list[list[float]] = field(default_factory=list)  # [lat, lon, seconds parked]
     visits: list[list[Any]] = field(default_factory=list)  # [place_id, kind, first, last]
+    # alarms carried by buffered (backfill) data, fired or not: [ts, alarm], newest 3
+    alarm_history: list[list[Any]] = field(default_factory=list)
     separated_m: float = 0.0  # confirmed wired/wireless separation (lower bound), see config
     # current streak of pairs: [mode (1 apart, -1 together), count, first pair at,
     # wired fix ts, wireless fix ts of the last counted pair, smallest bound of the streak]
@@ -200,6 +202,7 @@ class LoanState:
         ("an", "anchor", None),
         ("us", "usual", []),
         ("vi", "visits", []),
+        ("ah", "alarm_history", []),
         ("sp", "separated_m", 0.0),
         ("sq", "sep", None),
         ("ck", "clock", None),

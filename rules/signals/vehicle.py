@@ -116,10 +116,16 @@ class Tracking:
             if same_second and self._raise_alarms(device, ping, ts):
                 return True, True
             self.stats["late_pings"] += 1
+            # Alarms it carries are not lost: one whose condition still holds is raised now
+            # (with its own time), one that newer data cleared goes to the alarm history.
+            before = len(device.alarms), device.alarm_event
+            raised = bool(ping.alarms) and self._late_alarms(state, device, ping, ts)
+            changed = raised or (len(device.alarms), device.alarm_event) != before
             # Only buffered data feeds history this late. A live ping this old is a redelivery
             # (or a reordered copy) of one the live path already judged: had it been a drift fix,
             # recording its place now would change the state when the first delivery did not.
-            return ping.backfill and self._history(state, ping, ts, quality), False
+            history = ping.backfill and self._history(state, ping, ts, quality)
+            return changed or history, raised
         previous = last_seen if last_seen is not None else device.bound_at
         dirty = new_device or previous is None or ts - previous >= self.min_gap
         device.last_seen = ts
@@ -182,6 +188,27 @@ class Tracking:
         if raised_any:
             device.alarm_event = ping.event_id
         return raised_any
+
+    def _late_alarms(self, state: LoanState, device: DeviceState, ping: GpsPing, ts: float) -> bool:
+        """Raise the event alarms (removal, tamper, ...) of a ping older than the device's
+        newest one that still hold at the loan's clock: an event alarm is active for
+        ``alarm_hold_s`` after it happened, so it is raised with its own time. Level alarms
+        (power cut, low battery) are what the newest report says: that report, newer than this
+        one, carries them too or cleared them. Returns whether an alarm became active.
+        Idempotent (a redelivery changes nothing)."""
+        hold = self.config.alarm_hold_s
+        clock = max(state.clock or ts, device.last_seen or ts)
+        raised = False
+        for alarm in ping.alarms:
+            name = alarm.value
+            if name in LEVEL_ALARMS or clock - ts > hold:
+                continue
+            current = device.alarms.get(name)
+            if current is None or current < ts:
+                raised |= current is None or not alarm_active(name, current, clock, hold)
+                device.alarms[name] = ts
+                device.alarm_event = ping.event_id
+        return raised
 
     def _plausible(self, device: DeviceState, ping: GpsPing, ts: float, quality: int) -> bool:
         """Reject a fix that implies an impossible speed since the last one (GPS drift, a cell
@@ -482,14 +509,19 @@ class Tracking:
         return None
 
     def _history(self, state: LoanState, ping: GpsPing, ts: float, quality: int | None) -> bool:
-        """A buffered (backfill) ping: remember the risk place it shows, nothing else. Depends on
-        the ping alone (no drift verdict, no hysteresis), so applying it again is a no-op."""
+        """A buffered (backfill) ping: remember the alarms it carries (whether or not they
+        still hold; see _late_alarms) and the risk place it shows, nothing else. Depends on the
+        ping alone (no drift verdict, no hysteresis), so applying it again is a no-op."""
+        remembered = False
+        for alarm in ping.alarms:
+            remembered |= _remember_alarm(state, ts, alarm.value)
         if quality in (None, FIX_LBS) or self.places is None:
+            return remembered
             return False
         found = self.places.locate(ping.lat, ping.lon)
         if found.place is None:
-            return False
-        return _record_visit(state, found.place.id, found.place.kind.value, ts)
+            return remembered
+        return _record_visit(state, found.place.id, found.place.kind.value, ts) or remembered
 
     # ------------------------------------------------------------------ derive
 
@@ -625,6 +657,18 @@ def _last_seen_by_kind(state: LoanState) -> dict[str, float | None]:
         if device.kind not in out or (seen is not None and (current is None or seen > current)):
             out[device.kind] = seen
     return out
+
+
+def _remember_alarm(state: LoanState, ts: float, alarm: str) -> bool:
+    """An alarm from buffered data: history (newest 3), whether it fired or newer data had
+    cleared it. Order-independent."""
+    entry = [ts, alarm]
+    if entry in state.alarm_history:
+        return False
+    state.alarm_history.append(entry)
+    state.alarm_history.sort(key=lambda e: -float(e[0]))
+    del state.alarm_history[3:]
+    return entry in state.alarm_history
 
 
 def _record_visit(state: LoanState, place_id: str, kind: str, ts: float) -> bool:

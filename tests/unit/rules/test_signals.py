@@ -425,10 +425,8 @@ def test_a_same_second_report_raises_an_alarm_once_and_clears_none() -> None:
     assert engine.signals(state, at(1))["device.alarms"] == ["power_cut"]
 
 
-def test_a_late_backfill_alarm_is_still_not_raised() -> None:
-    engine, state = start()
-    run(engine, state, [ping(at(0)), ping(at(2)), ping(at(1), alarms=("removal",), backfill=True)])
-    assert engine.signals(state, at(2))["device.alarms"] == []
+# Late and backfilled alarms (issue 12, defect 5: they used to be ignored):
+# tests/unit/rules/test_late_alarms.py
 
 
 # Wired vs wireless separation: tests/unit/rules/test_separation.py
