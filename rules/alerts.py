@@ -105,6 +105,16 @@ def _events(state: LoanState, inputs: tuple[str, ...]) -> list[dict[str, Any]]:
         for ts, alarm in state.alarm_history:
             at = to_datetime(ts).isoformat()
             out.append({"kind": "alarm_history", "alarm": alarm, "at": at, "buffered": True})
+    if "vehicle.away_from_resident_for" in inputs or "vehicle.at_usual_place" in inputs:
+        points = [p for p in state.usual if len(p) > 3]
+        out.append(
+            {
+                "kind": "resident_points",
+                "points": [
+                    {"lat": p[0], "lon": p[1], "parked_s": p[2], "night_s": p[3]} for p in points
+                ],
+            }
+        )
     return out
 
 

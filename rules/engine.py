@@ -235,6 +235,10 @@ class Engine:
         instant = now.timestamp() if now is not None else (state.clock or 0.0)
         return self._signals(state, instant)
 
+    def resident_points(self, state: LoanState) -> list[dict[str, Any]]:
+        """Where the car usually parks (常驻点), night and day hours: for the loan view."""
+        return self.tracking.resident_points(state)
+
     def risk(self, state: LoanState, now: dt.datetime | None = None) -> RiskScore:
         return risk_score(self.signals(state, now))
 

@@ -145,7 +145,9 @@ class LoanState:
     cars_at_place: int = 0
     place_left: list[Any] | None = None  # [place_id, kind, stay began, left at] (re-entry grace)
     anchor: list[float] | None = None  # [lat, lon, stationary since]
-    usual: list[list[float]] = field(default_factory=list)  # [lat, lon, seconds parked]
+    # resident points (常驻点): [lat, lon, seconds parked, of which at night]
+    usual: list[list[float]] = field(default_factory=list)
+    resident_seen: float | None = None  # when the car last left a resident point
     visits: list[list[Any]] = field(default_factory=list)  # [place_id, kind, first, last]
     # alarms carried by buffered (backfill) data, fired or not: [ts, alarm], newest 3
     alarm_history: list[list[Any]] = field(default_factory=list)
@@ -201,6 +203,7 @@ class LoanState:
         ("plf", "place_left", None),
         ("an", "anchor", None),
         ("us", "usual", []),
+        ("rs", "resident_seen", None),
         ("vi", "visits", []),
         ("ah", "alarm_history", []),
         ("sp", "separated_m", 0.0),

@@ -140,7 +140,21 @@ SIGNALS: dict[str, Signal] = {
         Signal(
             "vehicle.at_usual_place",
             "bool",
-            "Parked where this car has already parked >= 24 h in total (learned per loan).",
+            "Parked at a resident point (常驻点): where this car has already parked >= 24 h in "
+            "total (learned per loan from stays of 2 h or more).",
+        ),
+        Signal(
+            "vehicle.resident_points",
+            "int",
+            "Resident points learned for this car (places it parked >= 24 h in total; the 4 "
+            "longest kept, each with its night 22:00-06:00 and day hours).",
+        ),
+        Signal(
+            "vehicle.away_from_resident_for",
+            "duration",
+            "Time since the car was last at one of its resident points; 0s while at one, and 0s "
+            "before it has any (nothing learned yet proves nothing).",
+            time_based=True,
         ),
         # device
         Signal("device.has_wired", "bool", "A wired tracker is bound to the loan."),

@@ -19,6 +19,7 @@ from rules.config import EngineConfig
 from rules.events.gps import Alarm, DeviceKind, Fix, GpsPing
 from rules.geo import M_PER_DEG, HomeRegion, distance_m, home_region
 from rules.places import PlaceIndex
+from rules.signals.payment import day_start, local_day
 from rules.state import FIX_GPS, FIX_LBS, FIX_WIFI, DeviceState, LoanState
 
 FIX_QUALITY = {Fix.GPS: FIX_GPS, Fix.WIFI: FIX_WIFI, Fix.LBS: FIX_LBS, Fix.NONE: None}
@@ -82,6 +83,7 @@ class Tracking:
                 "vehicle.outside_home_region_for",
                 "vehicle.risk_place_dwell",
                 "vehicle.stationary_for",
+                "vehicle.away_from_resident_for",
                 "device.silent_for",
             )
         }
@@ -395,24 +397,37 @@ class Tracking:
             return False
         stay = ts - anchor[2]
         usual_before = self.at_usual_place(state)
-        self._learn_usual(state, anchor[0], anchor[1], stay)
+        self._learn_usual(state, anchor[0], anchor[1], anchor[2], ts)
+        if self.at_usual_place(state):
+            state.resident_seen = ts  # leaving a resident point: last seen at one now
         state.anchor = [lat, lon, ts]
         return stay >= self.min_stationary or usual_before != self.at_usual_place(state)
 
-    def _learn_usual(self, state: LoanState, lat: float, lon: float, stay: float) -> None:
+    def _learn_usual(
+        self, state: LoanState, lat: float, lon: float, start: float, end: float
+    ) -> None:
+        """Resident points (常驻点): where the car parks, with the seconds parked there in
+        total and at night (22:00-06:00, loan time zone). A stay counts if it lasted
+        usual_min_stay_s; the usual_places_kept points parked longest are kept."""
+        stay = end - start
         if stay < self.config.usual_min_stay_s:
             return
+        night = night_seconds(start, end, state.timezone)
         radius = self.config.stationary_radius_m
         for place in state.usual:
             if distance_m(place[0], place[1], lat, lon) <= radius:
                 place[2] = round(place[2] + stay)
+                if len(place) < 4:
+                    place.append(0)
+                place[3] = round(place[3] + night)
                 break
         else:
-            state.usual.append([round(lat, 5), round(lon, 5), round(stay)])
+            state.usual.append([round(lat, 5), round(lon, 5), round(stay), round(night)])
         state.usual.sort(key=lambda p: -p[2])
         del state.usual[self.config.usual_places_kept :]
 
     def at_usual_place(self, state: LoanState) -> bool:
+        """The car is parked at a resident point (one where it parked usual_after_s in all)."""
         anchor = state.anchor
         if anchor is None:
             return False
@@ -422,6 +437,25 @@ class Tracking:
             and distance_m(p[0], p[1], anchor[0], anchor[1]) <= radius
             for p in state.usual
         )
+
+    def resident_points(self, state: LoanState) -> list[dict[str, Any]]:
+        """The learned resident points: position and hours parked there (night, day)."""
+        out = []
+        for p in state.usual:
+            if p[2] < self.config.usual_after_s:
+                continue
+            night = p[3] if len(p) > 3 else 0
+            out.append(
+                {
+                    "lat": p[0],
+                    "lon": p[1],
+                    "parked_hours": round(p[2] / 3600.0, 1),
+                    "night_hours": round(night / 3600.0, 1),
+                    "day_hours": round((p[2] - night) / 3600.0, 1),
+                    "kind": "night" if night * 2 >= p[2] else "day",
+                }
+            )
+        return out
 
     def _separation(
         self, state: LoanState, device: DeviceState, previous: list[float] | None
@@ -551,7 +585,16 @@ class Tracking:
         out["vehicle.cars_at_place"] = state.cars_at_place if at_place else 0
         anchor = state.anchor
         out["vehicle.stationary_for"] = max(0.0, now - anchor[2]) if anchor else 0.0
-        out["vehicle.at_usual_place"] = bool(state.usual) and self.at_usual_place(state)
+        at_usual = bool(state.usual) and self.at_usual_place(state)
+        out["vehicle.at_usual_place"] = at_usual
+        residents = 0
+        for p in state.usual:
+            residents += p[2] >= config.usual_after_s
+        out["vehicle.resident_points"] = residents
+        seen = state.resident_seen
+        out["vehicle.away_from_resident_for"] = (
+            max(0.0, now - seen) if seen is not None and not at_usual else 0.0
+        )
 
         last_by_kind = _last_seen_by_kind(state)
         has_wired = WIRED in last_by_kind
@@ -621,6 +664,8 @@ class Tracking:
                 out.append(grace_end)
         if state.anchor:
             first_after("vehicle.stationary_for", state.anchor[2])
+        if state.resident_seen is not None:  # (an early wake-up if at a resident point: harmless)
+            first_after("vehicle.away_from_resident_for", state.resident_seen)
         last_by_kind = _last_seen_by_kind(state)
         last = last_by_kind.get(WIRED)
         if last is not None:
@@ -646,6 +691,26 @@ class Tracking:
                 if visit[3] + window + EPSILON > now:
                     out.append(visit[3] + window + EPSILON)
         return out
+
+
+NIGHT_START_H, NIGHT_END_H = 22, 6
+
+
+def night_seconds(start: float, end: float, timezone: str) -> float:
+    """Seconds of [start, end) that fall between 22:00 and 06:00 local time."""
+    total = 0.0
+    day = local_day(start, timezone)
+    last = local_day(end, timezone)
+    while day <= last + 1:
+        midnight = day_start(day, timezone)
+        lo, hi = (
+            max(start, midnight - (24 - NIGHT_START_H) * 3600.0),
+            min(end, midnight + NIGHT_END_H * 3600.0),
+        )
+        if hi > lo:
+            total += hi - lo
+        day += 1
+    return total
 
 
 def _last_seen_by_kind(state: LoanState) -> dict[str, float | None]:

@@ -28,6 +28,7 @@ from tests.unit.rules.rules_factories import (
     run,
     start,
 )
+from tests.unit.rules.test_resident_points import FRIEND, local, parked, routine
 
 pytestmark = pytest.mark.unit
 
@@ -127,6 +128,11 @@ CASES: dict[str, tuple[Case, Case]] = {
         Case([ping(at(0)), *every(6, 1, 120, OTHER)], at(120)),
         # Parked 3+ days, but where it already parked 30 h before: a usual place.
         Case([*hourly_pings(0, 30), *hourly_pings(31, 40, FAR), *every(6, 41, 170, HOME)], at(170)),
+    ),
+    # Home every night for 4 days, then at a friend's for 4 days while overdue from 6 March.
+    "away-from-resident-points-overdue": (
+        Case([*routine(range(1, 5)), *parked(FRIEND, local(5, 9), local(9, 12))], local(9, 12)),
+        Case(routine(range(1, 10)), local(9, 12)),
     ),
     "phone-dead-overdue": (
         Case(
