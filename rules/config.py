@@ -30,6 +30,8 @@ class EngineConfig:
     usual_min_stay_s: float = 2 * HOUR
     usual_after_s: float = 24 * HOUR
     usual_places_kept: int = 4
+    # Resident points not parked at for this long are forgotten (learned from recent stays).
+    resident_window_s: float = 30 * DAY
     # Drift: faster than this between two fixes (after accuracy slack) is an impossible jump.
     max_speed_kmh: float = 250.0
     accuracy_gps_m: float = 50.0

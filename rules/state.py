@@ -145,7 +145,7 @@ class LoanState:
     cars_at_place: int = 0
     place_left: list[Any] | None = None  # [place_id, kind, stay began, left at] (re-entry grace)
     anchor: list[float] | None = None  # [lat, lon, stationary since]
-    # resident points (常驻点): [lat, lon, seconds parked, of which at night]
+    # resident points (常驻点): [lat, lon, seconds parked, of which at night, last stay ended]
     usual: list[list[float]] = field(default_factory=list)
     resident_seen: float | None = None  # when the car last left a resident point
     visits: list[list[Any]] = field(default_factory=list)  # [place_id, kind, first, last]

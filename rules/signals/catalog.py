@@ -146,7 +146,8 @@ SIGNALS: dict[str, Signal] = {
         Signal(
             "vehicle.resident_points",
             "int",
-            "Resident points learned for this car (places it parked >= 24 h in total; the 4 "
+            "Resident points learned for this car (places it parked >= 24 h in total, counting "
+            "stays of 2 h or more; points not parked at for 30 days are forgotten; the 4 "
             "longest kept, each with its night 22:00-06:00 and day hours).",
         ),
         Signal(

@@ -414,15 +414,19 @@ class Tracking:
             return
         night = night_seconds(start, end, state.timezone)
         radius = self.config.stationary_radius_m
+        # Only the recent past: a point not parked at for resident_window_s is forgotten.
+        horizon = end - self.config.resident_window_s
+        state.usual[:] = [p for p in state.usual if len(p) < 5 or p[4] >= horizon]
         for place in state.usual:
             if distance_m(place[0], place[1], lat, lon) <= radius:
                 place[2] = round(place[2] + stay)
-                if len(place) < 4:
-                    place.append(0)
-                place[3] = round(place[3] + night)
+                before = place[3] if len(place) > 3 else 0  # (older states kept no night hours)
+                place[3:] = [round(before + night), round(end)]
                 break
         else:
-            state.usual.append([round(lat, 5), round(lon, 5), round(stay), round(night)])
+            state.usual.append(
+                [round(lat, 5), round(lon, 5), round(stay), round(night), round(end)]
+            )
         state.usual.sort(key=lambda p: -p[2])
         del state.usual[self.config.usual_places_kept :]
 

@@ -89,6 +89,19 @@ def away_after_routine(extra: list[object]) -> tuple[set[str], set[str], object,
     return firing(alerts), open_alerts(state), engine, state
 
 
+def test_a_point_not_parked_at_for_30_days_is_forgotten() -> None:
+    engine, state = start()
+    events = [*routine(range(1, 5)), *parked(FRIEND, local(5, 9), local(5, 20))]
+    events += parked((30.5, 104.2), local(6, 9), local(6, 20))  # learning again 1 day later
+    run(engine, state, events)
+    assert any(abs(p[0] - HOME[0]) < 1e-6 for p in state.usual)
+    events = parked((30.55, 104.25), local(7, 9), local(7, 9) + dt.timedelta(days=31))
+    events.append(ping(local(7, 10) + dt.timedelta(days=31), FRIEND))
+    run(engine, state, events)
+    assert not any(abs(p[0] - HOME[0]) < 1e-6 for p in state.usual)
+    assert [p["lat"] for p in engine.resident_points(state)] == [30.55]
+
+
 def test_not_seen_at_a_resident_point_for_3_days_while_overdue_warns() -> None:
     assert at(FIRST_OVERDUE_H) == local(6, 0)
     fired, _, engine, state = away_after_routine([])
@@ -136,7 +149,7 @@ def test_resident_points_stay_bounded_and_consistent(
         t += dt.timedelta(hours=hours + 1)
     run(engine, state, events)
     assert len(state.usual) <= engine.config.usual_places_kept
-    for _lat, _lon, total, night in state.usual:
+    for _lat, _lon, total, night, _last in state.usual:
         assert 0 <= night <= total
     for point in engine.resident_points(state):
         assert point["parked_hours"] >= engine.config.usual_after_s / 3600
