@@ -7,8 +7,8 @@ either
   (``payment`` or ``contact``) — the car's own signals (``vehicle``, ``tracker``) describe one
   object and do not corroborate each other; or
 - a **hard tamper pattern**: tracker tamper evidence (a removal, tamper, antenna-cut or power-cut
-  alarm, or trackers silent/offline) together with the car at a risk place or away from its home
-  region.
+  alarm, the wired tracker silent while the wireless one reports, or trackers silent/offline)
+  together with the car at a risk place or away from its home region.
 
 So vehicle-only or tracker-only evidence on a loan that is current and reachable is at most a
 warning. "Every way it can hold" is made precise by putting the condition (``&&``-ed with the
@@ -49,7 +49,6 @@ GUARDS = frozenset(
 # Hard tamper patterns: a tamper signal and a place signal in the same conjunct.
 TAMPER_SIGNALS = frozenset(
     {
-        "devices.silent_kind",
         "device.silent_for",
         "device.all_offline",
         "device.offline.wired",
@@ -198,8 +197,12 @@ def _evidence(term: Term) -> tuple[set[str], set[str]]:
         family = FAMILY[name]
         if family is not None:
             families.add(family)
-        if name in TAMPER_SIGNALS or (
-            name == "device.alarms" and any(a in source for a in TAMPER_ALARMS)
+        if (
+            name in TAMPER_SIGNALS
+            or (name == "device.alarms" and any(a in source for a in TAMPER_ALARMS))
+            # the wired tracker (car power, fixed) silent while the hidden one reports; a
+            # wireless one going quiet is a battery as often as a cut
+            or (name == "devices.silent_kind" and re.search(r"==\s*['\"]wired['\"]", source))
         ):
             tags.add("tamper")
         if name in AWAY_SIGNALS or name in RISK_PLACE_SIGNALS:

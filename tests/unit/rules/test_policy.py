@@ -63,6 +63,8 @@ REJECTED = [
                  id="negation-and-guard-prove-nothing"),
     pytest.param("vehicle.outside_home_region && !device.all_offline", "payment or contact",
                  id="not-offline-is-no-tamper"),
+    pytest.param("vehicle.outside_home_region && devices.silent_kind == 'wireless'",
+                 "payment or contact", id="wireless-battery-flat-is-no-tamper"),
 ]  # fmt: skip
 
 
