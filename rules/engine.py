@@ -392,6 +392,12 @@ class Engine:
             current = alerts.get(rule.id)
             if not holds:
                 if current is not None:
+                    if current.status == "firing" and rule.keep_seconds and active:
+                        # keep_firing_for: resolve only once it has not held for that long
+                        if current.cleared_since is None:
+                            current.cleared_since = instant
+                        if instant - current.cleared_since < rule.keep_seconds:
+                            continue
                     if current.status == "firing" and current.started_at is not None:
                         emit(
                             rule,
@@ -403,6 +409,7 @@ class Engine:
                 continue
             if current is None:
                 current = alerts[rule.id] = AlertState("pending", instant)
+            current.cleared_since = None
             if instant - current.active_since >= rule.for_seconds:
                 ready[rule.id] = (rule, severity)
 
@@ -458,6 +465,9 @@ class Engine:
             if alert.status == "pending":
                 rule = self.rules.by_id(rule_id)
                 candidates.append(alert.active_since + rule.for_seconds)
+            elif alert.cleared_since is not None:
+                rule = self.rules.by_id(rule_id)
+                candidates.append(alert.cleared_since + rule.keep_seconds)
         if state.status == "active":
             due = payment_signals.deadline(state, clock, self._max_days_past_due)
             if due is not None:

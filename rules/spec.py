@@ -89,12 +89,15 @@ class RuleSpec(_Strict):
     description: Annotated[str, Field(min_length=1)]
     condition: Annotated[str, Field(min_length=1)]
     for_: Annotated[str, Field(alias="for")] = "0s"
+    # Hysteresis on the way out: a firing alert whose condition stops holding resolves only once
+    # it has not held for this long; holding again meanwhile continues the same episode.
+    keep_firing_for: str = "0s"
     labels: dict[str, str] = Field(default_factory=dict)
     escalate: tuple[EscalationSpec, ...] = ()
     # A firing alert of this rule inhibits lower-severity alerts of the same loan.
     inhibits_lower: bool = True
 
-    @field_validator("for_")
+    @field_validator("for_", "keep_firing_for")
     @classmethod
     def _duration(cls, value: str) -> str:
         parse_duration(value)
@@ -138,6 +141,7 @@ class Rule:
     # escalation, those of the condition && the escalation's `when`.
     evidence: tuple[str, ...] = ()
     escalation_evidence: tuple[tuple[str, ...], ...] = ()
+    keep_seconds: float = 0.0  # keep_firing_for
 
 
 @dataclass(frozen=True)
@@ -362,6 +366,7 @@ def compile_rule(spec: RuleSpec, file: str) -> Rule:
         bucketed={n: tuple(sorted(merged[n])) for n in sorted(everywhere)},
         evidence=evidence,
         escalation_evidence=escalation_evidence,
+        keep_seconds=parse_duration(spec.keep_firing_for),
     )
 
 

@@ -99,9 +99,13 @@ class AlertState:
     active_since: float  # condition true since (evaluation instant)
     started_at: float | None = None  # began firing (the episode id)
     severity: str = ""  # current severity while firing (escalations)
+    cleared_since: float | None = None  # firing, condition no longer holds (keep_firing_for)
 
     def dump(self) -> list[Any]:
-        return [self.status, self.active_since, self.started_at, self.severity]
+        out = [self.status, self.active_since, self.started_at, self.severity]
+        if self.cleared_since is not None:
+            out.append(self.cleared_since)
+        return out
 
     @classmethod
     def load(cls, raw: list[Any]) -> AlertState:
