@@ -120,8 +120,13 @@ def test_rules_check_rejects_and_names_file_rule_and_family(tmp_path: Path) -> N
 def test_rules_check_prints_each_rules_evidence() -> None:
     result = CliRunner().invoke(app, ["check"])
     assert result.exit_code == 0, result.output
-    line = next(x for x in result.output.splitlines() if " first-missed-all-contacts" in x)
+    lines = result.output.splitlines()
+    line = next(x for x in lines if " first-missed-all-contacts" in x)
     assert line.split()[-1] == "payment+contact"
+    line = next(x for x in lines if " long-dwell-second-pledge-lot" in x)
+    assert line.endswith("vehicle  -> critical payment+vehicle | contact+vehicle")
+    line = next(x for x in lines if " tracker-tamper-at-risk-place" in x)
+    assert line.endswith("vehicle+tracker(tamper)")
 
 
 def test_every_shipped_critical_satisfies_the_policy() -> None:
