@@ -89,12 +89,32 @@ def _events(state: LoanState, inputs: tuple[str, ...]) -> list[dict[str, Any]]:
                 what = f"last ping of {device.kind} tracker {device_id}"
                 wanted.append(("gps.raw", device.last_event, what))
     seen: set[str] = set()
-    out = []
+    out: list[dict[str, Any]] = []
     for topic, event_id, what in wanted:
         if event_id in seen:
             continue
         seen.add(event_id)
         out.append({"kind": "event", "topic": topic, "event_id": event_id, "what": what})
+    if "device.alarms" in inputs:
+        # When each alarm happened (a late or buffered one fires now with its own time), and
+        # the alarms buffered uploads carried (history: some newer data had already cleared).
+        for device_id, device in sorted(state.devices.items()):
+            for alarm, raised in sorted(device.alarms.items()):
+                at = to_datetime(raised).isoformat()
+                out.append({"kind": "alarm", "device_id": device_id, "alarm": alarm, "at": at})
+        for ts, alarm in state.alarm_history:
+            at = to_datetime(ts).isoformat()
+            out.append({"kind": "alarm_history", "alarm": alarm, "at": at, "buffered": True})
+    if "vehicle.away_from_resident_for" in inputs or "vehicle.at_usual_place" in inputs:
+        points = [p for p in state.usual if len(p) > 3]
+        out.append(
+            {
+                "kind": "resident_points",
+                "points": [
+                    {"lat": p[0], "lon": p[1], "parked_s": p[2], "night_s": p[3]} for p in points
+                ],
+            }
+        )
     return out
 
 

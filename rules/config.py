@@ -30,6 +30,8 @@ class EngineConfig:
     usual_min_stay_s: float = 2 * HOUR
     usual_after_s: float = 24 * HOUR
     usual_places_kept: int = 4
+    # Resident points not parked at for this long are forgotten (learned from recent stays).
+    resident_window_s: float = 30 * DAY
     # Drift: faster than this between two fixes (after accuracy slack) is an impossible jump.
     max_speed_kmh: float = 250.0
     accuracy_gps_m: float = 50.0
@@ -37,9 +39,26 @@ class EngineConfig:
     accuracy_lbs_m: float = 1_500.0
     # removal/tamper/... are one-shot alarms: active this long after the last one.
     alarm_hold_s: float = 24 * HOUR
-    # Wired and wireless fixes are compared only when taken this close in time (a moving car
-    # makes older pairs disagree); the last comparison holds until the next comparable pair.
-    separation_max_skew_s: float = 15 * 60.0
+    # Wired vs wireless. A *pair* is a wired and a wireless fix taken at nearly the same instant
+    # (within separation_max_skew_s; a wired fix reporting the car parked — speed 0 — stands
+    # until the tracker's next report, since trackers report at once when the ignition turns,
+    # so it pairs with a later wireless fix for up to separation_parked_skew_s). A pair's
+    # separation is a lower bound: distance minus both fixes' accuracy minus how far the car
+    # could have moved between them (the reported speed x 1.5 + 20 km/h, or 130 km/h when no
+    # speed is known). A pair is *apart* when that bound is >= separation_apart_m and
+    # *together* when that bound is <= separation_together_m and the allowance for motion is
+    # under 1 km. `devices.separated_km` turns on only after separation_pairs independent apart
+    # pairs (no fix shared) spanning >= separation_min_span_s, and off only after as many
+    # together pairs (hysteresis); inconclusive pairs change nothing.
+    separation_max_skew_s: float = 120.0
+    separation_parked_skew_s: float = 45 * 60.0
+    separation_apart_m: float = 1_000.0
+    separation_together_m: float = 250.0
+    separation_pairs: int = 2
+    separation_min_span_s: float = 30 * 60.0
+    separation_speed_factor: float = 1.5
+    separation_speed_floor_kmh: float = 20.0
+    separation_unknown_speed_kmh: float = 130.0
     # After buffered (backfill) or late data, wait this long for a live fix before evaluating,
     # so a stale position never raises a live alert that the next live ping would clear.
     backfill_settle_s: float = 300.0
@@ -48,5 +67,11 @@ class EngineConfig:
     # Events further than this ahead of `now` are rejected (a tracker with a broken clock).
     max_future_skew_s: float = DAY
     risk_visit_window_s: float = 30 * DAY
+    # Cross-loan occupancy (PlaceOccupancy, the cluster rule) counts a car at a risk place only
+    # after it has stayed this long; a car driving past never counts.
+    occupancy_min_dwell_s: float = 20 * 60.0
+    # A car that leaves a place and is back within this long continues its stay (dwell and
+    # occupancy); it keeps counting toward the place meanwhile.
+    occupancy_leave_grace_s: float = 15 * 60.0
     # Duplicate filter: hashes of the latest event ids kept per loan.
     seen_event_ids: int = 12

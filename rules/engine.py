@@ -192,7 +192,9 @@ class Engine:
         """Give the loan the number of financed cars at ``place_id`` (from PlaceOccupancy).
         Ignored unless the loan's vehicle is at that place now."""
         out = self.advance(state, now)
-        if state.place_id != place_id or state.cars_at_place == count:
+        if state.place_id != place_id or self.place_of(state) != place_id:
+            return out
+        if state.cars_at_place == count:
             return out
         state.cars_at_place = count
         instant = max(state.clock or now.timestamp(), now.timestamp())
@@ -200,9 +202,12 @@ class Engine:
         return out + self._evaluate(state, instant, to_datetime(instant))
 
     def place_of(self, state: LoanState) -> str | None:
-        """The risk place the vehicle is at, if any. Compare before/after apply()/advance() to
-        feed PlaceOccupancy (left the old place, entered the new one)."""
-        return state.place_id or None
+        """The risk place the vehicle counts toward in the cross-loan occupancy, if any. Compare
+        before/after apply()/advance() to feed PlaceOccupancy (left the old place, entered the
+        new one). A car counts only once it has stayed ``occupancy_min_dwell_s`` (a car driving
+        past never counts); one that leaves keeps counting for ``occupancy_leave_grace_s`` and
+        resumes its stay if it is back by then (a GPS glitch does not make the count flap)."""
+        return self.tracking.counted_place(state, state.clock or 0.0)
 
     def advance(self, state: LoanState, now: dt.datetime) -> list[AlertEvent]:
         """Time passes with no event: run every deadline up to ``now`` at its own instant."""
@@ -229,6 +234,10 @@ class Engine:
         """The state variables as conditions see them (durations in seconds)."""
         instant = now.timestamp() if now is not None else (state.clock or 0.0)
         return self._signals(state, instant)
+
+    def resident_points(self, state: LoanState) -> list[dict[str, Any]]:
+        """Where the car usually parks (常驻点), night and day hours: for the loan view."""
+        return self.tracking.resident_points(state)
 
     def risk(self, state: LoanState, now: dt.datetime | None = None) -> RiskScore:
         return risk_score(self.signals(state, now))
@@ -383,6 +392,12 @@ class Engine:
             current = alerts.get(rule.id)
             if not holds:
                 if current is not None:
+                    if current.status == "firing" and rule.keep_seconds and active:
+                        # keep_firing_for: resolve only once it has not held for that long
+                        if current.cleared_since is None:
+                            current.cleared_since = instant
+                        if instant - current.cleared_since < rule.keep_seconds:
+                            continue
                     if current.status == "firing" and current.started_at is not None:
                         emit(
                             rule,
@@ -394,6 +409,7 @@ class Engine:
                 continue
             if current is None:
                 current = alerts[rule.id] = AlertState("pending", instant)
+            current.cleared_since = None
             if instant - current.active_since >= rule.for_seconds:
                 ready[rule.id] = (rule, severity)
 
@@ -449,6 +465,9 @@ class Engine:
             if alert.status == "pending":
                 rule = self.rules.by_id(rule_id)
                 candidates.append(alert.active_since + rule.for_seconds)
+            elif alert.cleared_since is not None:
+                rule = self.rules.by_id(rule_id)
+                candidates.append(alert.cleared_since + rule.keep_seconds)
         if state.status == "active":
             due = payment_signals.deadline(state, clock, self._max_days_past_due)
             if due is not None:

@@ -27,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rules.events.alert import Severity
+from rules.policy import PolicyError, guaranteed_families, violation, ways
 from rules.signals.catalog import MAP_PARENTS, ROOTS, SIGNALS, Signal
 
 CATALOG_DIR = Path(__file__).parent / "catalog"
@@ -88,12 +89,15 @@ class RuleSpec(_Strict):
     description: Annotated[str, Field(min_length=1)]
     condition: Annotated[str, Field(min_length=1)]
     for_: Annotated[str, Field(alias="for")] = "0s"
+    # Hysteresis on the way out: a firing alert whose condition stops holding resolves only once
+    # it has not held for this long; holding again meanwhile continues the same episode.
+    keep_firing_for: str = "0s"
     labels: dict[str, str] = Field(default_factory=dict)
     escalate: tuple[EscalationSpec, ...] = ()
     # A firing alert of this rule inhibits lower-severity alerts of the same loan.
     inhibits_lower: bool = True
 
-    @field_validator("for_")
+    @field_validator("for_", "keep_firing_for")
     @classmethod
     def _duration(cls, value: str) -> str:
         parse_duration(value)
@@ -133,6 +137,11 @@ class Rule:
     # Every signal the condition and escalations read, and the memo-key layout over them.
     inputs: tuple[str, ...] = ()
     bucketed: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    # Evidence families (rules/policy.py) every way the condition can hold reads; and per
+    # escalation, those of the condition && the escalation's `when`.
+    evidence: tuple[str, ...] = ()
+    escalation_evidence: tuple[tuple[str, ...], ...] = ()
+    keep_seconds: float = 0.0  # keep_firing_for
 
 
 @dataclass(frozen=True)
@@ -324,6 +333,7 @@ def compile_rule(spec: RuleSpec, file: str) -> Rule:
                 file, spec.id, f"escalate[{n}].severity", "must be above the rule's severity"
             )
         escalations.append((expression, step.severity))
+    evidence, escalation_evidence = _check_policy(spec, file)
     inputs = set(condition.inputs)
     merged: dict[str, set[float]] = {k: set(v) for k, v in condition.thresholds.items()}
     for expression, _ in escalations:
@@ -354,7 +364,30 @@ def compile_rule(spec: RuleSpec, file: str) -> Rule:
         file=file,
         inputs=tuple(sorted(inputs)),
         bucketed={n: tuple(sorted(merged[n])) for n in sorted(everywhere)},
+        evidence=evidence,
+        escalation_evidence=escalation_evidence,
+        keep_seconds=parse_duration(spec.keep_firing_for),
     )
+
+
+def _check_policy(spec: RuleSpec, file: str) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
+    """The severity policy (rules/policy.py) at the base severity and at each escalation;
+    returns the evidence families of the condition and of each escalated condition."""
+    try:
+        base = ways(spec.condition)
+        escalated = [ways(spec.condition, step.when) for step in spec.escalate]
+    except PolicyError as exc:
+        raise RuleLoadError(file, spec.id, "condition", str(exc)) from None
+    if spec.severity is Severity.CRITICAL:
+        problem = violation(base)
+        if problem:
+            raise RuleLoadError(file, spec.id, "severity", problem)
+    for n, (step, step_ways) in enumerate(zip(spec.escalate, escalated, strict=True)):
+        if step.severity is Severity.CRITICAL:
+            problem = violation(step_ways)
+            if problem:
+                raise RuleLoadError(file, spec.id, f"escalate[{n}].severity", problem)
+    return guaranteed_families(base), tuple(guaranteed_families(w) for w in escalated)
 
 
 def load_rule_file(path: Path) -> list[Rule]:

@@ -25,7 +25,8 @@ class DeviceState:
     bound_at: float | None = None  # when the loan first listed it (offline counts from here)
     last_seen: float | None = None  # newest ping of any kind
     last_event: str = ""
-    fix: list[float] | None = None  # newest accepted position: [ts, lat, lon, quality]
+    # newest accepted position: [ts, lat, lon, quality, speed km/h (-1: not reported)]
+    fix: list[float] | None = None
     jump: list[float] | None = None  # last fix rejected as an impossible jump: [ts, lat, lon]
     alarms: dict[str, float] = field(default_factory=dict)  # active alarm -> last raised at
     alarm_event: str = ""
@@ -98,9 +99,13 @@ class AlertState:
     active_since: float  # condition true since (evaluation instant)
     started_at: float | None = None  # began firing (the episode id)
     severity: str = ""  # current severity while firing (escalations)
+    cleared_since: float | None = None  # firing, condition no longer holds (keep_firing_for)
 
     def dump(self) -> list[Any]:
-        return [self.status, self.active_since, self.started_at, self.severity]
+        out = [self.status, self.active_since, self.started_at, self.severity]
+        if self.cleared_since is not None:
+            out.append(self.cleared_since)
+        return out
 
     @classmethod
     def load(cls, raw: list[Any]) -> AlertState:
@@ -142,10 +147,18 @@ class LoanState:
     place_check: list[float] | None = None  # [lat, lon, clearance_m]
     place_event: str = ""
     cars_at_place: int = 0
+    place_left: list[Any] | None = None  # [place_id, kind, stay began, left at] (re-entry grace)
     anchor: list[float] | None = None  # [lat, lon, stationary since]
-    usual: list[list[float]] = field(default_factory=list)  # [lat, lon, seconds parked]
+    # resident points (常驻点): [lat, lon, seconds parked, of which at night, last stay ended]
+    usual: list[list[float]] = field(default_factory=list)
+    resident_seen: float | None = None  # when the car last left a resident point
     visits: list[list[Any]] = field(default_factory=list)  # [place_id, kind, first, last]
-    separated_m: float = 0.0
+    # alarms carried by buffered (backfill) data, fired or not: [ts, alarm], newest 3
+    alarm_history: list[list[Any]] = field(default_factory=list)
+    separated_m: float = 0.0  # confirmed wired/wireless separation (lower bound), see config
+    # current streak of pairs: [mode (1 apart, -1 together), count, first pair at,
+    # wired fix ts, wireless fix ts of the last counted pair, smallest bound of the streak]
+    sep: list[float] | None = None
 
     # evaluation
     clock: float | None = None
@@ -191,10 +204,14 @@ class LoanState:
         ("pc", "place_check", None),
         ("ple", "place_event", ""),
         ("cp", "cars_at_place", 0),
+        ("plf", "place_left", None),
         ("an", "anchor", None),
         ("us", "usual", []),
+        ("rs", "resident_seen", None),
         ("vi", "visits", []),
+        ("ah", "alarm_history", []),
         ("sp", "separated_m", 0.0),
+        ("sq", "sep", None),
         ("ck", "clock", None),
         ("pv", "pending_eval", None),
         ("sn", "seen", []),

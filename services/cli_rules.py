@@ -15,6 +15,7 @@ from rules.backtest import run_backtest
 from rules.engine import Engine
 from rules.events.recording import Label, RecordingError, read_recording
 from rules.places import PlaceFileError, load_places
+from rules.policy import FAMILIES, ways
 from rules.spec import CATALOG_DIR, RuleLoadError, load_rules
 
 app = typer.Typer(help="Rule catalog tools.", no_args_is_help=True)
@@ -31,15 +32,34 @@ def check(
         Path | None, typer.Argument(help="Directory of *.yaml rule files (default: built-in).")
     ] = None,
 ) -> None:
-    """Validate rule files: schema, CEL syntax, variables and types. Exit 1 on the first error."""
+    """Validate rule files: schema, CEL syntax, variables and types, and the severity policy (a
+    critical needs two evidence families, one of them payment or contact, or a hard tamper
+    pattern; see docs/rules.md). Exit 1 on the first error."""
     try:
         rules = load_rules(directory)
     except RuleLoadError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     for rule in rules.rules:
-        typer.echo(f"ok  {rule.severity.value:<8} {rule.id}")
+        evidence = _evidence(rule.condition.source)
+        escalated = "".join(
+            f"  -> {severity.value} {_evidence(rule.condition.source, expression.source)}"
+            for expression, severity in rule.escalations
+        )
+        typer.echo(f"ok  {rule.severity.value:<8} {rule.id:<40} {evidence}{escalated}")
     typer.echo(f"{len(rules)} rules OK in {directory or CATALOG_DIR}")
+
+
+def _evidence(*expressions: str) -> str:
+    """The evidence families of each way the expressions can hold: payment+vehicle|contact+..."""
+    shown: list[str] = []
+    for way in ways(*expressions):
+        text = "+".join(f for f in FAMILIES if f in way.families) or "-"
+        if way.tamper:
+            text += "(tamper)"
+        if text not in shown:
+            shown.append(text)
+    return " | ".join(shown)
 
 
 def backtest_command(

@@ -742,7 +742,9 @@ def build_pipeline(
             if not before:
                 continue
             state = decoded_state(loan_id, before)
+            place_before = engine.place_of(state)
             await emit(handoff, loan_id, engine.advance(state, now))
+            await report_place_move(handoff, state, place_before)  # a dwell or grace ending
             advanced.append((loan_id, state, before))
         await handoff.complete()  # the alerts first, then the states that record them
         for loan_id, state, before in advanced:

@@ -140,7 +140,22 @@ SIGNALS: dict[str, Signal] = {
         Signal(
             "vehicle.at_usual_place",
             "bool",
-            "Parked where this car has already parked >= 24 h in total (learned per loan).",
+            "Parked at a resident point (常驻点): where this car has already parked >= 24 h in "
+            "total (learned per loan from stays of 2 h or more).",
+        ),
+        Signal(
+            "vehicle.resident_points",
+            "int",
+            "Resident points learned for this car (places it parked >= 24 h in total, counting "
+            "stays of 2 h or more; points not parked at for 30 days are forgotten; the 4 "
+            "longest kept, each with its night 22:00-06:00 and day hours).",
+        ),
+        Signal(
+            "vehicle.away_from_resident_for",
+            "duration",
+            "Time since the car was last at one of its resident points; 0s while at one, and 0s "
+            "before it has any (nothing learned yet proves nothing).",
+            time_based=True,
         ),
         # device
         Signal("device.has_wired", "bool", "A wired tracker is bound to the loan."),
@@ -194,8 +209,10 @@ SIGNALS: dict[str, Signal] = {
         Signal(
             "devices.separated_km",
             "double",
-            "Distance between the wired and wireless fixes of the latest pair taken within "
-            "15 min of each other (held until the next such pair); 0 before any pair.",
+            "Confirmed separation of the wired and wireless trackers (a lower bound: distance "
+            "minus both fixes' accuracy and the car's possible motion between them), once two "
+            "independent pairs of fixes taken at nearly the same instant, >= 30 min apart, "
+            "disagree by >= 1 km; back to 0 only after two agreeing pairs. 0 otherwise.",
         ),
         Signal(
             "devices.silent_kind",

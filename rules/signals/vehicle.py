@@ -19,6 +19,7 @@ from rules.config import EngineConfig
 from rules.events.gps import Alarm, DeviceKind, Fix, GpsPing
 from rules.geo import M_PER_DEG, HomeRegion, distance_m, home_region
 from rules.places import PlaceIndex
+from rules.signals.payment import day_start, local_day
 from rules.state import FIX_GPS, FIX_LBS, FIX_WIFI, DeviceState, LoanState
 
 FIX_QUALITY = {Fix.GPS: FIX_GPS, Fix.WIFI: FIX_WIFI, Fix.LBS: FIX_LBS, Fix.NONE: None}
@@ -82,6 +83,7 @@ class Tracking:
                 "vehicle.outside_home_region_for",
                 "vehicle.risk_place_dwell",
                 "vehicle.stationary_for",
+                "vehicle.away_from_resident_for",
                 "device.silent_for",
             )
         }
@@ -116,10 +118,16 @@ class Tracking:
             if same_second and self._raise_alarms(device, ping, ts):
                 return True, True
             self.stats["late_pings"] += 1
+            # Alarms it carries are not lost: one whose condition still holds is raised now
+            # (with its own time), one that newer data cleared goes to the alarm history.
+            before = len(device.alarms), device.alarm_event
+            raised = bool(ping.alarms) and self._late_alarms(state, device, ping, ts)
+            changed = raised or (len(device.alarms), device.alarm_event) != before
             # Only buffered data feeds history this late. A live ping this old is a redelivery
             # (or a reordered copy) of one the live path already judged: had it been a drift fix,
             # recording its place now would change the state when the first delivery did not.
-            return ping.backfill and self._history(state, ping, ts, quality), False
+            history = ping.backfill and self._history(state, ping, ts, quality)
+            return changed or history, raised
         previous = last_seen if last_seen is not None else device.bound_at
         dirty = new_device or previous is None or ts - previous >= self.min_gap
         device.last_seen = ts
@@ -139,10 +147,11 @@ class Tracking:
             else:
                 plausible = self._plausible(device, ping, ts, quality)
             if plausible:
-                device.fix = [ts, lat, lon, quality]
+                speed = ping.speed_kmh
+                device.fix = [ts, lat, lon, quality, -1.0 if speed is None else round(speed)]
                 if self._drives_vehicle(state, device, ts):
                     dirty |= self._move_vehicle(state, ping, ts, quality)
-                dirty |= self._separation(state)
+                dirty |= self._separation(state, device, last_fix)
             else:
                 self.stats["drift_discarded"] += 1
         if ping.backfill:
@@ -181,6 +190,27 @@ class Tracking:
         if raised_any:
             device.alarm_event = ping.event_id
         return raised_any
+
+    def _late_alarms(self, state: LoanState, device: DeviceState, ping: GpsPing, ts: float) -> bool:
+        """Raise the event alarms (removal, tamper, ...) of a ping older than the device's
+        newest one that still hold at the loan's clock: an event alarm is active for
+        ``alarm_hold_s`` after it happened, so it is raised with its own time. Level alarms
+        (power cut, low battery) are what the newest report says: that report, newer than this
+        one, carries them too or cleared them. Returns whether an alarm became active.
+        Idempotent (a redelivery changes nothing)."""
+        hold = self.config.alarm_hold_s
+        clock = max(state.clock or ts, device.last_seen or ts)
+        raised = False
+        for alarm in ping.alarms:
+            name = alarm.value
+            if name in LEVEL_ALARMS or clock - ts > hold:
+                continue
+            current = device.alarms.get(name)
+            if current is None or current < ts:
+                raised |= current is None or not alarm_active(name, current, clock, hold)
+                device.alarms[name] = ts
+                device.alarm_event = ping.event_id
+        return raised
 
     def _plausible(self, device: DeviceState, ping: GpsPing, ts: float, quality: int) -> bool:
         """Reject a fix that implies an impossible speed since the last one (GPS drift, a cell
@@ -325,12 +355,38 @@ class Tracking:
             _record_visit(state, place_id, found.place.kind.value, ts)
         if place_id == state.place_id:
             return False
+        if state.place_id:
+            state.place_left = [state.place_id, state.place_kind, state.place_since, ts]
+        since = ts if place_id else None
+        left = state.place_left
+        if left is not None and place_id:
+            if left[0] == place_id and ts - left[3] <= self.config.occupancy_leave_grace_s:
+                since = left[2]  # back within the grace: the same stay
+            state.place_left = None
         state.place_id = place_id
         state.place_kind = found.place.kind.value if found.place is not None else ""
-        state.place_since = ts if place_id else None
+        state.place_since = since
         state.place_event = ping.event_id
         state.cars_at_place = 1 if place_id else 0  # until the cross-loan count arrives
         return True
+
+    def counted_place(self, state: LoanState, now: float) -> str | None:
+        """The place the car counts toward in the cross-loan occupancy at ``now``: where it has
+        stayed occupancy_min_dwell_s, or left less than occupancy_leave_grace_s ago after
+        such a stay."""
+        dwell = self.config.occupancy_min_dwell_s
+        since = state.place_since
+        if state.place_id and since is not None:
+            return state.place_id if now - since >= dwell else None
+        left = state.place_left
+        if (
+            left is not None
+            and left[2] is not None
+            and left[3] - left[2] >= dwell
+            and now - left[3] < self.config.occupancy_leave_grace_s
+        ):
+            return str(left[0])
+        return None
 
     def _stationary(self, state: LoanState, lat: float, lon: float, ts: float) -> bool:
         anchor = state.anchor
@@ -341,24 +397,41 @@ class Tracking:
             return False
         stay = ts - anchor[2]
         usual_before = self.at_usual_place(state)
-        self._learn_usual(state, anchor[0], anchor[1], stay)
+        self._learn_usual(state, anchor[0], anchor[1], anchor[2], ts)
+        if self.at_usual_place(state):
+            state.resident_seen = ts  # leaving a resident point: last seen at one now
         state.anchor = [lat, lon, ts]
         return stay >= self.min_stationary or usual_before != self.at_usual_place(state)
 
-    def _learn_usual(self, state: LoanState, lat: float, lon: float, stay: float) -> None:
+    def _learn_usual(
+        self, state: LoanState, lat: float, lon: float, start: float, end: float
+    ) -> None:
+        """Resident points (常驻点): where the car parks, with the seconds parked there in
+        total and at night (22:00-06:00, loan time zone). A stay counts if it lasted
+        usual_min_stay_s; the usual_places_kept points parked longest are kept."""
+        stay = end - start
         if stay < self.config.usual_min_stay_s:
             return
+        night = night_seconds(start, end, state.timezone)
         radius = self.config.stationary_radius_m
+        # Only the recent past: a point not parked at for resident_window_s is forgotten.
+        horizon = end - self.config.resident_window_s
+        state.usual[:] = [p for p in state.usual if len(p) < 5 or p[4] >= horizon]
         for place in state.usual:
             if distance_m(place[0], place[1], lat, lon) <= radius:
                 place[2] = round(place[2] + stay)
+                before = place[3] if len(place) > 3 else 0  # (older states kept no night hours)
+                place[3:] = [round(before + night), round(end)]
                 break
         else:
-            state.usual.append([round(lat, 5), round(lon, 5), round(stay)])
+            state.usual.append(
+                [round(lat, 5), round(lon, 5), round(stay), round(night), round(end)]
+            )
         state.usual.sort(key=lambda p: -p[2])
         del state.usual[self.config.usual_places_kept :]
 
     def at_usual_place(self, state: LoanState) -> bool:
+        """The car is parked at a resident point (one where it parked usual_after_s in all)."""
         anchor = state.anchor
         if anchor is None:
             return False
@@ -369,39 +442,124 @@ class Tracking:
             for p in state.usual
         )
 
-    def _separation(self, state: LoanState) -> bool:
-        wired: list[float] | None = None
-        wireless: list[float] | None = None
-        for device in state.devices.values():
-            fix = device.fix
-            if fix is None:
+    def resident_points(self, state: LoanState) -> list[dict[str, Any]]:
+        """The learned resident points: position and hours parked there (night, day)."""
+        out = []
+        for p in state.usual:
+            if p[2] < self.config.usual_after_s:
                 continue
-            if device.kind == WIRED:
-                if wired is None or fix[0] > wired[0]:
-                    wired = fix
-            elif device.kind == WIRELESS and (wireless is None or fix[0] > wireless[0]):
-                wireless = fix
-        skew = self.config.separation_max_skew_s
-        if wired is None or wireless is None or abs(wired[0] - wireless[0]) > skew:
-            return False  # not comparable: the last comparison stands
-        separated = round(distance_m(wired[1], wired[2], wireless[1], wireless[2]), 1)
-        before, state.separated_m = state.separated_m, separated
+            night = p[3] if len(p) > 3 else 0
+            out.append(
+                {
+                    "lat": p[0],
+                    "lon": p[1],
+                    "parked_hours": round(p[2] / 3600.0, 1),
+                    "night_hours": round(night / 3600.0, 1),
+                    "day_hours": round((p[2] - night) / 3600.0, 1),
+                    "kind": "night" if night * 2 >= p[2] else "day",
+                }
+            )
+        return out
+
+    def _separation(
+        self, state: LoanState, device: DeviceState, previous: list[float] | None
+    ) -> bool:
+        """Compare the fix just accepted with the other kind's newest fix (see EngineConfig for
+        pairs, their bounds and the hysteresis). Returns whether the signal may have changed."""
+        fix = device.fix
+        assert fix is not None
+        other_kind = WIRELESS if device.kind == WIRED else WIRED
+        other: list[float] | None = None
+        for candidate in state.devices.values():
+            fix_ = candidate.fix
+            if candidate.kind == other_kind and fix_ is not None:
+                other = fix_ if other is None or fix_[0] > other[0] else other
+        if other is None:
+            return False
+        if device.kind == WIRED:
+            wired, wireless, before = fix, other, previous
+        else:
+            wired, wireless, before = other, fix, None
+        verdict = self._pair(wired, wireless, before)
+        if verdict is None:
+            return False
+        apart, bound = verdict
+        if not apart and not state.separated_m:
+            state.sep = None  # agreeing while not separated: any streak of apart pairs ends
+            return False
+        config = self.config
+        sep = state.sep
+        mode = 1.0 if apart else -1.0
+        pair_at = max(wired[0], wireless[0])
+        if sep is None or sep[0] != mode:
+            sep = state.sep = [mode, 1.0, pair_at, wired[0], wireless[0], bound]
+        elif wired[0] != sep[3] and wireless[0] != sep[4]:  # independent: no fix shared
+            sep[1] += 1.0
+            sep[3], sep[4] = wired[0], wireless[0]
+            sep[5] = min(sep[5], bound)
+        else:
+            return False
+        confirmed = sep[1] >= config.separation_pairs and (
+            pair_at - sep[2] >= config.separation_min_span_s
+        )
+        before_m = state.separated_m
+        if apart and confirmed:
+            state.separated_m = round(sep[5], 1)
+        elif not apart and confirmed:
+            state.separated_m = 0.0
+            state.sep = None  # agreement settled: nothing more to remember
         ths = self.separation_km
-        old_km, new_km = before / 1000.0, separated / 1000.0
+        old_km, new_km = before_m / 1000.0, state.separated_m / 1000.0
         return (bisect_left(ths, old_km), bisect_right(ths, old_km)) != (
             bisect_left(ths, new_km),
             bisect_right(ths, new_km),
         )
 
+    def _pair(
+        self, wired: list[float], wireless: list[float], before: list[float] | None
+    ) -> tuple[bool, float] | None:
+        """(apart, lower bound of the separation in metres) of a wired and a wireless fix, or
+        None when they are not comparable or the pair is inconclusive."""
+        config = self.config
+        skew = abs(wired[0] - wireless[0])
+        wired_speed = wired[4] if len(wired) > 4 else -1.0
+        parked_skew = config.separation_parked_skew_s
+        if wired[0] <= wireless[0] and wired_speed == 0.0 and skew <= parked_skew:
+            motion_m = 0.0  # parked, and a tracker reports at once when the car sets off
+        elif skew <= config.separation_max_skew_s:
+            speeds = [f[4] for f in (wired, wireless, before) if f is not None and len(f) > 4]
+            known = [v for v in speeds if v >= 0.0]
+            kmh = (
+                max(known) * config.separation_speed_factor + config.separation_speed_floor_kmh
+                if known
+                else config.separation_unknown_speed_kmh
+            )
+            motion_m = kmh / 3.6 * skew
+        else:
+            return None
+        accuracy = self._slack[int(wired[3])][int(wireless[3])]
+        distance = distance_m(wired[1], wired[2], wireless[1], wireless[2])
+        bound = distance - accuracy - motion_m
+        if bound >= config.separation_apart_m:
+            return True, bound
+        if bound <= config.separation_together_m and motion_m < 1_000.0:
+            return False, 0.0
+        return None
+
     def _history(self, state: LoanState, ping: GpsPing, ts: float, quality: int | None) -> bool:
-        """A buffered (backfill) ping: remember the risk place it shows, nothing else. Depends on
-        the ping alone (no drift verdict, no hysteresis), so applying it again is a no-op."""
+        """A buffered (backfill) ping: remember the alarms it carries (whether or not they
+        still hold; see _late_alarms) and the risk place it shows, nothing else. Depends on the
+        ping alone (no drift verdict, no hysteresis), so applying it again is a no-op."""
+        remembered = False
+        for alarm in ping.alarms:
+            remembered |= _remember_alarm(state, ts, alarm.value)
         if quality in (None, FIX_LBS) or self.places is None:
+            return remembered
             return False
         found = self.places.locate(ping.lat, ping.lon)
         if found.place is None:
-            return False
-        return _record_visit(state, found.place.id, found.place.kind.value, ts)
+            return remembered
+        return _record_visit(state, found.place.id, found.place.kind.value, ts) or remembered
 
     # ------------------------------------------------------------------ derive
 
@@ -431,7 +589,16 @@ class Tracking:
         out["vehicle.cars_at_place"] = state.cars_at_place if at_place else 0
         anchor = state.anchor
         out["vehicle.stationary_for"] = max(0.0, now - anchor[2]) if anchor else 0.0
-        out["vehicle.at_usual_place"] = bool(state.usual) and self.at_usual_place(state)
+        at_usual = bool(state.usual) and self.at_usual_place(state)
+        out["vehicle.at_usual_place"] = at_usual
+        residents = 0
+        for p in state.usual:
+            residents += p[2] >= config.usual_after_s
+        out["vehicle.resident_points"] = residents
+        seen = state.resident_seen
+        out["vehicle.away_from_resident_for"] = (
+            max(0.0, now - seen) if seen is not None and not at_usual else 0.0
+        )
 
         last_by_kind = _last_seen_by_kind(state)
         has_wired = WIRED in last_by_kind
@@ -491,8 +658,18 @@ class Tracking:
             first_after("vehicle.outside_home_region_for", state.outside_since)
         if state.place_id and state.place_since is not None:
             first_after("vehicle.risk_place_dwell", state.place_since)
+            counted = state.place_since + self.config.occupancy_min_dwell_s + EPSILON
+            if counted > now:
+                out.append(counted)  # starts counting toward the place (Engine.place_of)
+        left = state.place_left
+        if left is not None:
+            grace_end = left[3] + self.config.occupancy_leave_grace_s + EPSILON
+            if grace_end > now:
+                out.append(grace_end)
         if state.anchor:
             first_after("vehicle.stationary_for", state.anchor[2])
+        if state.resident_seen is not None:  # (an early wake-up if at a resident point: harmless)
+            first_after("vehicle.away_from_resident_for", state.resident_seen)
         last_by_kind = _last_seen_by_kind(state)
         last = last_by_kind.get(WIRED)
         if last is not None:
@@ -520,6 +697,26 @@ class Tracking:
         return out
 
 
+NIGHT_START_H, NIGHT_END_H = 22, 6
+
+
+def night_seconds(start: float, end: float, timezone: str) -> float:
+    """Seconds of [start, end) that fall between 22:00 and 06:00 local time."""
+    total = 0.0
+    day = local_day(start, timezone)
+    last = local_day(end, timezone)
+    while day <= last + 1:
+        midnight = day_start(day, timezone)
+        lo, hi = (
+            max(start, midnight - (24 - NIGHT_START_H) * 3600.0),
+            min(end, midnight + NIGHT_END_H * 3600.0),
+        )
+        if hi > lo:
+            total += hi - lo
+        day += 1
+    return total
+
+
 def _last_seen_by_kind(state: LoanState) -> dict[str, float | None]:
     """Newest ping per tracker kind; a tracker that never reported counts from its binding."""
     out: dict[str, float | None] = {}
@@ -529,6 +726,18 @@ def _last_seen_by_kind(state: LoanState) -> dict[str, float | None]:
         if device.kind not in out or (seen is not None and (current is None or seen > current)):
             out[device.kind] = seen
     return out
+
+
+def _remember_alarm(state: LoanState, ts: float, alarm: str) -> bool:
+    """An alarm from buffered data: history (newest 3), whether it fired or newer data had
+    cleared it. Order-independent."""
+    entry = [ts, alarm]
+    if entry in state.alarm_history:
+        return False
+    state.alarm_history.append(entry)
+    state.alarm_history.sort(key=lambda e: -float(e[0]))
+    del state.alarm_history[3:]
+    return entry in state.alarm_history
 
 
 def _record_visit(state: LoanState, place_id: str, kind: str, ts: float) -> bool:

@@ -28,6 +28,7 @@ from tests.unit.rules.rules_factories import (
     run,
     start,
 )
+from tests.unit.rules.test_resident_points import FRIEND, local, parked, routine
 
 pytestmark = pytest.mark.unit
 
@@ -56,6 +57,18 @@ def every(
 
 def wireless(h: float, where: tuple[float, float] = HOME) -> Any:
     return ping(at(h), where, device="X1", kind="wireless")
+
+
+def by_time(*events: Any) -> list[Any]:
+    return sorted(events, key=lambda e: e.ts)
+
+
+def parked_wired(start_min: int, end_min: int) -> list[Any]:
+    return [ping(at(minutes=m), HOME, speed_kmh=0.0) for m in range(start_min, end_min, 10)]
+
+
+def wireless_at(minute: float, where: tuple[float, float]) -> Any:
+    return ping(at(minutes=minute), where, device="X1", kind="wireless")
 
 
 def place_count(
@@ -116,6 +129,11 @@ CASES: dict[str, tuple[Case, Case]] = {
         # Parked 3+ days, but where it already parked 30 h before: a usual place.
         Case([*hourly_pings(0, 30), *hourly_pings(31, 40, FAR), *every(6, 41, 170, HOME)], at(170)),
     ),
+    # Home every night for 4 days, then at a friend's for 4 days while overdue from 6 March.
+    "away-from-resident-points-overdue": (
+        Case([*routine(range(1, 5)), *parked(FRIEND, local(5, 9), local(9, 12))], local(9, 12)),
+        Case(routine(range(1, 10)), local(9, 12)),
+    ),
     "phone-dead-overdue": (
         Case(
             [*hourly_pings(0, 5), *(contact(at(112 + n), "powered_off") for n in range(3))], at(115)
@@ -151,12 +169,17 @@ CASES: dict[str, tuple[Case, Case]] = {
         # The same visit before the due date.
         Case([ping(at(0)), *hourly_pings(50, 54, USED_CAR_MARKET), *hourly_pings(54, 56)], at(116)),
     ),
+    # The car counts toward the lot once it has stayed 20 min (occupancy_min_dwell_s).
     "financed-cars-cluster-at-lot": (
         Case(
-            [ping(at(0)), ping(at(2), USED_CAR_MARKET)], at(2), place_count(3, "cd-ucm-001", at(2))
+            [ping(at(0)), ping(at(2), USED_CAR_MARKET), ping(at(2.5), USED_CAR_MARKET)],
+            at(2.5),
+            place_count(3, "cd-ucm-001", at(2.5)),
         ),
         Case(
-            [ping(at(0)), ping(at(2), USED_CAR_MARKET)], at(2), place_count(2, "cd-ucm-001", at(2))
+            [ping(at(0)), ping(at(2), USED_CAR_MARKET), ping(at(2.5), USED_CAR_MARKET)],
+            at(2.5),
+            place_count(2, "cd-ucm-001", at(2.5)),
         ),
     ),
     "impounded": (
@@ -171,9 +194,16 @@ CASES: dict[str, tuple[Case, Case]] = {
             at(4),
         ),
     ),
+    # Two independent pairs (the wired tracker parked, reporting every 10 min) an hour apart.
     "trackers-separated": (
-        Case([wireless(0, APART), *every(1 / 6, 0, 1, HOME)], at(1)),
-        Case([wireless(0, NEAR), *every(1 / 6, 0, 1, HOME)], at(1)),
+        Case(by_time(*parked_wired(0, 130), wireless_at(5, APART), wireless_at(65, APART)), at(3)),
+        # One disagreeing pair is not a separation.
+        Case(by_time(*parked_wired(0, 130), wireless_at(5, APART), wireless_at(65, NEAR)), at(3)),
+    ),
+    "wired-silent-away": (
+        Case([ping(at(0)), *(wireless(h, FAR) for h in (1, 3, 7))], at(7)),
+        # The wired tracker is silent but the car is home and the borrower not sought yet.
+        Case([ping(at(0)), *(wireless(h) for h in (1, 3, 7))], at(7)),
     ),
     "wired-silent-wireless-alive": (
         Case([ping(at(0)), *(wireless(h) for h in (0, 3, 6))], at(7)),

@@ -425,36 +425,11 @@ def test_a_same_second_report_raises_an_alarm_once_and_clears_none() -> None:
     assert engine.signals(state, at(1))["device.alarms"] == ["power_cut"]
 
 
-def test_a_late_backfill_alarm_is_still_not_raised() -> None:
-    engine, state = start()
-    run(engine, state, [ping(at(0)), ping(at(2)), ping(at(1), alarms=("removal",), backfill=True)])
-    assert engine.signals(state, at(2))["device.alarms"] == []
+# Late and backfilled alarms (issue 12, defect 5: they used to be ignored):
+# tests/unit/rules/test_late_alarms.py
 
 
-NEAR = (HOME[0] + 0.001, HOME[1])
-APART = (HOME[0] + 0.05, HOME[1])  # ~5.6 km
-
-
-@pytest.mark.parametrize(
-    ("wired_at", "wireless_at", "wireless_hours", "separated_km"),
-    [
-        pytest.param(HOME, NEAR, 0.1, pytest.approx(0.111, abs=0.01), id="together"),
-        pytest.param(HOME, APART, 0.1, pytest.approx(5.56, abs=0.05), id="apart"),
-        pytest.param(HOME, APART, 1.0, 0.0, id="too-far-apart-in-time-to-compare"),
-    ],
-)
-def test_wired_and_wireless_disagree(
-    wired_at: tuple[float, float],
-    wireless_at: tuple[float, float],
-    wireless_hours: float,
-    separated_km: Any,
-) -> None:
-    events = [
-        ping(at(0), wired_at),
-        ping(at(wireless_hours), wireless_at, device="X1", kind="wireless"),
-    ]
-    s = signals_after(events, at(wireless_hours))
-    assert s["devices.separated_km"] == separated_km
+# Wired vs wireless separation: tests/unit/rules/test_separation.py
 
 
 def test_live_wired_tracker_drives_vehicle_position() -> None:

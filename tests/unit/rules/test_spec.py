@@ -149,7 +149,7 @@ def test_invalid_rule_names_file_rule_and_field(
 
 def test_duplicate_rule_id_across_files(tmp_path: Path) -> None:
     write(tmp_path, GOOD, "a.yaml")
-    write(tmp_path, GOOD.replace("warning", "critical"), "b.yaml")
+    write(tmp_path, GOOD.replace("warning", "info"), "b.yaml")
     with pytest.raises(RuleLoadError, match="duplicate id"):
         load_rules(tmp_path)
 
