@@ -10,6 +10,7 @@ import typer
 
 from services import cli_rules as rules_cli
 from services import infra
+from services.cli_notify import routes_app
 from services.cli_rules import backtest_command
 from services.cli_simulate import simulate_command
 from services.jt808 import cli as jt808_cli
@@ -27,6 +28,7 @@ gateway_app.command("jt808")(jt808_cli.serve)
 app.command("simulate")(simulate_command)
 app.command("backtest")(backtest_command)
 app.add_typer(rules_cli.app, name="rules", help="Rule files: check them.")
+app.add_typer(routes_app, name="routes", help="Notification routing: where alerts go.")
 
 DataDir = Annotated[Path, typer.Option(help="Where Kafka and Redis keep their data.")]
 

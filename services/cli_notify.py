@@ -1,0 +1,58 @@
+"""CLI: `skipwatch routes test --labels ...` (and, mounted beside it, `skipwatch dispatcher`).
+
+Mounted by services/cli.py; routing itself is services/notify/routing.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from services.notify.config import ConfigError, load_config
+from services.notify.routing import describe, parse_labels
+from services.settings import get_settings
+
+routes_app = typer.Typer(help="Notification routing: check where alerts go.", no_args_is_help=True)
+
+
+@routes_app.callback()
+def routes_group() -> None:
+    """Notification routing tools."""
+
+
+@routes_app.command("test")
+def routes_test(
+    labels: Annotated[str, typer.Option(help="Alert labels: severity=critical,team=collections")],
+    config: Annotated[
+        Path | None, typer.Option(help="Routing file (default: SKIPWATCH_NOTIFY__ROUTING_CONFIG)")
+    ] = None,
+    at: Annotated[
+        str | None, typer.Option(help="Instant to judge time intervals at (ISO 8601; default now)")
+    ] = None,
+) -> None:
+    """Print the receivers an alert with these labels reaches (and whether a time interval mutes
+    the route at that instant). Exit 1 on a bad config or bad labels."""
+    path = config or get_settings().notify.routing_config
+    if path is None:
+        typer.echo(
+            "error: no routing config (--config or SKIPWATCH_NOTIFY__ROUTING_CONFIG)", err=True
+        )
+        raise typer.Exit(1)
+    try:
+        routing = load_config(path)
+        parsed = parse_labels(labels)
+        instant = dt.datetime.fromisoformat(at) if at else dt.datetime.now(dt.UTC)
+    except (ConfigError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if instant.tzinfo is None:
+        typer.echo("error: --at needs a time zone offset, e.g. 2026-12-07T23:00+08:00", err=True)
+        raise typer.Exit(1)
+    for item in describe(routing.routes_for(parsed), routing, instant):
+        muted = "  (muted now by a time interval)" if item["muted"] else ""
+        typer.echo(
+            f"{item['receiver']}{muted}\n    route {item['route']}, group_by {item['group_by']}"
+        )
