@@ -10,7 +10,7 @@ import typer
 
 from services import cli_rules as rules_cli
 from services import infra
-from services.cli_notify import routes_app
+from services.cli_notify import routes_app, run_dispatcher
 from services.cli_rules import backtest_command
 from services.cli_simulate import simulate_command
 from services.jt808 import cli as jt808_cli
@@ -112,6 +112,12 @@ def api(
     from services.cli_api import serve_api
 
     serve_api(host, port)
+
+
+@app.command()
+def dispatcher() -> None:
+    """Run the notification dispatcher: alerts to webhooks, WeCom and DingTalk robots."""
+    run_dispatcher()
 
 
 @app.command()

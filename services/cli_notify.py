@@ -5,6 +5,7 @@ Mounted by services/cli.py; routing itself is services/notify/routing.py.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from pathlib import Path
 from typing import Annotated
@@ -56,3 +57,55 @@ def routes_test(
         typer.echo(
             f"{item['receiver']}{muted}\n    route {item['route']}, group_by {item['group_by']}"
         )
+
+
+def run_dispatcher() -> None:
+    """`skipwatch dispatcher`: run until SIGTERM/SIGINT."""
+    import asyncio
+    import signal
+
+    from services.logs import configure_logging
+    from services.notify.config import ConfigHolder
+    from services.notify.dispatcher import Dispatcher, DispatcherMetrics
+    from services.ops import Check, Heartbeat, ops_app, serve_ops
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    notify = settings.notify
+    try:
+        holder = ConfigHolder(notify.routing_config) if notify.routing_config else None
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+    async def main() -> None:
+        metrics = DispatcherMetrics()
+        dispatcher = Dispatcher(settings, config=holder, metrics=metrics)
+        if holder is not None:
+            holder.on_change = dispatcher.on_config_change
+        heartbeat = Heartbeat(60.0)
+        if notify.metrics_port:
+
+            def ready() -> Check:
+                ok = dispatcher.ready.is_set()
+                return Check(ok, "consuming alerts" if ok else "starting")
+
+            serve_ops(
+                notify.metrics_host,
+                notify.metrics_port,
+                ops_app(heartbeat, ready, metrics.registry),
+            )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await dispatcher.start()
+        try:
+            while not stop.is_set():
+                heartbeat.beat()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+        finally:
+            await dispatcher.stop()
+
+    asyncio.run(main())

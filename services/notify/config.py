@@ -67,7 +67,7 @@ class ConfigHolder:
         self.path = path
         self.routing = load_config(path)
         self._stamp = self._file_stamp()
-        self._on_change = on_change
+        self.on_change = on_change
         self.reloads = 0
         self.failed_reloads = 0
 
@@ -90,8 +90,8 @@ class ConfigHolder:
         self.routing = routing
         self.reloads += 1
         log.info("routing config reloaded from %s", self.path)
-        if self._on_change is not None:
-            self._on_change(routing)
+        if self.on_change is not None:
+            self.on_change(routing)
         return True
 
     def changed_on_disk(self) -> bool:
