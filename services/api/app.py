@@ -17,12 +17,13 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from rules.events import ContactAttempt, GpsPing, Loan, PaymentEvent
-from services.api import alerts, health, ingest, loans
+from services.api import alerts, health, ingest, loans, silences, webhooks
 from services.api.auth import Authenticator
 from services.api.dedup import DedupStore, RedisDedup
 from services.api.deps import ApiContext
 from services.api.errors import install_error_handlers
 from services.api.metrics import ApiMetrics, RequestMetricsMiddleware
+from services.api.notify_state import close_notify, install_notify
 from services.api.pipeline import IngestPipeline
 from services.api.publisher import ProducerLike, Publisher
 from services.api.traccar import TraccarForward
@@ -150,6 +151,7 @@ def create_app(
         finally:
             if runner is not None:
                 await runner.stop()
+            await close_notify(app)
             await publisher.stop()
             await store.close()
             await view.close()
@@ -172,5 +174,8 @@ def create_app(
     app.include_router(ingest.router)
     app.include_router(alerts.router)
     app.include_router(loans.router)
+    app.include_router(webhooks.router)
+    app.include_router(silences.router)
+    install_notify(app, settings)
     install_dashboard(app)
     return app

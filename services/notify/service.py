@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 
+from pydantic import ValidationError
+
 from services.notify.records import (
     DeliveryRecord,
     EndpointRecord,
@@ -35,6 +37,15 @@ class StateConflict(NotifyError):
     pass
 
 
+def _invalid(exc: ValidationError) -> InvalidRequest:
+    first = exc.errors(include_url=False)[0]
+    field = ".".join(str(p) for p in first["loc"]) or None
+    messages = "; ".join(
+        e["msg"].removeprefix("Value error, ") for e in exc.errors(include_url=False)
+    )
+    return InvalidRequest(messages, field=field)
+
+
 def _new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
@@ -61,15 +72,13 @@ async def create_endpoint(
         secret = check_secret(secret) if secret else new_secret()
     except ValueError as exc:
         raise InvalidRequest(str(exc), field="secret") from None
-    record = EndpointRecord.model_validate(
-        {
-            "id": _new_id("ep"),
-            "url": url,
-            "keys": [{"secret": secret}],
-            "created_at": now,
-            **filters,
-        }
-    )
+    try:
+        record = EndpointRecord.model_validate(
+            {"id": _new_id("ep"), "url": url, "keys": [{"secret": secret}], "created_at": now}
+            | filters
+        )
+    except ValidationError as exc:
+        raise _invalid(exc) from None
     await state.writer.put(ENDPOINTS, record.id, record)
     state.endpoints.items[record.id] = record
     return record, secret
@@ -94,7 +103,10 @@ async def update_endpoint(
         await check_destination(guard, str(changes["url"]))
     if changes.get("enabled") is True:
         changes = {**changes, "disabled_reason": None, "disabled_at": None, "failing_since": None}
-    updated = EndpointRecord.model_validate({**record.model_dump(), **changes})
+    try:
+        updated = EndpointRecord.model_validate({**record.model_dump(), **changes})
+    except ValidationError as exc:
+        raise _invalid(exc) from None
     await state.writer.put(ENDPOINTS, endpoint_id, updated)
     state.endpoints.items[endpoint_id] = updated
     return updated
@@ -190,8 +202,8 @@ async def create_silence(
             comment=comment,
             created_at=now,
         )
-    except ValueError as exc:
-        raise InvalidRequest(str(exc).splitlines()[-1].strip(), field="matchers") from None
+    except ValidationError as exc:
+        raise _invalid(exc) from None
     await state.writer.put(SILENCES, record.id, record)
     state.silences.items[record.id] = record
     return record
