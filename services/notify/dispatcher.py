@@ -184,6 +184,9 @@ class Dispatcher:
         self.queues: dict[str, EndpointQueue] = {}
         self.config_endpoints: dict[str, ConfigEndpoint] = {}
         self.groups: dict[str, tuple[Route, Group]] = {}
+        self.group_partition: dict[str, int] = {}
+        # Partitions of the alerts topic this process owns: it attempts their deliveries.
+        self.owned: set[int] = set()
         # Offsets of alert changes still waiting in a group (not yet a delivery record).
         self.held: dict[str, list[tuple[TopicPartition, int]]] = defaultdict(list)
         self.held_count: dict[TopicPartition, Tally[int]] = defaultdict(Tally)
@@ -372,7 +375,7 @@ class Dispatcher:
         reached = False
         for endpoint in list(self.state.endpoints.items.values()):
             if endpoint.wants(kind, alert, labels):
-                await self._create(endpoint.id, "webhook", [(kind, alert)], now)
+                await self._create(endpoint.id, "webhook", [(kind, alert)], now, tp.partition)
                 reached = True
         for route in routing.routes_for(labels) if routing else ():
             key = route.group_key(labels)
@@ -384,6 +387,7 @@ class Dispatcher:
                 ),
             )
             group.add(kind, alert, now)
+            self.group_partition.setdefault(key, tp.partition)
             self.held[key].append((tp, offset))
             self.held_count[tp][offset] += 1
             reached = True
@@ -407,6 +411,7 @@ class Dispatcher:
 
     async def _flush(self, key: str, now: dt.datetime) -> None:
         route, group = self.groups[key]
+        partition = self.group_partition[key]
         notices = group.flush(now)
         routing = self.config.routing if self.config else None
         if notices and routing is not None and route.muted_at(now, routing.intervals):
@@ -424,15 +429,16 @@ class Dispatcher:
                 endpoint = f"cfg:{route.receiver}:{kind}:{index}"
                 if kind == "webhook":  # Standard Webhooks: one alert per message
                     for notice in notices:
-                        await self._create(endpoint, kind, [notice], now)
+                        await self._create(endpoint, kind, [notice], now, partition)
                 else:
-                    await self._create(endpoint, kind, notices, now)
+                    await self._create(endpoint, kind, notices, now, partition)
         for tp, offset in self.held.pop(key, []):
             self.held_count[tp][offset] -= 1
             if self.held_count[tp][offset] <= 0:
                 del self.held_count[tp][offset]
         if group.empty:
             del self.groups[key]
+            del self.group_partition[key]
 
     def _borrower(self, loan_id: str) -> Borrower | None:
         loan = self.loans.items.get(loan_id)
@@ -444,6 +450,7 @@ class Dispatcher:
         kind: str,
         notices: list[tuple[EventType, AlertEvent]],
         now: dt.datetime,
+        partition: int,
     ) -> None:
         ident = delivery_id(endpoint, notices)
         if ident in self.records or ident in self.state.deliveries.items:
@@ -456,6 +463,7 @@ class Dispatcher:
             id=ident,
             endpoint=endpoint,
             receiver_kind=kind,
+            partition=partition,
             created_at=now,
             next_at=first,
             notices=[NoticeRecord.of(Notice(k, a, self._borrower(a.loan_id))) for k, a in notices],
@@ -473,14 +481,26 @@ class Dispatcher:
             return
         known = self.records.get(key)
         replaying = not self.state.deliveries.replayed.is_set()
-        if known is not None and not (
-            record.generation > known.generation
-            or (replaying and record.generation == known.generation)
+        if (
+            known is not None
+            and known.partition in self.owned
+            and not (
+                record.generation > known.generation
+                or (replaying and record.generation == known.generation)
+            )
         ):
             return  # our own write coming back
         self.records[key] = record
-        if record.state == "pending":
+        if record.state == "pending" and record.partition in self.owned:
             self._enqueue(record)
+
+    def own(self, partitions: set[int]) -> None:
+        """Partitions assigned to this process: resume their pending deliveries."""
+        added = partitions - self.owned
+        self.owned = set(partitions)
+        for record in list(self.records.values()):
+            if record.state == "pending" and record.partition in added:
+                self._enqueue(record)
 
     def _on_endpoint(self, key: str, record: EndpointRecord | None) -> None:
         queue = self.queues.get(key)
@@ -531,6 +551,9 @@ class Dispatcher:
                     await asyncio.wait_for(queue.wake.wait(), min(wait, 60.0))
                 continue
             heapq.heappop(queue.heap)
+            if ident in queue.in_flight:
+                continue  # a duplicate heap entry of an attempt under way
+            queue.in_flight.add(ident)
             await semaphore.acquire()
             task = asyncio.create_task(self._attempt_and_release(queue, ident))
             attempts.add(task)
@@ -540,35 +563,43 @@ class Dispatcher:
         assert queue.semaphore is not None
         try:
             await self._attempt(queue, ident)
+        except Exception:
+            # Most likely Kafka did not take the attempt's record: try again in a while (the
+            # attempt may be repeated; the receiver sees the same webhook-id).
+            log.exception("delivery attempt not recorded; retrying", extra={"delivery": ident})
+            record = self.records.get(ident)
+            if record is not None and record.state == "pending":
+                retry_at = self.clock() + dt.timedelta(seconds=5)
+                self.records[ident] = record.model_copy(update={"next_at": retry_at})
+                heapq.heappush(queue.heap, (retry_at, ident))
         finally:
+            queue.in_flight.discard(ident)
             queue.semaphore.release()
 
     async def _attempt(self, queue: EndpointQueue, ident: str) -> None:
         record = self.records.get(ident)
-        if record is None or record.state != "pending" or ident in queue.in_flight:
+        if record is None or record.state != "pending":
             return
+        if record.partition not in self.owned:
+            return  # another dispatcher owns it now (it was revoked from this one)
         found = self._receiver(record.endpoint)
         if found is None:
             assert record.next_at is not None
             heapq.heappush(queue.heap, (record.next_at, ident))
             return
         receiver, kind = found
-        queue.in_flight.add(ident)
+        started = time.monotonic()
         try:
-            started = time.monotonic()
-            try:
-                outcome: Outcome = await asyncio.wait_for(
-                    receiver.deliver(record.message()), self.notify.attempt_timeout_s + 1.0
-                )
-            except TimeoutError:
-                outcome = RetryLater("timeout", "attempt timed out")
-            except Exception as exc:  # a receiver bug must not kill the endpoint's worker
-                log.exception("receiver failed", extra={"endpoint": record.endpoint})
-                outcome = RetryLater("server", f"receiver error: {type(exc).__name__}")
-            latency = time.monotonic() - started
-            await self._record(record, kind, outcome, latency, queue)
-        finally:
-            queue.in_flight.discard(ident)
+            outcome: Outcome = await asyncio.wait_for(
+                receiver.deliver(record.message()), self.notify.attempt_timeout_s + 1.0
+            )
+        except TimeoutError:
+            outcome = RetryLater("timeout", "attempt timed out")
+        except Exception as exc:  # a receiver bug must not kill the endpoint's worker
+            log.exception("receiver failed", extra={"endpoint": record.endpoint})
+            outcome = RetryLater("server", f"receiver error: {type(exc).__name__}")
+        latency = time.monotonic() - started
+        await self._record(record, kind, outcome, latency, queue)
 
     async def _record(
         self,
@@ -699,6 +730,7 @@ class _Rebuild(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         with contextlib.suppress(Exception):
             await self._dispatcher._commit()
+        self._dispatcher.own(self._dispatcher.owned - {tp.partition for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         consumer = self._dispatcher.consumer
@@ -707,3 +739,4 @@ class _Rebuild(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is 
             committed = await consumer.committed(tp)
             self._dispatcher.replay_until[tp] = committed or 0
             await consumer.seek_to_beginning(tp)
+        self._dispatcher.own({tp.partition for tp in consumer.assignment()})

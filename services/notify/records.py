@@ -57,6 +57,9 @@ class DeliveryRecord(_Record):
     id: str
     endpoint: str
     receiver_kind: str
+    # The alerts partition of the change that made it: the dispatcher owning that partition
+    # (consumer group) makes the attempts, so several dispatchers share the work.
+    partition: int
     state: DeliveryState = "pending"
     # Raised by each manual redelivery: the dispatcher runs the newest generation once.
     generation: int = 0

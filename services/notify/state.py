@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import BaseModel, ValidationError
 
 from services.kafka import TopicSpec, ensure_topics, make_producer
@@ -42,6 +43,24 @@ async def ensure_notify_topics(settings: Settings) -> None:
         settings.kafka.replication_factor,
         specs=NOTIFY_TOPICS,
     )
+
+
+async def partitions_of(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> list[int]:
+    """The topic's partitions, asked of the broker (a just-created topic may take a moment)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            described = await admin.describe_topics([topic])
+            found = [p["partition"] for d in described for p in d.get("partitions", [])]
+            if found:
+                return sorted(found)
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"topic {topic} has no partitions (not created?)")
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
 
 
 class Table(Generic[M]):
@@ -75,15 +94,7 @@ class Table(Generic[M]):
         )
         await consumer.start()
         self._consumer = consumer
-        partitions = consumer.partitions_for_topic(self.topic)
-        for _ in range(50):
-            if partitions:
-                break
-            await asyncio.sleep(0.1)
-            await consumer.topics()  # a metadata refresh
-            partitions = consumer.partitions_for_topic(self.topic)
-        if not partitions:
-            raise RuntimeError(f"topic {self.topic} has no partitions (not created?)")
+        partitions = await partitions_of(self._settings.kafka.bootstrap_servers, self.topic)
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)

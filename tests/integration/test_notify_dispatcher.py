@@ -341,3 +341,36 @@ async def test_sigkill_during_retries_loses_no_pending_delivery(
         Webhook(SECRET).verify(r.body, r.headers)["data"]["loan_id"] for r in receiver.accepted()
     )
     assert loans == sorted(a.loan_id for a in alerts)
+
+
+async def test_two_dispatchers_share_the_partitions_and_deliver_each_alert_once(
+    kafka_bootstrap: str, topics: str, tmp_path: Path
+) -> None:
+    receiver = LocalReceiver(answer=lambda n, r: 503 if n < 2 else 200)
+    async with receiver.running():
+        settings = settings_for(
+            kafka_bootstrap, topics, write_config(tmp_path / "routing.yaml", receiver.url())
+        )
+        first = Dispatcher(settings, config=ConfigHolder(tmp_path / "routing.yaml"))
+        second = Dispatcher(settings, config=ConfigHolder(tmp_path / "routing.yaml"))
+        await first.start()
+        await second.start()
+        try:
+            await wait_for(
+                lambda: len(first.owned) == 1 and len(second.owned) == 1,
+                60,
+                "the partitions to be split",
+            )
+            alerts = [fresh_alert(60 + n) for n in range(8)]
+            await publish(settings, *alerts)
+            await wait_for(lambda: len(receiver.accepted()) == 8, 60, "every alert")
+            await asyncio.sleep(1.0)
+        finally:
+            await first.stop()
+            await second.stop()
+    accepted = [r.headers["webhook-id"] for r in receiver.accepted()]
+    assert len(set(accepted)) == 8 == len(accepted)
+    made_by = [
+        len([r for r in d.records.values() if r.partition in d.owned]) for d in (first, second)
+    ]
+    assert sum(made_by) == 8 and all(made_by)
