@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -71,6 +72,8 @@ def run_dispatcher() -> None:
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
+    # One line per request is httpx's INFO; the dispatcher logs what matters (finished deliveries).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     notify = settings.notify
     try:
         holder = ConfigHolder(notify.routing_config) if notify.routing_config else None
@@ -109,3 +112,13 @@ def run_dispatcher() -> None:
             await dispatcher.stop()
 
     asyncio.run(main())
+
+
+def notify_receiver(
+    secret: Annotated[str, typer.Option(envvar="SKIPWATCH_DEV_RECEIVER_SECRET", help="whsec_...")],
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 9009,
+) -> None:
+    """A local webhook receiver that verifies signatures and prints what it gets (development)."""
+    from services.notify.devreceiver import serve
+
+    serve("127.0.0.1", port, secret)
