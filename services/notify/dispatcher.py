@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -176,15 +177,23 @@ class Dispatcher:
         self.clock = clock
         self.rng = rng or random.Random()
         self.guard = SsrfGuard(AllowList.parse(self.notify.allow_list))
-        self.client = guarded_client(self.guard, self.notify.attempt_timeout_s, transport)
+        self._transport = transport
+        # One HTTP client (connection pool) per endpoint, sized to its concurrency limit: a slow
+        # endpoint can only ever hold its own connections.
+        self._clients: dict[str, httpx.AsyncClient] = {}
         self.state = NotifyState(
-            settings, on_delivery=self._on_delivery, on_endpoint=self._on_endpoint
+            settings,
+            on_delivery=self._on_delivery,
+            on_endpoint=self._on_endpoint,
+            delivery_wanted=self._delivery_wanted,
         )
         self.loans: Table[Loan] = Table(settings, "loans", Loan)
         self.queues: dict[str, EndpointQueue] = {}
         self.config_endpoints: dict[str, ConfigEndpoint] = {}
         self.groups: dict[str, tuple[Route, Group]] = {}
         self.group_partition: dict[str, int] = {}
+        # (when, group key): when a group may be due (entries may be stale; checked on pop).
+        self._due: list[tuple[dt.datetime, str]] = []
         # Partitions of the alerts topic this process owns: it attempts their deliveries.
         self.owned: set[int] = set()
         # Offsets of alert changes still waiting in a group (not yet a delivery record).
@@ -199,6 +208,7 @@ class Dispatcher:
         self.consumer: AIOKafkaConsumer | None = None
         self.replay_until: dict[TopicPartition, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._writes: set[asyncio.Task[None]] = set()
         self._wake_flush = asyncio.Event()
         self.ready = asyncio.Event()
 
@@ -228,7 +238,21 @@ class Dispatcher:
                 await asyncio.wait_for(self.consumer.stop(), 10.0)
         await self.state.stop()
         await self.loans.stop()
-        await self.client.aclose()
+        for client in self._clients.values():
+            await client.aclose()
+
+    def _client(self, endpoint: str) -> httpx.AsyncClient:
+        client = self._clients.get(endpoint)
+        if client is None:
+            limit = self.notify.endpoint_concurrency
+            client = guarded_client(
+                self.guard,
+                self.notify.attempt_timeout_s,
+                self._transport,
+                limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+            )
+            self._clients[endpoint] = client
+        return client
 
     def on_config_change(self, routing: Routing) -> None:
         self._build_config_endpoints(routing)
@@ -247,13 +271,16 @@ class Dispatcher:
                 built[ident] = ConfigEndpoint(
                     ident,
                     WebhookReceiver(
-                        url=hook.url, keys=keys, client=self.client, dashboard_url=dashboard
+                        url=hook.url, keys=keys, client=self._client(ident), dashboard_url=dashboard
                     ),
                 )
             for index, wecom in enumerate(receiver.wecom_configs):
                 ident = f"cfg:{receiver.name}:wecom:{index}"
                 built[ident] = ConfigEndpoint(
-                    ident, WeComReceiver(url=wecom.url, client=self.client, dashboard_url=dashboard)
+                    ident,
+                    WeComReceiver(
+                        url=wecom.url, client=self._client(ident), dashboard_url=dashboard
+                    ),
                 )
             for index, ding in enumerate(receiver.dingtalk_configs):
                 ident = f"cfg:{receiver.name}:dingtalk:{index}"
@@ -262,7 +289,7 @@ class Dispatcher:
                     DingTalkReceiver(
                         url=ding.url,
                         secret=ding.secret,
-                        client=self.client,
+                        client=self._client(ident),
                         dashboard_url=dashboard,
                     ),
                 )
@@ -283,7 +310,7 @@ class Dispatcher:
         receiver = WebhookReceiver(
             url=record.url,
             keys=[k.key() for k in record.keys],
-            client=self.client,
+            client=self._client(endpoint),
             dashboard_url=self.notify.dashboard_url,
         )
         return receiver, "webhook"
@@ -335,6 +362,11 @@ class Dispatcher:
         for tp in consumer.assignment():
             held = [o for o, n in self.held_count[tp].items() if n > 0]
             offsets[tp] = min(held) if held else await consumer.position(tp)
+        # Every delivery record made from what is committed must be in Kafka first. (Taken
+        # after the offsets: a record released meanwhile already has its write task.)
+        await self.state.writer.flush()
+        if self._writes:
+            await asyncio.gather(*list(self._writes))
         if offsets:
             await consumer.commit(offsets)
 
@@ -387,6 +419,8 @@ class Dispatcher:
                 ),
             )
             group.add(kind, alert, now)
+            assert group.next_flush is not None
+            heapq.heappush(self._due, (group.next_flush, key))
             self.group_partition.setdefault(key, tp.partition)
             self.held[key].append((tp, offset))
             self.held_count[tp][offset] += 1
@@ -397,17 +431,15 @@ class Dispatcher:
     async def _flush_loop(self) -> None:
         while True:
             now = self.clock()
-            due = [k for k, (_, g) in self.groups.items() if g.due(now)]
-            for key in due:
-                await self._flush(key, now)
-            waits = [
-                (g.next_flush - now).total_seconds()
-                for _, g in self.groups.values()
-                if g.next_flush is not None
-            ]
+            while self._due and self._due[0][0] <= now:
+                _, key = heapq.heappop(self._due)
+                entry = self.groups.get(key)
+                if entry is not None and entry[1].due(now):
+                    await self._flush(key, now)
+            wait = (self._due[0][0] - now).total_seconds() if self._due else 1.0
             self._wake_flush.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_flush.wait(), min([1.0, *waits]))
+                await asyncio.wait_for(self._wake_flush.wait(), max(0.0, min(1.0, wait)))
 
     async def _flush(self, key: str, now: dt.datetime) -> None:
         route, group = self.groups[key]
@@ -439,6 +471,9 @@ class Dispatcher:
         if group.empty:
             del self.groups[key]
             del self.group_partition[key]
+        elif group.next_flush is None and group.firing:  # remind at the repeat interval
+            repeat_at = now + dt.timedelta(seconds=group.repeat_interval_s)
+            heapq.heappush(self._due, (repeat_at, key))
 
     def _borrower(self, loan_id: str) -> Borrower | None:
         loan = self.loans.items.get(loan_id)
@@ -469,10 +504,40 @@ class Dispatcher:
             notices=[NoticeRecord.of(Notice(k, a, self._borrower(a.loan_id))) for k, a in notices],
         )
         self.records[ident] = record
-        await self.state.writer.put(DELIVERIES, ident, record)
+        # Queued, not awaited one by one: a batch of alerts makes its records in one round trip.
+        # `_commit` flushes the producer first, so no offset is committed before they are in.
+        future = await self.state.writer.send(DELIVERIES, ident, record)
+        task = asyncio.create_task(self._enqueue_when_written(future, record))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _enqueue_when_written(
+        self, future: asyncio.Future[Any], record: DeliveryRecord
+    ) -> None:
+        while True:
+            try:
+                await future
+                break
+            except Exception as exc:
+                log.warning(
+                    "writing a delivery record failed; retrying", extra={"error": repr(exc)}
+                )
+                await asyncio.sleep(1.0)
+                future = await self.state.writer.send(DELIVERIES, record.id, record)
         self._enqueue(record)
 
     # --- deliveries ---------------------------------------------------------------------------
+
+    def _delivery_wanted(self, key: str, value: bytes) -> bool:
+        """Whether a delivery record read back is worth decoding: not when it is this process's
+        own write (same generation, a partition it owns) — most of what it reads."""
+        known = self.records.get(key)
+        if known is None or known.partition not in self.owned:
+            return True
+        if not self.state.deliveries.replayed.is_set():
+            return True
+        head = orjson.loads(value)
+        return bool(head.get("generation", 0) > known.generation)
 
     def _on_delivery(self, key: str, record: DeliveryRecord | None) -> None:
         """A delivery record read from Kafka: the replay at start, or a manual redelivery."""
@@ -560,9 +625,20 @@ class Dispatcher:
             task.add_done_callback(attempts.discard)
 
     async def _attempt_and_release(self, queue: EndpointQueue, ident: str) -> None:
-        assert queue.semaphore is not None
+        semaphore = queue.semaphore
+        assert semaphore is not None
+        released = False
+
+        def release() -> None:
+            # The slot is the endpoint's: it is given back as soon as the receiver answered,
+            # before the result is written to Kafka.
+            nonlocal released
+            if not released:
+                released = True
+                semaphore.release()
+
         try:
-            await self._attempt(queue, ident)
+            await self._attempt(queue, ident, release)
         except Exception:
             # Most likely Kafka did not take the attempt's record: try again in a while (the
             # attempt may be repeated; the receiver sees the same webhook-id).
@@ -574,9 +650,9 @@ class Dispatcher:
                 heapq.heappush(queue.heap, (retry_at, ident))
         finally:
             queue.in_flight.discard(ident)
-            queue.semaphore.release()
+            release()
 
-    async def _attempt(self, queue: EndpointQueue, ident: str) -> None:
+    async def _attempt(self, queue: EndpointQueue, ident: str, release: Callable[[], None]) -> None:
         record = self.records.get(ident)
         if record is None or record.state != "pending":
             return
@@ -599,6 +675,7 @@ class Dispatcher:
             log.exception("receiver failed", extra={"endpoint": record.endpoint})
             outcome = RetryLater("server", f"receiver error: {type(exc).__name__}")
         latency = time.monotonic() - started
+        release()
         await self._record(record, kind, outcome, latency, queue)
 
     async def _record(

@@ -172,9 +172,14 @@ class GuardedTransport(httpx.AsyncBaseTransport):
 
 
 def guarded_client(
-    guard: SsrfGuard, timeout_s: float, inner: httpx.AsyncBaseTransport | None = None
+    guard: SsrfGuard,
+    timeout_s: float,
+    inner: httpx.AsyncBaseTransport | None = None,
+    limits: httpx.Limits | None = None,
 ) -> httpx.AsyncClient:
     """The client every receiver uses. `inner` is the transport under the guard (tests)."""
+    if inner is None:
+        inner = httpx.AsyncHTTPTransport(retries=0, limits=limits or httpx.Limits())
     return httpx.AsyncClient(
         transport=GuardedTransport(guard, inner),
         timeout=httpx.Timeout(timeout_s),

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -73,12 +73,15 @@ class Table(Generic[M]):
         name: str,
         model: type[M],
         on_change: Callable[[str, M | None], None] | None = None,
+        wanted: Callable[[str, bytes], bool] | None = None,
     ) -> None:
         self.topic = settings.topic(name)
         self.items: dict[str, M] = {}
         self._settings = settings
         self._model = model
         self._on_change = on_change
+        # Records for which this says False are not decoded (a reader's own writes read back).
+        self._wanted = wanted
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self.replayed = asyncio.Event()
@@ -118,6 +121,8 @@ class Table(Generic[M]):
             self.items.pop(key, None)
             item: M | None = None
         else:
+            if self._wanted is not None and not self._wanted(key, value):
+                return
             try:
                 item = self._model.model_validate_json(value)
             except ValidationError as exc:
@@ -160,8 +165,19 @@ class Writer:
         await self._producer.stop()
 
     async def put(self, name: str, key: str, record: BaseModel | None) -> None:
+        await (await self.send(name, key, record))
+
+    async def send(self, name: str, key: str, record: BaseModel | None) -> asyncio.Future[Any]:
+        """Queue a write; the returned future resolves once Kafka acknowledged it."""
         value = record.model_dump_json().encode() if record is not None else None
-        await self._producer.send_and_wait(self._settings.topic(name), value, key=key.encode())
+        future: asyncio.Future[Any] = await self._producer.send(
+            self._settings.topic(name), value, key=key.encode()
+        )
+        return future
+
+    async def flush(self) -> None:
+        """Wait until every queued write is acknowledged (or failed)."""
+        await self._producer.flush()
 
 
 class NotifyState:
@@ -173,8 +189,9 @@ class NotifyState:
         *,
         on_delivery: Callable[[str, DeliveryRecord | None], None] | None = None,
         on_endpoint: Callable[[str, EndpointRecord | None], None] | None = None,
+        delivery_wanted: Callable[[str, bytes], bool] | None = None,
     ) -> None:
-        self.deliveries = Table(settings, DELIVERIES, DeliveryRecord, on_delivery)
+        self.deliveries = Table(settings, DELIVERIES, DeliveryRecord, on_delivery, delivery_wanted)
         self.endpoints = Table(settings, ENDPOINTS, EndpointRecord, on_endpoint)
         self.silences = Table(settings, SILENCES, SilenceRecord)
         self.writer = Writer(settings)
