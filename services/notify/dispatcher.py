@@ -60,7 +60,7 @@ from services.notify.records import (
 from services.notify.retry import next_attempt_at
 from services.notify.routing import Route, Routing, alert_labels
 from services.notify.signing import SigningKey
-from services.notify.ssrf import AllowList, SsrfGuard, guarded_client
+from services.notify.ssrf import AllowList, DestinationRefused, SsrfGuard, guarded_client
 from services.notify.state import DELIVERIES, ENDPOINTS, NotifyState, Table
 from services.settings import Settings
 
@@ -120,7 +120,8 @@ class DispatcherMetrics:
         self.disabled = Counter(
             "skipwatch_notify_endpoints_disabled",
             "Endpoints disabled by the dispatcher, by reason (gone: HTTP 410; failing: no "
-            "success for notify.disable_after_s).",
+            "success for notify.disable_after_s; refused: the SSRF guard refused the "
+            "routing file's destination).",
             ["reason"],
             registry=self.registry,
         )
@@ -143,6 +144,7 @@ class ConfigEndpoint:
     """An integration of a routing-config receiver, e.g. `cfg:oncall:dingtalk:0`."""
 
     id: str
+    url: str
     receiver: Receiver
     disabled_reason: str | None = None
     failing_since: dt.datetime | None = None
@@ -209,6 +211,7 @@ class Dispatcher:
         self.replay_until: dict[TopicPartition, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._writes: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self._wake_flush = asyncio.Event()
         self.ready = asyncio.Event()
 
@@ -216,6 +219,7 @@ class Dispatcher:
 
     async def start(self) -> None:
         self._build_config_endpoints(self.config.routing if self.config else None)
+        await self.check_destinations()
         await self.loans.start()
         await self.state.start()  # replays deliveries: pending ones are queued again
         for queue in self.queues.values():
@@ -256,6 +260,9 @@ class Dispatcher:
 
     def on_config_change(self, routing: Routing) -> None:
         self._build_config_endpoints(routing)
+        task = asyncio.get_running_loop().create_task(self.check_destinations())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
         for queue in self.queues.values():
             queue.wake.set()
 
@@ -270,6 +277,7 @@ class Dispatcher:
                 ident = f"cfg:{receiver.name}:webhook:{index}"
                 built[ident] = ConfigEndpoint(
                     ident,
+                    hook.url,
                     WebhookReceiver(
                         url=hook.url, keys=keys, client=self._client(ident), dashboard_url=dashboard
                     ),
@@ -278,6 +286,7 @@ class Dispatcher:
                 ident = f"cfg:{receiver.name}:wecom:{index}"
                 built[ident] = ConfigEndpoint(
                     ident,
+                    wecom.url,
                     WeComReceiver(
                         url=wecom.url, client=self._client(ident), dashboard_url=dashboard
                     ),
@@ -286,6 +295,7 @@ class Dispatcher:
                 ident = f"cfg:{receiver.name}:dingtalk:{index}"
                 built[ident] = ConfigEndpoint(
                     ident,
+                    ding.url,
                     DingTalkReceiver(
                         url=ding.url,
                         secret=ding.secret,
@@ -294,10 +304,23 @@ class Dispatcher:
                     ),
                 )
         for ident, old in self.config_endpoints.items():
-            if ident in built:  # keep what the dispatcher learnt about it
+            if ident in built and built[ident].url == old.url:  # keep what was learnt about it
                 built[ident].disabled_reason = old.disabled_reason
                 built[ident].failing_since = old.failing_since
         self.config_endpoints = built
+
+    async def check_destinations(self) -> None:
+        """The SSRF guard's check of the routing file's destinations, as when an API endpoint is
+        saved: a refused one is flagged disabled (a DNS failure is not held against it here; the
+        connection-time check will see it)."""
+        for endpoint in list(self.config_endpoints.values()):
+            try:
+                await self.guard.check_url(endpoint.url)
+            except DestinationRefused as exc:
+                if exc.reason == "unresolvable":
+                    log.warning("destination does not resolve", extra={"endpoint": endpoint.id})
+                    continue
+                await self._disable(endpoint.id, "refused", f"destination refused: {exc.detail}")
 
     def _receiver(self, endpoint: str) -> tuple[Receiver, str] | None:
         """The endpoint's receiver and kind when it exists and is enabled."""
