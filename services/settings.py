@@ -152,6 +152,9 @@ class NotifySettings(BaseModel):
     retry_jitter: Annotated[float, Field(ge=0, le=1)] = 0.2
     # An endpoint whose deliveries have failed, without one success, for this long is disabled.
     disable_after_s: Annotated[float, Field(gt=0)] = 5 * 86400.0
+    # Finished deliveries (delivered, dead, failed) are kept this long after their last attempt,
+    # for the API's delivery list and redelivery, then deleted.
+    delivery_retention_s: Annotated[float, Field(ge=1)] = 7 * 86400.0
     attempt_timeout_s: Annotated[float, Field(gt=0, le=120)] = 15.0
     # In-flight requests per endpoint; one slow endpoint never uses another's slots.
     endpoint_concurrency: Annotated[int, Field(ge=1, le=100)] = 4

@@ -226,7 +226,7 @@ class Dispatcher:
             self._ensure_worker(queue)
         self._tasks.append(asyncio.create_task(self._consume(), name="dispatcher-alerts"))
         self._tasks.append(asyncio.create_task(self._flush_loop(), name="dispatcher-flush"))
-        self._tasks.append(asyncio.create_task(self._gauge_loop(), name="dispatcher-gauges"))
+        self._tasks.append(asyncio.create_task(self._housekeeping(), name="dispatcher-upkeep"))
         if self.config is not None:
             self._tasks.append(asyncio.create_task(self.config.watch(), name="dispatcher-config"))
 
@@ -804,20 +804,34 @@ class Dispatcher:
             self.state.endpoints.items[endpoint] = updated
             await self.state.writer.put(ENDPOINTS, endpoint, updated)
 
-    async def _gauge_loop(self) -> None:
+    async def _housekeeping(self) -> None:
+        """Gauges, and deleting finished deliveries past their retention (a tombstone in the
+        compacted topic; only the partition's owner does it)."""
+        retention = dt.timedelta(seconds=self.notify.delivery_retention_s)
+        every = min(5.0, self.notify.delivery_retention_s / 2)
         while True:
             now = self.clock()
             depth: Tally[str] = Tally()
             oldest: dict[str, float] = {}
+            expired: list[str] = []
             for record in self.records.values():
+                if record.partition not in self.owned:
+                    continue
                 if record.state == "pending":
                     depth[record.receiver_kind] += 1
                     age = (now - record.created_at).total_seconds()
                     oldest[record.receiver_kind] = max(oldest.get(record.receiver_kind, 0), age)
+                else:
+                    last = record.attempts[-1].at if record.attempts else record.created_at
+                    if now - last > retention:
+                        expired.append(record.id)
             for kind in ("webhook", "wecom", "dingtalk"):
                 self.metrics.queue_depth.labels(kind).set(depth[kind])
                 self.metrics.oldest_pending.labels(kind).set(oldest.get(kind, 0.0))
-            await asyncio.sleep(5.0)
+            for ident in expired:
+                await self.state.writer.send(DELIVERIES, ident, None)
+                self.records.pop(ident, None)
+            await asyncio.sleep(every)
 
 
 class _Rebuild(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped

@@ -34,13 +34,18 @@ FAST = [0.0, 0.2, 0.2, 0.2, 0.2]
 
 
 def settings_for(
-    bootstrap: str, prefix: str, config: Path | None, schedule: list[float] = FAST
+    bootstrap: str,
+    prefix: str,
+    config: Path | None,
+    schedule: list[float] = FAST,
+    retention_s: float = 3600.0,
 ) -> Settings:
     return Settings(
         kafka=KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=2),
         notify=NotifySettings(
             routing_config=config, allow_list=["127.0.0.1"], retry_schedule_s=schedule,
             retry_jitter=0.0, metrics_port=0, dashboard_url="http://127.0.0.1:8000",
+            delivery_retention_s=retention_s,
         ),
     )  # fmt: skip
 
@@ -374,3 +379,33 @@ async def test_two_dispatchers_share_the_partitions_and_deliver_each_alert_once(
         len([r for r in d.records.values() if r.partition in d.owned]) for d in (first, second)
     ]
     assert sum(made_by) == 8 and all(made_by)
+
+
+async def test_finished_deliveries_are_deleted_after_their_retention(
+    kafka_bootstrap: str, topics: str, tmp_path: Path
+) -> None:
+    receiver = LocalReceiver()
+    async with receiver.running():
+        settings = settings_for(
+            kafka_bootstrap,
+            topics,
+            write_config(tmp_path / "routing.yaml", receiver.url()),
+            retention_s=2.0,
+        )
+        dispatcher = Dispatcher(settings, config=ConfigHolder(tmp_path / "routing.yaml"))
+        await dispatcher.start()
+        try:
+            await wait_for(dispatcher.ready.is_set, 30, "the dispatcher to join its group")
+            await publish(settings, fresh_alert(70))
+            await wait_for(lambda: len(receiver.accepted()) == 1, 30, "the delivery")
+            ident = receiver.accepted()[0].headers["webhook-id"]
+            assert dispatcher.records[ident].state == "delivered"
+            await wait_for(lambda: ident not in dispatcher.records, 30, "the record to expire")
+        finally:
+            await dispatcher.stop()
+        replay = NotifyState(settings)
+        await replay.start()
+        try:
+            assert ident not in replay.deliveries.items  # a tombstone in the compacted topic
+        finally:
+            await replay.stop()
