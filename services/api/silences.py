@@ -10,12 +10,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from services.api.alerts import AlertViewDep
 from services.api.deps import OperatorPrincipal, ViewerPrincipal
 from services.api.errors import InvalidRequest, NotFound
 from services.api.notify_state import NotifyStateDep
 from services.api.schemas import ErrorBody
 from services.notify import service
 from services.notify.records import SilenceRecord
+from services.notify.routing import alert_labels
 
 router = APIRouter(prefix="/v1", tags=["silences"])
 
@@ -95,10 +97,24 @@ async def create_silence(
 async def list_silences(
     who: ViewerPrincipal,
     state: NotifyStateDep,
+    view: AlertViewDep,
     include_expired: Annotated[bool, Query(description="Also list expired silences.")] = False,
+    alert_id: Annotated[
+        str | None,
+        Query(max_length=128, description="Only the silences muting this alert now."),
+    ] = None,
 ) -> list[SilenceOut]:
+    """Silences, newest first; with `alert_id`, the active ones whose matchers match the alert's
+    labels (its rule's labels plus severity, rule, loan, status): why it is not notified."""
     now = utcnow()
-    found = [SilenceOut.of(r, now) for r in state.silences.items.values()]
+    records = list(state.silences.items.values())
+    if alert_id is not None:
+        record = await view.get(alert_id)
+        if record is None:
+            raise NotFound(f"no alert {alert_id!r}", field="alert_id")
+        labels = alert_labels(record.effective(now))
+        records = [r for r in records if r.mutes(labels, now)]
+    found = [SilenceOut.of(r, now) for r in records]
     if not include_expired:
         found = [s for s in found if s.state != "expired"]
     return sorted(found, key=lambda s: s.starts_at, reverse=True)

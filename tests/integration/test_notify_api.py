@@ -17,6 +17,7 @@ from services.api.dedup import MemoryDedup
 from services.kafka import ensure_topics
 from services.notify.dispatcher import Dispatcher
 from services.settings import Settings
+from services.store import AlertStore
 from tests.integration.notify_support import LocalReceiver, wait_for
 from tests.integration.test_notify_dispatcher import fresh_alert, publish
 from tests.unit.api.support import ADMIN, OPERATOR, VIEWER, FakeProducer, bearer
@@ -24,10 +25,11 @@ from tests.unit.api.support import ADMIN, OPERATOR, VIEWER, FakeProducer, bearer
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
-def settings_for(bootstrap: str, prefix: str) -> Settings:
+def settings_for(bootstrap: str, prefix: str, redis_url: str, redis_prefix: str) -> Settings:
     return Settings.model_validate(
         {
             "kafka": {"bootstrap_servers": bootstrap, "topic_prefix": prefix, "partitions": 2},
+            "redis": {"url": redis_url, "key_prefix": redis_prefix},
             "auth": {"tokens": {ADMIN: "admin", OPERATOR: "operator", VIEWER: "viewer"}},
             "notify": {
                 "allow_list": ["127.0.0.1"],
@@ -41,10 +43,10 @@ def settings_for(bootstrap: str, prefix: str) -> Settings:
 
 @pytest.fixture
 async def stack(
-    kafka_bootstrap: str, topic_prefix: str
+    kafka_bootstrap: str, topic_prefix: str, redis_url: str, redis_prefix: str
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Dispatcher]]:
     await ensure_topics(kafka_bootstrap, topic_prefix, 2)
-    settings = settings_for(kafka_bootstrap, topic_prefix)
+    settings = settings_for(kafka_bootstrap, topic_prefix, redis_url, redis_prefix)
     app = create_app(settings, producer=FakeProducer(), dedup=MemoryDedup())
     dispatcher = Dispatcher(settings)
     await dispatcher.start()
@@ -198,6 +200,25 @@ async def test_a_silence_created_through_the_api_mutes_and_its_expiry_lets_the_n
         assert [
             Webhook(secret).verify(r.body, r.headers)["data"]["loan_id"] for r in receiver.received
         ] == ["L-51"]
+        # Which silence mutes an alert, as the alert view holds it (the projector's work, done here).
+        view = AlertStore(dispatcher.settings.redis.url, dispatcher.settings.redis.key_prefix)
+        try:
+            await view.apply(firing)
+            await view.apply(fresh_alert(51))
+        finally:
+            await view.close()
+        muting = await client.get(
+            "/v1/silences", params={"alert_id": firing.alert_id}, headers=bearer(VIEWER)
+        )
+        assert [s["id"] for s in muting.json()] == [silence_id]
+        other = await client.get(
+            "/v1/silences", params={"alert_id": "al51"}, headers=bearer(VIEWER)
+        )
+        assert other.json() == []
+        missing = await client.get(
+            "/v1/silences", params={"alert_id": "nope"}, headers=bearer(VIEWER)
+        )
+        assert missing.status_code == 404
 
         expired = await client.post(f"/v1/silences/{silence_id}/expire", headers=bearer(OPERATOR))
         assert expired.status_code == 200 and expired.json()["state"] == "expired"
