@@ -220,8 +220,8 @@ class Dispatcher:
     async def start(self) -> None:
         self._build_config_endpoints(self.config.routing if self.config else None)
         await self.check_destinations()
-        await self.loans.start()
-        await self.state.start()  # replays deliveries: pending ones are queued again
+        # Replays (deliveries: the pending ones are queued again once partitions are assigned).
+        await asyncio.gather(self.loans.start(), self.state.start())
         for queue in self.queues.values():
             self._ensure_worker(queue)
         self._tasks.append(asyncio.create_task(self._consume(), name="dispatcher-alerts"))
