@@ -6,6 +6,7 @@ stopped with the app, so routes that never touch notifications cost nothing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
@@ -32,7 +33,8 @@ class NotifyContext:
                 try:
                     await asyncio.wait_for(state.start(), START_TIMEOUT_S)
                 except Exception as exc:
-                    await state.stop()
+                    with contextlib.suppress(Exception):
+                        await state.stop()
                     raise ServiceUnavailable(
                         f"notification state not readable from Kafka: {exc!r}"
                     ) from None
