@@ -10,6 +10,7 @@ import typer
 
 from services import cli_rules as rules_cli
 from services import infra
+from services.cli_notify import notify_receiver, routes_app, run_dispatcher
 from services.cli_rules import backtest_command
 from services.cli_simulate import simulate_command
 from services.jt808 import cli as jt808_cli
@@ -27,6 +28,8 @@ gateway_app.command("jt808")(jt808_cli.serve)
 app.command("simulate")(simulate_command)
 app.command("backtest")(backtest_command)
 app.add_typer(rules_cli.app, name="rules", help="Rule files: check them.")
+app.add_typer(routes_app, name="routes", help="Notification routing: where alerts go.")
+app.command("notify-receiver")(notify_receiver)
 
 DataDir = Annotated[Path, typer.Option(help="Where Kafka and Redis keep their data.")]
 
@@ -94,7 +97,8 @@ def up(
     data_dir: DataDir = infra.DEFAULT_DATA_DIR,
     without: Annotated[list[str] | None, typer.Option(help="Components not to start.")] = None,
 ) -> None:
-    """Run everything locally: Kafka, Redis, worker, API + dashboard, gateway, live simulator."""
+    """Run everything locally: Kafka, Redis, worker, API + dashboard, gateway, dispatcher with a
+    local webhook receiver that prints what it gets, live simulator."""
     from services.local import COMPONENTS, run_local_stack
 
     components = [c for c in COMPONENTS if c not in (without or [])]
@@ -110,6 +114,12 @@ def api(
     from services.cli_api import serve_api
 
     serve_api(host, port)
+
+
+@app.command()
+def dispatcher() -> None:
+    """Run the notification dispatcher: alerts to webhooks, WeCom and DingTalk robots."""
+    run_dispatcher()
 
 
 @app.command()

@@ -20,10 +20,15 @@ from pathlib import Path
 from services import infra
 from services.settings import EXIT_RESTART
 
+DEV_RECEIVER_PORT = 9009
+
 COMPONENTS: dict[str, list[str]] = {
     "worker": ["worker"],
     "api": ["api"],
     "gateway": ["gateway", "jt808"],
+    # Notifications: the dispatcher, and a local receiver that prints each signed webhook.
+    "dispatcher": ["dispatcher"],
+    "receiver": ["notify-receiver", "--port", str(DEV_RECEIVER_PORT)],
     # A 100-loan portfolio (20 % of them skip) whose simulated month ends now: the past 30 days
     # are replayed at 400 records/s (the worker runs on event time, so their alerts show up
     # within a few minutes), then the next 30 days go on at the wall clock, so ages and "last
@@ -64,6 +69,26 @@ def dev_credentials(data_dir: Path) -> dict[str, str]:
     return creds
 
 
+def dev_routing(data_dir: Path) -> tuple[Path, str]:
+    """A routing config sending every alert to the local receiver, and its signing secret."""
+    from services.notify.signing import new_secret
+
+    secret_path = data_dir / "dev-webhook-secret"
+    if not secret_path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        secret_path.write_text(new_secret())
+        secret_path.chmod(0o600)
+    secret = secret_path.read_text().strip()
+    config = data_dir / "notify-routing.yaml"
+    config.write_text(
+        "# Written by `skipwatch up`: every alert to the local receiver (notify-receiver).\n"
+        "route:\n  receiver: local\n  group_wait: 10s\n  group_interval: 1m\n"
+        "receivers:\n  - name: local\n    webhook_configs:\n"
+        f'      - url: "http://127.0.0.1:{DEV_RECEIVER_PORT}/hook"\n        secret: "{secret}"\n'
+    )
+    return config, secret
+
+
 def _pump(name: str, stream: object) -> None:
     for line in iter(stream.readline, ""):  # type: ignore[attr-defined]
         sys.stderr.write(f"{name:>9} | {line}")
@@ -87,6 +112,13 @@ def run_local_stack(
         "SKIPWATCH_WORKER__CLOCK": "event",
         "SKIPWATCH_LOG_FORMAT": os.environ.get("SKIPWATCH_LOG_FORMAT", "console"),
     }
+    if "dispatcher" in components or "receiver" in components:
+        routing, secret = dev_routing(data_dir)
+        env.update(
+            SKIPWATCH_NOTIFY__ROUTING_CONFIG=str(routing),
+            SKIPWATCH_NOTIFY__ALLOW_LIST='["127.0.0.1"]',
+            SKIPWATCH_DEV_RECEIVER_SECRET=secret,
+        )
     exe = [sys.executable, "-m", "services.cli"]
     subprocess.run([*exe, "topics", "create"], env=env, check=True)
     children: dict[str, subprocess.Popen[str]] = {}

@@ -172,6 +172,39 @@ class BoundsSettings(BaseModel):
         return TimeWindow(self.max_future_skew_s, self.max_age_s)
 
 
+class NotifySettings(BaseModel):
+    """The dispatcher (services/notify): routing, destinations, retries.
+
+    SKIPWATCH_NOTIFY__ALLOW_LIST='["127.0.0.1", "10.1.0.0/16", "hooks.internal"]'
+    SKIPWATCH_NOTIFY__RETRY_SCHEDULE_S='[0, 1, 1]'   (tests: fast retries)
+    """
+
+    # The routing config (YAML); None: every alert goes to the API-managed webhooks only.
+    routing_config: Path | None = None
+    # Hosts (exact names), addresses or networks (CIDR) a destination may resolve to although
+    # they are private, loopback, link-local or otherwise not public (SSRF guard).
+    allow_list: list[str] = Field(default_factory=list)
+    # Seconds to wait before each attempt; the first entry is the first try (Svix's schedule).
+    retry_schedule_s: Annotated[list[Annotated[float, Field(ge=0)]], Field(min_length=1)] = [
+        0, 5, 300, 1800, 7200, 18000, 36000, 36000
+    ]  # fmt: skip
+    # Each wait is stretched or shrunk by up to this fraction at random (no thundering herd).
+    retry_jitter: Annotated[float, Field(ge=0, le=1)] = 0.2
+    # An endpoint whose deliveries have failed, without one success, for this long is disabled.
+    disable_after_s: Annotated[float, Field(gt=0)] = 5 * 86400.0
+    # Finished deliveries (delivered, dead, failed) are kept this long after their last attempt,
+    # for the API's delivery list and redelivery, then deleted.
+    delivery_retention_s: Annotated[float, Field(ge=1)] = 7 * 86400.0
+    attempt_timeout_s: Annotated[float, Field(gt=0, le=120)] = 15.0
+    # In-flight requests per endpoint; one slow endpoint never uses another's slots.
+    endpoint_concurrency: Annotated[int, Field(ge=1, le=100)] = 4
+    # Links in messages point here: <dashboard_url>/#/alerts/<alert id>.
+    dashboard_url: str = "http://127.0.0.1:8000"
+    # The dispatcher's operations port (0: none): /metrics, /healthz.
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9102
+    metrics_host: str = "127.0.0.1"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -190,6 +223,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     bounds: BoundsSettings = Field(default_factory=BoundsSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
 
     @model_validator(mode="after")
     def _safe_in_prod(self) -> Settings:

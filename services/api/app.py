@@ -17,12 +17,23 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from rules.events import ContactAttempt, GpsPing, Loan, PaymentEvent
-from services.api import alerts, health, ingest, loans, overview, places, session
+from services.api import (
+    alerts,
+    health,
+    ingest,
+    loans,
+    overview,
+    places,
+    session,
+    silences,
+    webhooks,
+)
 from services.api.auth import Authenticator
 from services.api.dedup import DedupStore, RedisDedup
 from services.api.deps import ApiContext
 from services.api.errors import install_error_handlers
 from services.api.metrics import ApiMetrics, RequestMetricsMiddleware
+from services.api.notify_state import close_notify, install_notify
 from services.api.pipeline import IngestPipeline
 from services.api.publisher import ProducerLike, Publisher
 from services.api.traccar import TraccarForward
@@ -165,6 +176,7 @@ def create_app(
         finally:
             if runner is not None:
                 await runner.stop()
+            await close_notify(app)
             await publisher.stop()
             await store.close()
             await view.close()
@@ -190,5 +202,8 @@ def create_app(
     app.include_router(places.router)
     app.include_router(session.router)
     app.include_router(overview.router)
+    app.include_router(webhooks.router)
+    app.include_router(silences.router)
+    install_notify(app, settings)
     install_dashboard(app, settings)
     return app
