@@ -34,6 +34,7 @@ class Lane:
         self.limit = limit
         self.busy = asyncio.Lock()  # held while a batch is applied
         self._records: deque[Message] = deque()
+        self.delivered: dict[Any, int] = {}  # the last offset put, per partition (clock.py)
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -43,6 +44,9 @@ class Lane:
 
     def put(self, records: list[Message]) -> None:
         self._records.extend(records)
+        delivered = self.delivered
+        for record in records:
+            delivered[record.tp] = record.offset
         self._ready.set()
         if len(self._records) >= self.limit:
             self._room.clear()
@@ -50,11 +54,17 @@ class Lane:
     async def room(self) -> None:
         await self._room.wait()
 
-    async def take(self, max_records: int) -> list[Message]:
-        """Up to `max_records`, waiting until there is at least one."""
+    async def take(self, max_records: int, timeout_s: float | None = None) -> list[Message]:
+        """Up to `max_records`, waiting until there is at least one (or `timeout_s`: none)."""
         while not self._records:
             self._ready.clear()
-            await self._ready.wait()
+            if timeout_s is None:
+                await self._ready.wait()
+                continue
+            try:
+                await asyncio.wait_for(self._ready.wait(), timeout_s)
+            except TimeoutError:
+                return []
         records = self._records
         batch = [records.popleft() for _ in range(min(max_records, len(records)))]
         if len(records) < self.limit:
@@ -176,6 +186,26 @@ class LaneConsumer(Consumer):
                 state = assignment.state_value(tp)
                 position = state.position if state.has_valid_position else None
                 out[f"{tp.topic}[{tp.partition}]"] = (position, "paused" if state.paused else "")
+        return out
+
+    def fetch_state(self, partitions: Iterable[Any]) -> dict[Any, tuple[int | None, int | None]]:
+        """(position, high-water mark) per partition as of aiokafka's latest fetch (None when not
+        known yet), read across threads: two integers the fetcher replaces, for the clock's
+        "caught up" test (rules/clock.py)."""
+        try:
+            assignment = self._thread._ensure_consumer()._subscription.subscription.assignment
+        except Exception:  # not started, or no assignment yet
+            return {}
+        out: dict[Any, tuple[int | None, int | None]] = {}
+        for tp in partitions:
+            try:
+                state = assignment.state_value(tp)
+            except Exception:  # not (or no longer) assigned
+                continue
+            if state is None:
+                continue
+            position = state.position if state.has_valid_position else None
+            out[tp] = (position, state.highwater)
         return out
 
     def _sought(self, partition: TP | None, offset: int | None = None) -> None:
