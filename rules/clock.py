@@ -32,8 +32,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections import deque
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from itertools import count
 from typing import Generic, Literal, TypeVar
@@ -59,10 +58,14 @@ class PartitionProgress:
     assigned_at: float = NEVER  # monotonic time the partition was (re)assigned
 
     def caught_up(self) -> bool:
+        """Nothing of it held, and everything in it as of the latest fetch was read."""
+        return not self.buffered and self.complete()
+
+    def complete(self) -> bool:
         """Everything in the partition as of the latest fetch was read: the consumer's
         position reached the high-water mark (past transaction markers too), every record it
         handed on was read, and so was every record the worker itself sent to it."""
-        if self.buffered or self.position is None or self.highwater is None:
+        if self.position is None or self.highwater is None:
             return False
         if self.position < self.highwater:
             return False
@@ -77,20 +80,30 @@ class TimeMerge(Generic[K, T]):
     watermark (idle partitions excluded), each partition's own records in the order read (as
     Kafka Streams does: a partition's next record goes when it is the oldest of the heads).
 
+    A *derived* partition (`derived(key)`: gps.bound, which the worker fills from the gps.raw
+    partitions it reads) is not in arrival order: its records are released by arrival, and it
+    has no watermark of its own: the partitions it is made from bound what can still come. It
+    holds every other partition back only while it has records not read yet.
+
     `limit` bounds what is held: past it the oldest heads are released even though a partition
     has not caught up (counted in `forced`), so a partition that stalls cannot make the worker
     hold the others for ever.
     """
 
-    def __init__(self, idle_s: float, limit: int = 50_000) -> None:
+    def __init__(
+        self, idle_s: float, limit: int = 50_000, derived: Callable[[K], bool] = lambda _: False
+    ) -> None:
         if idle_s < 0:
             raise ValueError(f"idle_s must be >= 0, got {idle_s}")
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
         self.idle_s = idle_s
         self.limit = limit
+        self.derived = derived
         self.partitions: dict[K, PartitionProgress] = {}
-        self._queues: dict[K, deque[tuple[float, T]]] = {}
+        # per partition, a heap of (order, seq, arrival, item): order is the arrival for a
+        # derived partition, the read order (seq) for the others
+        self._queues: dict[K, list[tuple[float, int, float, T]]] = {}
         self._heads: list[tuple[float, int, K]] = []  # (arrival, seq, partition) of each head
         self._held = 0
         self._timeless: list[T] = []
@@ -141,10 +154,18 @@ class TimeMerge(Generic[K, T]):
         self.observe(key, offset, arrival, now)
         queue = self._queues.get(key)
         if queue is None:
-            queue = self._queues[key] = deque()
+            queue = self._queues[key] = []
+        seq = next(self._seq)
         if not queue:
-            heapq.heappush(self._heads, (arrival, next(self._seq), key))
-        queue.append((arrival, item))
+            heapq.heappush(self._heads, (arrival, seq, key))
+            heapq.heappush(queue, (arrival if self.derived(key) else seq, seq, arrival, item))
+        else:
+            head = queue[0]
+            heapq.heappush(queue, (arrival if self.derived(key) else seq, seq, arrival, item))
+            if queue[0] is not head:  # a derived partition's older record: a new head
+                self._heads = [h for h in self._heads if h[2] != key]
+                heapq.heapify(self._heads)
+                heapq.heappush(self._heads, (arrival, seq, key))
         self._held += 1
         self.partitions[key].buffered += 1
 
@@ -175,10 +196,14 @@ class TimeMerge(Generic[K, T]):
 
     def watermark(self, now: float) -> float:
         """The minimum watermark over the active partitions (+inf when all are idle)."""
-        return min(
-            (p.watermark for p in self.partitions.values() if not self.idle(p, now)),
-            default=math.inf,
-        )
+        mark = math.inf
+        for key, progress in self.partitions.items():
+            if self.derived(key):
+                if not progress.complete():
+                    return NEVER
+            elif not self.idle(progress, now) and progress.watermark < mark:
+                mark = progress.watermark
+        return mark
 
     def release(self, now: float) -> list[T]:
         """The held records the watermark has reached, in arrival order (read order within a
@@ -192,11 +217,11 @@ class TimeMerge(Generic[K, T]):
             while heads and (heads[0][0] <= mark or self._held > self.limit):
                 arrival, _, key = heapq.heappop(heads)
                 queue = self._queues[key]
-                _, item = queue.popleft()
+                _, _, _, item = heapq.heappop(queue)
                 if arrival > mark:
                     self.forced += 1
                 if queue:
-                    heapq.heappush(heads, (queue[0][0], next(self._seq), key))
+                    heapq.heappush(heads, (queue[0][2], queue[0][1], key))
                 self._held -= 1
                 progress = self.partitions.get(key)
                 if progress is not None:

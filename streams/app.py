@@ -79,7 +79,10 @@ EVALUATE_TOPICS = ("loans", "payments", "contacts", "gps.bound", "place-counts")
 BIND_TOPICS = ("gps.raw", "device-bindings")
 # The inputs with times of their own: their partitions' watermarks make the clock (clock.py).
 TIMED_TOPICS = ("payments", "contacts", "gps.bound", "gps.raw")
-HELD_WAKE_S = 0.2  # how often the evaluate step looks again while records are held
+HELD_WAKE_S = 0.2
+# Pings read while the loans and their bindings are not read to their end wait, up to this many
+# (a backlog read on a fresh start), before they are bound as the bindings stand.
+MAX_HELD_PINGS = 200_000  # how often the evaluate step looks again while records are held
 
 # A batch step: the records to apply in; the records whose work is done out (acknowledged).
 BatchStep = Callable[[list[Message]], Awaitable[Sequence[Message]]]
@@ -201,7 +204,15 @@ def build_pipeline(
     clock = EngineClock(settings.worker.clock, settings.worker.allowed_lateness_s)
     wall = clock_wall
     live = settings.worker.clock == "wall"
-    merge: TimeMerge[TP, Held] = TimeMerge(settings.worker.idle_partition_s)
+    bound_topic_name = settings.kafka.topic_prefix + "gps.bound"
+    merge: TimeMerge[TP, Held] = TimeMerge(
+        settings.worker.idle_partition_s, derived=lambda tp: tp.topic == bound_topic_name
+    )
+    # The loans and the device bindings made from them: pings wait until both are read to their
+    # end (the bindings this worker sent included), so a backlog of pings is not read ahead of
+    # the bindings of the loans registered before it (pings of an unbound device are kept only
+    # up to a cap).
+    upstream: TimeMerge[TP, None] = TimeMerge(0.0)
     deadlines = DeadlineIndex()
     states: StateCache[LoanState] = StateCache(settings.worker.state_cache_size)
     # One writer at a time per worker: a batch of the agent and the deadline sweep both
@@ -253,6 +264,7 @@ def build_pipeline(
     deadletter_topic = topic("deadletter")
     gps_bound_topic = topic("gps.bound")
     bindings_topic = topic("device-bindings")
+    loans_topic_name, bindings_topic_name = prefix + "loans", prefix + "device-bindings"
     place_moves_topic = topic("place-moves")
     place_counts_topic = topic("place-counts")
     topic_names = {
@@ -305,7 +317,12 @@ def build_pipeline(
     # The pipeline's topics, each consumed by one batch step through a lane (intake.py).
     lanes = {
         "evaluate": Lane("evaluate", [prefix + n for n in EVALUATE_TOPICS], LANE_LIMIT),
-        "bind_pings": Lane("bind_pings", [prefix + n for n in BIND_TOPICS], LANE_LIMIT),
+        "bind_pings": Lane(
+            "bind_pings",
+            [prefix + n for n in BIND_TOPICS],
+            LANE_LIMIT,
+            first=[prefix + "device-bindings"],
+        ),
         "count_places": Lane("count_places", [prefix + "place-moves"], LANE_LIMIT),
     }
     app.transport.Consumer = LaneConsumer.serving(  # type: ignore[misc]
@@ -326,6 +343,8 @@ def build_pipeline(
                 if lane.name == "evaluate":
                     merge.clear()
                     unfinished.clear()
+                if lane.name == "bind_pings":
+                    held_pings.clear()
         gaps.forget(revoked)
 
     def resume_at(committed: Mapping[Any, int]) -> None:
@@ -487,15 +506,17 @@ def build_pipeline(
         deadline = engine.next_deadline(state)
         deadlines.schedule(partition, loan_id, deadline.timestamp() if deadline else None)
 
-    async def rebind_devices(handoff: Handoff, loan: Loan, version: int) -> None:
+    async def rebind_devices(
+        handoff: Handoff, loan: Loan, version: int, sent: list[Awaitable[Any]]
+    ) -> None:
         previous = set(orjson.loads(loan_devices.get(loan.loan_id) or b"[]"))
         current = {d.device_id for d in loan.devices} if loan.status == "active" else set()
-        for device_id in previous - current:
-            released = Binding(loan.loan_id, bound=False, version=version)
-            await handoff.send(bindings_topic, key=device_id.encode(), value=released.to_bytes())
-        for device_id in current - previous:
-            bound = Binding(loan.loan_id, bound=True, version=version)
-            await handoff.send(bindings_topic, key=device_id.encode(), value=bound.to_bytes())
+        changes = [(d, False) for d in previous - current] + [(d, True) for d in current - previous]
+        for device_id, bind in changes:
+            change = Binding(loan.loan_id, bound=bind, version=version)
+            future = await bindings_topic.send(key=device_id.encode(), value=change.to_bytes())
+            handoff.sends.append(future)
+            sent.append(future)
         if current != previous:
             devices = orjson.dumps(sorted(current))
             handoff.after_ack.append(lambda: loan_devices.__setitem__(loan.loan_id, devices))
@@ -617,16 +638,21 @@ def build_pipeline(
         return HELD_WAKE_S if len(merge) else None
 
     def refresh_progress() -> None:
-        """Tell the merge which timed partitions this worker reads and how far it fetched."""
+        """Tell the merges which partitions this worker reads and how far it fetched."""
         timed_topics = {prefix + n for n in TIMED_TOPICS}
-        assigned = [tp for tp in app.assignor.assigned_actives() if tp.topic in timed_topics]
+        actives = app.assignor.assigned_actives()
+        assigned = [tp for tp in actives if tp.topic in timed_topics]
+        feeding = [tp for tp in actives if tp.topic in (loans_topic_name, bindings_topic_name)]
         mono = time.monotonic()
         merge.assign(assigned, mono)
-        fetched = consumer.fetch_state(assigned)
-        for tp in assigned:
-            position, highwater = fetched.get(tp, (None, None))
-            lane = lanes["bind_pings" if tp.topic == prefix + "gps.raw" else "evaluate"]
-            merge.fetched(tp, position, highwater, lane.delivered.get(tp), mono)
+        upstream.assign(feeding, mono)
+        fetched = consumer.fetch_state([*assigned, *feeding])
+        bind_topics = (prefix + "gps.raw", bindings_topic_name)
+        for tracker, tps in ((merge, assigned), (upstream, feeding)):
+            for tp in tps:
+                position, highwater = fetched.get(tp, (None, None))
+                lane = lanes["bind_pings" if tp.topic in bind_topics else "evaluate"]
+                tracker.fetched(tp, position, highwater, lane.delivered.get(tp), mono)
 
     async def evaluate_batch(records: Sequence[Message]) -> list[Message]:
         """Decode the records into the time merge; apply what it releases, in arrival order."""
@@ -657,12 +683,17 @@ def build_pipeline(
                         extra={"forced": merge.forced - forced, "held": len(merge)})  # fmt: skip
         if released:
             await apply_released(released, done)
+        mono = time.monotonic()
+        for record in records:  # loans have no time: they were applied (or dead-lettered) now
+            if record.topic == loans_topic_name:
+                upstream.observe(record.tp, record.offset, None, mono)
         metrics.batch_seconds.labels("evaluate").observe(time.perf_counter() - started)
         return done
 
     async def apply_released(released: list[Held], done: list[Message]) -> None:
         touched: dict[str, tuple[LoanState, bytes | None, int]] = {}
         handoff = Handoff()
+        bindings_sent: list[Awaitable[Any]] = []
         outcomes: Counter[tuple[str, str]] = Counter()
         for record, topic_name, loan_id, decoded, arrival in released:
             entry = unfinished.get((record.tp, record.offset))
@@ -694,12 +725,40 @@ def build_pipeline(
             await report_place_move(handoff, state, place_before)
             outcomes[topic_name, "applied"] += 1
             if isinstance(decoded, Loan):
-                await rebind_devices(handoff, decoded, int(record.timestamp * 1000))
+                await rebind_devices(handoff, decoded, int(record.timestamp * 1000), bindings_sent)
         await handoff.complete()
+        for future in bindings_sent:
+            meta = future.result()  # type: ignore[attr-defined]
+            upstream.sent(TP(meta.topic, meta.partition), meta.offset)
         for loan_id, (state, before, partition) in touched.items():
             store_state(loan_id, state, before, partition)
         count_events(outcomes)
         metrics.deadlines_pending.set(len(deadlines))
+
+    held_pings: list[Message] = []  # pings waiting for the loans and bindings to be read
+
+    def bind_wake() -> float | None:
+        return HELD_WAKE_S if held_pings else None
+
+    async def bind_gated(records: list[Message]) -> list[Message]:
+        """Bindings now; pings once the loans and the bindings made from them were read."""
+        todo = [r for r in records if r.topic == bindings_topic_name]
+        held_pings.extend(r for r in records if r.topic != bindings_topic_name)
+        refresh_progress()
+        mono = time.monotonic()
+        ready = upstream.caught_up(mono)
+        if held_pings and (ready or len(held_pings) > MAX_HELD_PINGS):
+            if not ready:
+                log.warning("pings held too long for the loans' bindings: bound as they stand",
+                            extra={"held": len(held_pings)})  # fmt: skip
+            todo.extend(held_pings)
+            held_pings.clear()
+        await bind_batch(todo)
+        mono = time.monotonic()
+        for record in todo:
+            if record.topic == bindings_topic_name:
+                upstream.observe(record.tp, record.offset, None, mono)
+        return todo
 
     async def bind_batch(records: list[Message]) -> list[Message]:
         started = time.perf_counter()
@@ -724,12 +783,14 @@ def build_pipeline(
                 continue
             assert isinstance(decoded, GpsPing)
             arrival_ms = int(record.timestamp * 1000)
-            read.append((record.tp, record.offset, timed(decoded, record.timestamp)))
             held = bindings.get(decoded.device_id)
             if held is None:
+                # kept for its binding: its time counts when it is forwarded, not now
+                read.append((record.tp, record.offset, None))
                 waiting.setdefault(decoded.device_id, []).append(value)
                 outcomes[topic_name, "pending_binding"] += 1
                 continue
+            read.append((record.tp, record.offset, timed(decoded, record.timestamp)))
             loan_id = loan_bound_by(held)
             bound[partition_of(loan_id)].append((loan_id, value, arrival_ms))
             outcomes[topic_name, "bound"] += 1
@@ -840,7 +901,7 @@ def build_pipeline(
 
     @app.task  # type: ignore[untyped-decorator]
     async def bind_pings() -> None:
-        await run_lane(lanes["bind_pings"], bind_batch)
+        await run_lane(lanes["bind_pings"], bind_gated, bind_wake)
 
     @app.task  # type: ignore[untyped-decorator]
     async def count_places() -> None:
