@@ -170,13 +170,15 @@ def rules_with_power_cut_for(tmp: Path, for_: str) -> Path:
 async def test_wall_clock_outage_longer_than_the_allowed_lateness_loses_no_tracker_cut(
     stack: Stack,
 ) -> None:
-    """A tracker reports a power cut; the worker is killed; during the outage the tracker
-    reports a removal alarm. The worker comes back after longer than the allowed lateness (and
-    after the power cut's `for` ran out): both alerts fire, at their original instants.
+    """The wired tracker reports a power cut; the worker is killed; during the outage the
+    wireless tracker reports a removal alarm. The worker comes back after longer than the allowed
+    lateness (and after the power cut's `for` ran out): both alerts fire, at their original
+    instants.
 
-    The power cut's `for` (65 s) falls in the outage. Judging lateness by the time the worker
+    The power cut's `for` (65 s) ends in the outage. Judging lateness by the time the worker
     reads a record (the old model: `now` = the wall clock when read) advances the loan past that
-    deadline first, and the removal, 60 s older than it, becomes history: never alerted.
+    deadline first, and the removal, more than 60 s older than it, becomes history: never
+    alerted (checked in-process with the engine: only tracker-power-cut fires that way).
     """
     rules = rules_with_power_cut_for(stack.tmp, "65s")
     env = {
@@ -185,14 +187,16 @@ async def test_wall_clock_outage_longer_than_the_allowed_lateness_loses_no_track
         "SKIPWATCH_WORKER__RULES_DIR": str(rules),
     }
     worker = stack.start_worker(**env)
-    device = "L-cut-w"
+    wired, wireless = "L-cut-w", "L-cut-x"
     now = dt.datetime.now(CST).replace(microsecond=0)
-    await stack.produce([loan("L-cut", due="2027-12-01")])
-    pings: list[InputEvent] = [
-        ping(device, now - dt.timedelta(seconds=30 - 10 * n), 1.0, n) for n in range(3)
-    ]
+    await stack.produce([loan("L-cut", [(wired, "wired"), (wireless, "wireless")], "2027-12-01")])
+    pings: list[InputEvent] = []
+    for n in range(3):
+        when = now - dt.timedelta(seconds=30 - 10 * n)
+        pings.append(ping(wired, when, 1.0, n))
+        pings.append(ping(wireless, when, 1.0, n, device_kind="wireless"))
     cut_at = now + dt.timedelta(seconds=1)
-    pings.append(ping(device, cut_at, 1.0, 10, alarms=["power_cut"]))
+    pings.append(ping(wired, cut_at, 1.0, 10, alarms=["power_cut"]))
     await asyncio.sleep(max((cut_at - dt.datetime.now(CST)).total_seconds(), 0.0))
     await stack.produce(pings)
     try:
@@ -201,10 +205,11 @@ async def test_wall_clock_outage_longer_than_the_allowed_lateness_loses_no_track
         pytest.fail(f"the worker did not read the pings:\n{await diagnosis(stack)}")
     worker.kill(signal.SIGKILL)
 
-    # the outage: the tracker is removed two seconds after the power cut
+    # the outage: the wireless tracker is found and removed two seconds after the power cut
     removed_at = cut_at + dt.timedelta(seconds=2)
     await asyncio.sleep(max((removed_at - dt.datetime.now(CST)).total_seconds(), 0.0))
-    await stack.produce([ping(device, removed_at, 1.0, 11, alarms=["removal"])])
+    removal = ping(wireless, removed_at, 1.0, 11, alarms=["removal"], device_kind="wireless")
+    await stack.produce([removal])
     power_cut_due = cut_at + dt.timedelta(seconds=65)
     back_at = power_cut_due + dt.timedelta(seconds=5)
     await asyncio.sleep((back_at - dt.datetime.now(CST)).total_seconds())
