@@ -90,6 +90,34 @@ def test_records_the_worker_sent_itself_are_waited_for_whatever_the_last_fetch_s
     assert merge.release(now=10.0) == ["bound@95", "pay@100"]
 
 
+def test_a_derived_partition_is_released_by_arrival_and_bounded_by_its_sources() -> None:
+    """gps.bound holds pings re-keyed from several gps.raw partitions, in the order the worker
+    forwarded them, not by arrival: released by arrival, behind the gps.raw watermarks."""
+    merge: TimeMerge[str, str] = TimeMerge(idle_s=0.0, derived=lambda key: key == "bound-0")
+    merge.assign(["raw-0", "raw-1", "bound-0", "pay-0"], now=0.0)
+    lagging(merge, "raw-0", 0.0)
+    lagging(merge, "raw-1", 0.0)
+    lagging(merge, "pay-0", 0.0)
+    merge.push("pay-0", 0, 250.0, "pay@250", now=0.0)
+    # the worker forwarded raw-1's pings up to 300 first, then raw-0's up to 200
+    merge.observe("raw-1", 10, 300.0, now=0.0)
+    merge.observe("raw-0", 10, 200.0, now=0.0)
+    merge.sent("bound-0", 1)
+    merge.fetched("bound-0", position=2, highwater=2, delivered=1, now=0.0)
+    merge.push("bound-0", 0, 100.0, "wireless@100", now=0.0)
+    merge.push("bound-0", 0, 300.0, "wireless@300", now=0.0)
+    merge.push("bound-0", 1, 90.0, "wired@90", now=0.0)
+    # not everything forwarded was read back yet: nothing goes
+    merge.fetched("bound-0", position=1, highwater=2, delivered=0, now=0.0)
+    assert merge.release(now=0.0) == []
+    merge.fetched("bound-0", position=2, highwater=2, delivered=1, now=0.0)
+    assert merge.release(now=0.0) == ["wired@90", "wireless@100"]  # raw-0 is at 200
+    merge.observe("raw-0", 11, 400.0, now=0.0)
+    assert merge.release(now=0.0) == ["pay@250"]  # the payments may hold more before 300
+    caught_up(merge, "pay-0", 1, 0.0)
+    assert merge.release(now=0.0) == ["wireless@300"]
+
+
 def test_all_partitions_idle_releases_everything_and_reports_caught_up() -> None:
     merge: TimeMerge[str, str] = TimeMerge(idle_s=0.0)
     merge.assign(["a", "b"], now=0.0)
