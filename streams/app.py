@@ -79,10 +79,10 @@ EVALUATE_TOPICS = ("loans", "payments", "contacts", "gps.bound", "place-counts")
 BIND_TOPICS = ("gps.raw", "device-bindings")
 # The inputs with times of their own: their partitions' watermarks make the clock (clock.py).
 TIMED_TOPICS = ("payments", "contacts", "gps.bound", "gps.raw")
-HELD_WAKE_S = 0.2
+HELD_WAKE_S = 0.2  # how often a step holding records looks again when nothing new comes
 # Pings read while the loans and their bindings are not read to their end wait, up to this many
 # (a backlog read on a fresh start), before they are bound as the bindings stand.
-MAX_HELD_PINGS = 200_000  # how often the evaluate step looks again while records are held
+MAX_HELD_PINGS = 200_000
 
 # A batch step: the records to apply in; the records whose work is done out (acknowledged).
 BatchStep = Callable[[list[Message]], Awaitable[Sequence[Message]]]
