@@ -64,6 +64,9 @@ class EngineConfig:
     backfill_settle_s: float = 300.0
     # An event older than the loan's clock by more than this is late (history only).
     late_tolerance_s: float = 60.0
+    # An event that entered Kafka more than this after its event time is late (history only),
+    # however soon or long after that the worker reads it (rules/clock.py).
+    allowed_lateness_s: float = 300.0
     # Events further than this ahead of `now` are rejected (a tracker with a broken clock).
     max_future_skew_s: float = DAY
     risk_visit_window_s: float = 30 * DAY

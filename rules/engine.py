@@ -3,10 +3,11 @@
 Time model. Each loan has a *clock*: the instant it was last evaluated at. It moves only to
 event times and to deadline instants, never to a wall clock, so replays give the same alerts
 and alert ids. ``apply(state, event, now)`` first runs the deadlines up to ``now`` (the
-watermark), then applies the event at max(clock, event time). ``advance(state, now)`` runs each
-deadline up to ``now`` at its own instant. ``next_deadline`` is the earliest instant at which
-time alone could change a decision: a due date ending, a duration variable crossing a threshold
-a rule compares it with, an alarm expiring, a rule's ``for`` elapsing, a backfill settling. It
+watermark; live, the record's arrival: rules/clock.py), then applies the event at max(clock,
+event time). ``advance(state, now)`` runs each deadline up to ``now`` at its own instant.
+``next_deadline`` is the earliest instant at which time alone could change a decision: a due
+date ending, a duration variable crossing a threshold a rule compares it with, an alarm
+expiring, a rule's ``for`` elapsing, a backfill settling. It
 may be earlier than necessary (a harmless wake-up), never later.
 
 Cost. Rules are evaluated only when a signal may have changed (the event updaters say so) or a
@@ -128,8 +129,22 @@ class Engine:
 
     # ------------------------------------------------------------------ inputs
 
-    def apply(self, state: LoanState, event: InputEvent, now: dt.datetime) -> list[AlertEvent]:
-        """Apply one event already bound to this loan; returns alert state changes."""
+    def apply(
+        self,
+        state: LoanState,
+        event: InputEvent,
+        now: dt.datetime,
+        arrival: float | None = None,
+    ) -> list[AlertEvent]:
+        """Apply one event already bound to this loan; returns alert state changes.
+
+        Lateness is a property of the data. An event is late (history: signals updated, the
+        decision deferred to live data or the settle time) when it is a tracker's backfill,
+        when it entered Kafka (`arrival`, epoch seconds; None: on time, as in a replay) more
+        than `allowed_lateness_s` after its event time, or when it is older than what this loan
+        already decided on (its clock, which moves only to event times and to deadlines up to
+        `now`; the worker passes the record's arrival as `now`, not the time it read it).
+        """
         now_s = now.timestamp()
         deadline = state.deadline
         # Usually nothing is due, and advance() would do nothing.
@@ -156,11 +171,13 @@ class Engine:
             stats["duplicates"] += 1
             return out
         clock = state.clock
+        late = (clock is not None and ts < clock - config.late_tolerance_s) or (
+            arrival is not None and arrival - ts > config.allowed_lateness_s
+        )
         if isinstance(event, GpsPing):
-            late = event.backfill or (clock is not None and ts < clock - config.late_tolerance_s)
+            late = late or event.backfill
             changed, dirty = self.tracking.apply_ping(state, event, ts)
         else:
-            late = clock is not None and ts < clock - config.late_tolerance_s
             if isinstance(event, PaymentEvent):
                 changed = dirty = payment_signals.apply_payment(state, event, ts, digest)
             else:

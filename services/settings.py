@@ -122,8 +122,12 @@ class WorkerSettings(BaseModel):
     # "wall": `now` is the wall clock (live). "event": `now` is the event-time watermark, for
     # replaying recordings and for tests; absence deadlines then fire as event time passes them.
     clock: Literal["wall", "event"] = "wall"
-    # How far behind the newest event time a record may arrive and still count as live.
+    # A record that entered Kafka more than this after its event time is late (history, not
+    # live); with the event clock, `now` trails the newest event time released by this much.
     allowed_lateness_s: Annotated[float, Field(ge=0)] = 300.0
+    # An input partition read to its high-water mark with nothing new for this long stops
+    # holding the others back (rules/clock.py); 0: as soon as it is caught up.
+    idle_partition_s: Annotated[float, Field(ge=0, le=3600)] = 0.0
     # Rule files and risk-place files; default: the shipped rules/catalog/.
     rules_dir: Path | None = None
     places_dir: Path | None = None

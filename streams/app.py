@@ -40,6 +40,8 @@ from faust.exceptions import NotReady
 from faust.transport.producer import ProducerBuffer
 from faust.types import TP, Message, TableT
 
+from rules.clock import EngineClock, TimeMerge
+from rules.config import EngineConfig
 from rules.engine import Engine
 from rules.events import AlertEvent, GpsPing, InputEvent, Loan
 from rules.places import PlaceOccupancy, load_places
@@ -75,30 +77,19 @@ MAX_PENDING_PINGS_PER_DEVICE = 200
 HANDED_ON_POLL_S = 0.002  # how often a batch checks that its table writes left Faust's buffer
 EVALUATE_TOPICS = ("loans", "payments", "contacts", "gps.bound", "place-counts")
 BIND_TOPICS = ("gps.raw", "device-bindings")
+# The inputs with times of their own: their partitions' watermarks make the clock (clock.py).
+TIMED_TOPICS = ("payments", "contacts", "gps.bound", "gps.raw")
+HELD_WAKE_S = 0.2  # how often a step holding records looks again when nothing new comes
+# Pings read while the loans and their bindings are not read to their end wait, up to this many
+# (a backlog read on a fresh start), before they are bound as the bindings stand.
+MAX_HELD_PINGS = 200_000
 
-BatchStep = Callable[[list[Message]], Awaitable[None]]
+# A batch step: the records to apply in; the records whose work is done out (acknowledged).
+BatchStep = Callable[[list[Message]], Awaitable[Sequence[Message]]]
 
-
-@dataclass
-class Clock:
-    """`now` for the engine: wall clock (live) or the event-time watermark (replays, tests).
-
-    The watermark is the newest event time seen minus the allowed lateness, so a record that
-    is late by less than that still counts as live.
-    """
-
-    mode: str
-    allowed_lateness_s: float
-    wall: Callable[[], float] = time.time
-    max_event_ts: float = field(default=0.0)
-
-    def observe(self, event_ts: float) -> None:
-        self.max_event_ts = max(self.max_event_ts, event_ts)
-
-    def now(self) -> float:
-        if self.mode == "wall":
-            return self.wall()
-        return max(self.max_event_ts - self.allowed_lateness_s, 0.0)
+# One input of the evaluate step, held in the time merge until its turn: the record it came in,
+# its topic, loan, decoded event and arrival (epoch seconds; None: no time of its own).
+Held = tuple[Message, str, str, "InputEvent | PlaceCount", float | None]
 
 
 @dataclass
@@ -188,7 +179,8 @@ class Pipeline:
     app: faust.App
     engine: Engine
     metrics: WorkerMetrics
-    clock: Clock
+    clock: EngineClock
+    merge: TimeMerge[TP, Held]
     deadlines: DeadlineIndex
 
 
@@ -196,7 +188,9 @@ def build_engine(settings: Settings) -> Engine:
     """The shipped catalog and places, or the directories the settings name."""
     rules = load_rules(settings.worker.rules_dir or CATALOG_DIR)
     places = load_places(settings.worker.places_dir or CATALOG_DIR / "places")
-    return Engine(rules, places)
+    return Engine(
+        rules, places, EngineConfig(allowed_lateness_s=settings.worker.allowed_lateness_s)
+    )
 
 
 def build_pipeline(
@@ -207,7 +201,18 @@ def build_pipeline(
 ) -> Pipeline:
     engine = engine or build_engine(settings)
     metrics = metrics or WorkerMetrics.create()
-    clock = Clock(settings.worker.clock, settings.worker.allowed_lateness_s, clock_wall)
+    clock = EngineClock(settings.worker.clock, settings.worker.allowed_lateness_s)
+    wall = clock_wall
+    live = settings.worker.clock == "wall"
+    bound_topic_name = settings.kafka.topic_prefix + "gps.bound"
+    merge: TimeMerge[TP, Held] = TimeMerge(
+        settings.worker.idle_partition_s, derived=lambda tp: tp.topic == bound_topic_name
+    )
+    # The loans and the device bindings made from them: pings wait until both are read to their
+    # end (the bindings this worker sent included), so a backlog of pings is not read ahead of
+    # the bindings of the loans registered before it (pings of an unbound device are kept only
+    # up to a cap).
+    upstream: TimeMerge[TP, None] = TimeMerge(0.0)
     # Event times are checked against the record's arrival only on the wall clock: a replay
     # (event clock) produces old recordings now, and only the absolute limits apply to it.
     window = settings.bounds.window() if settings.worker.clock == "wall" else None
@@ -262,6 +267,7 @@ def build_pipeline(
     deadletter_topic = topic("deadletter")
     gps_bound_topic = topic("gps.bound")
     bindings_topic = topic("device-bindings")
+    loans_topic_name, bindings_topic_name = prefix + "loans", prefix + "device-bindings"
     place_moves_topic = topic("place-moves")
     place_counts_topic = topic("place-counts")
     topic_names = {
@@ -314,7 +320,12 @@ def build_pipeline(
     # The pipeline's topics, each consumed by one batch step through a lane (intake.py).
     lanes = {
         "evaluate": Lane("evaluate", [prefix + n for n in EVALUATE_TOPICS], LANE_LIMIT),
-        "bind_pings": Lane("bind_pings", [prefix + n for n in BIND_TOPICS], LANE_LIMIT),
+        "bind_pings": Lane(
+            "bind_pings",
+            [prefix + n for n in BIND_TOPICS],
+            LANE_LIMIT,
+            first=[prefix + "device-bindings"],
+        ),
         "count_places": Lane("count_places", [prefix + "place-moves"], LANE_LIMIT),
     }
     app.transport.Consumer = LaneConsumer.serving(  # type: ignore[misc]
@@ -332,6 +343,11 @@ def build_pipeline(
         for lane in lanes.values():
             async with lane.busy:
                 lane.clear()
+                if lane.name == "evaluate":
+                    merge.clear()
+                    unfinished.clear()
+                if lane.name == "bind_pings":
+                    held_pings.clear()
         gaps.forget(revoked)
 
     def resume_at(committed: Mapping[Any, int]) -> None:
@@ -454,9 +470,7 @@ def build_pipeline(
     def observe(topic_name: str, event: InputEvent | PlaceCount) -> None:
         if isinstance(event, Loan | PlaceCount):  # no event time (asked explicitly: a missing
             return  # attribute of a pydantic model goes through its slow __getattr__)
-        seconds = event.ts.timestamp()
-        clock.observe(seconds)
-        lag_of[topic_name].observe(max(time.time() - seconds, 0.0))
+        lag_of[topic_name].observe(max(time.time() - event.ts.timestamp(), 0.0))
 
     def count_events(outcomes: Counter[tuple[str, str]]) -> None:
         """A batch's records by (topic, outcome): one metric update per pair, not per record."""
@@ -495,15 +509,17 @@ def build_pipeline(
         deadline = engine.next_deadline(state)
         deadlines.schedule(partition, loan_id, deadline.timestamp() if deadline else None)
 
-    async def rebind_devices(handoff: Handoff, loan: Loan, version: int) -> None:
+    async def rebind_devices(
+        handoff: Handoff, loan: Loan, version: int, sent: list[Awaitable[Any]]
+    ) -> None:
         previous = set(orjson.loads(loan_devices.get(loan.loan_id) or b"[]"))
         current = {d.device_id for d in loan.devices} if loan.status == "active" else set()
-        for device_id in previous - current:
-            released = Binding(loan.loan_id, bound=False, version=version)
-            await handoff.send(bindings_topic, key=device_id.encode(), value=released.to_bytes())
-        for device_id in current - previous:
-            bound = Binding(loan.loan_id, bound=True, version=version)
-            await handoff.send(bindings_topic, key=device_id.encode(), value=bound.to_bytes())
+        changes = [(d, False) for d in previous - current] + [(d, True) for d in current - previous]
+        for device_id, bind in changes:
+            change = Binding(loan.loan_id, bound=bind, version=version)
+            future = await bindings_topic.send(key=device_id.encode(), value=change.to_bytes())
+            handoff.sends.append(future)
+            sent.append(future)
         if current != previous:
             devices = orjson.dumps(sorted(current))
             handoff.after_ack.append(lambda: loan_devices.__setitem__(loan.loan_id, devices))
@@ -513,7 +529,7 @@ def build_pipeline(
         after = engine.place_of(state)
         if after == before:
             return
-        at = state.clock or clock.now()
+        at = state.clock or clock.record_now(wall())
         if before is not None:
             move = PlaceMove(state.loan_id, entered=False, at=at)
             await handoff.send(place_moves_topic, key=before.encode(), value=move.to_bytes())
@@ -521,25 +537,29 @@ def build_pipeline(
             move = PlaceMove(state.loan_id, entered=True, at=at)
             await handoff.send(place_moves_topic, key=after.encode(), value=move.to_bytes())
 
-    async def run_lane(lane: Lane, process: BatchStep) -> None:
+    async def run_lane(
+        lane: Lane, process: BatchStep, wake_s: Callable[[], float | None] = lambda: None
+    ) -> None:
         """Batches of the lane, in offset order (gaps.py), to `process`; each record is
-        acknowledged once its batch is applied and its sends and table writes are issued (Faust
-        flushes those before it commits the offsets).
+        acknowledged once its work is done (for the evaluate step: once every input it holds
+        was released by the time merge and applied) and its sends and table writes are issued
+        (Faust flushes those before it commits the offsets). `wake_s`: how long to wait for
+        records before calling `process` with none (records are held and may be released).
 
         A batch that fails (a send Kafka did not take, a bug) stops the worker before its input
         is acknowledged, so the restarted worker replays it: crash, never skip.
         """
         while True:
-            records = await lane.take(BATCH_SIZE)
+            records = await lane.take(BATCH_SIZE, wake_s())
             async with lane.busy:
                 try:
                     applied = await in_order(records)
-                    await process(applied)
+                    done = await process(applied)
                     await changelog_handed_on()
                 except Exception:
                     exit_for_restart("a batch failed before its input was acknowledged",
                                      step=lane.name)  # fmt: skip
-                for record in applied:
+                for record in done:
                     consumer.ack(record)
 
     async def changelog_handed_on() -> None:
@@ -560,7 +580,7 @@ def build_pipeline(
         while buffer.size:  # noqa: ASYNC110
             await asyncio.sleep(HANDED_ON_POLL_S)
 
-    async def count_batch(records: list[Message]) -> None:
+    async def count_batch(records: list[Message]) -> list[Message]:
         """Cross-loan: keep who is at each risk place, and give every loan there the count."""
         handoff = Handoff()
         changed: dict[str, PlaceOccupancy] = {}
@@ -582,74 +602,176 @@ def build_pipeline(
             value = orjson.dumps(place.loans)
             handoff.after_ack.append(partial(occupancy.__setitem__, place_id, value))
         await handoff.complete()
+        return records
 
-    async def evaluate_locked(records: list[Message]) -> None:
+    async def evaluate_locked(records: list[Message]) -> list[Message]:
         async with state_lock:
-            await evaluate_batch(records)
+            return await evaluate_batch(records)
 
-    def inputs_of(record: Message) -> Iterator[tuple[str, str, InputEvent | PlaceCount | Rejected]]:
-        """(topic, loan id, decoded) for each input in a record; a gps.bound record holds many."""
+    def inputs_of(
+        record: Message,
+    ) -> Iterator[tuple[str, str, InputEvent | PlaceCount | Rejected, float | None]]:
+        """(topic, loan id, decoded, arrival) for each input in a record; a gps.bound record
+        holds many, each with the arrival of the gps.raw record it came in."""
         topic_name = topic_names[record.topic]
         if topic_name == "gps.bound":
-            for loan_id, ping in decode_bound(value_of(record)):
-                yield topic_name, loan_id, ping
+            for loan_id, ping, arrival in decode_bound(value_of(record)):
+                yield topic_name, loan_id, ping, record.timestamp if arrival is None else arrival
             return
         if topic_name == "place-counts":
-            yield topic_name, key_of(record), PlaceCount.from_bytes(value_of(record))
+            yield topic_name, key_of(record), PlaceCount.from_bytes(value_of(record)), None
             return
         decoded = decode(topic_name, record.value, window=window, received_at=record.timestamp)
         loan_id = "" if isinstance(decoded, Rejected) else decoded.loan_id  # type: ignore[union-attr]
-        yield topic_name, loan_id, decoded
+        yield topic_name, loan_id, decoded, record.timestamp
 
-    async def evaluate_batch(records: Sequence[Message]) -> None:
+    def timed(decoded: InputEvent | PlaceCount, arrival: float | None) -> float | None:
+        """The time an input is released at (clock.py): its arrival (the Kafka timestamp) live,
+        its event time in a replay; None for a record with no time of its own (a loan, a count:
+        released at once)."""
+        if isinstance(decoded, Loan | PlaceCount):
+            return None
+        return arrival if live else decoded.ts.timestamp()
+
+    # The evaluate step's records still holding inputs in the time merge: (tp, offset) ->
+    # [record, inputs not applied yet]. A record is acknowledged once all its inputs are.
+    unfinished: dict[tuple[TP, int], list[Any]] = {}
+
+    def evaluate_wake() -> float | None:
+        return HELD_WAKE_S if len(merge) else None
+
+    def refresh_progress() -> None:
+        """Tell the merges which partitions this worker reads and how far it fetched."""
+        timed_topics = {prefix + n for n in TIMED_TOPICS}
+        actives = app.assignor.assigned_actives()
+        assigned = [tp for tp in actives if tp.topic in timed_topics]
+        feeding = [tp for tp in actives if tp.topic in (loans_topic_name, bindings_topic_name)]
+        mono = time.monotonic()
+        merge.assign(assigned, mono)
+        upstream.assign(feeding, mono)
+        fetched = consumer.fetch_state([*assigned, *feeding])
+        bind_topics = (prefix + "gps.raw", bindings_topic_name)
+        for tracker, tps in ((merge, assigned), (upstream, feeding)):
+            for tp in tps:
+                position, highwater = fetched.get(tp, (None, None))
+                lane = lanes["bind_pings" if tp.topic in bind_topics else "evaluate"]
+                tracker.fetched(tp, position, highwater, lane.delivered.get(tp), mono)
+
+    async def evaluate_batch(records: Sequence[Message]) -> list[Message]:
+        """Decode the records into the time merge; apply what it releases, in arrival order."""
         started = time.perf_counter()
-        touched: dict[str, tuple[LoanState, bytes | None, int]] = {}
-        handoff = Handoff()
-        outcomes: Counter[tuple[str, str]] = Counter()
+        mono = time.monotonic()
+        done: list[Message] = []
         for record in records:
-            for topic_name, loan_id, decoded in inputs_of(record):
+            topic_name = topic_names[record.topic]
+            held = 0
+            for _, loan_id, decoded, arrival in inputs_of(record):
                 if isinstance(decoded, Rejected):
                     await dead_letter(record, topic_name, decoded)
                     continue
-                observe(topic_name, decoded)
-                if loan_id in touched:
-                    state, before, _ = touched[loan_id]
+                merge.push(record.tp, record.offset,
+                           timed(decoded, arrival), (record, topic_name, loan_id, decoded, arrival),
+                           mono)  # fmt: skip
+                held += 1
+            if held:  # (a record pushed twice is applied twice: the engine drops the repeat)
+                unfinished.setdefault((record.tp, record.offset), [record, 0])[1] += held
+            else:
+                merge.observe(record.tp, record.offset, None, mono)
+                done.append(record)
+        refresh_progress()
+        forced = merge.forced
+        released = merge.release(time.monotonic())
+        if merge.forced > forced:
+            log.warning("time merge full: records released before every partition caught up",
+                        extra={"forced": merge.forced - forced, "held": len(merge)})  # fmt: skip
+        if released:
+            await apply_released(released, done)
+        mono = time.monotonic()
+        for record in records:  # loans have no time: they were applied (or dead-lettered) now
+            if record.topic == loans_topic_name:
+                upstream.observe(record.tp, record.offset, None, mono)
+        metrics.batch_seconds.labels("evaluate").observe(time.perf_counter() - started)
+        return done
+
+    async def apply_released(released: list[Held], done: list[Message]) -> None:
+        touched: dict[str, tuple[LoanState, bytes | None, int]] = {}
+        handoff = Handoff()
+        bindings_sent: list[Awaitable[Any]] = []
+        outcomes: Counter[tuple[str, str]] = Counter()
+        for record, topic_name, loan_id, decoded, arrival in released:
+            entry = unfinished.get((record.tp, record.offset))
+            if entry is not None:
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    del unfinished[record.tp, record.offset]
+                    done.append(entry[0])
+            observe(topic_name, decoded)
+            if loan_id in touched:
+                state, before, _ = touched[loan_id]
+            else:
+                state, before = load_state(loan_id)
+                touched[loan_id] = (state, before, record.partition)
+            clock.released(timed(decoded, arrival))
+            now = datetime.fromtimestamp(clock.record_now(wall(), record.timestamp), UTC)
+            place_before = engine.place_of(state)
+            try:
+                if isinstance(decoded, PlaceCount):
+                    changes = engine.apply_place_count(state, decoded.place_id, decoded.count, now)
                 else:
-                    state, before = load_state(loan_id)
-                    touched[loan_id] = (state, before, record.partition)
-                now = datetime.fromtimestamp(clock.now(), UTC)
-                place_before = engine.place_of(state)
-                try:
-                    if isinstance(decoded, PlaceCount):
-                        changes = engine.apply_place_count(
-                            state, decoded.place_id, decoded.count, now
-                        )
-                    else:
-                        changes = engine.apply(state, decoded, now)
-                except Exception as exc:  # the agent never dies on one record
-                    log.exception("engine failed on a record", extra={"topic": topic_name})
-                    await dead_letter(record, topic_name, Rejected("processing_error", repr(exc)))
-                    continue
-                await emit(handoff, loan_id, changes)
-                await report_place_move(handoff, state, place_before)
-                outcomes[topic_name, "applied"] += 1
-                if isinstance(decoded, Loan):
-                    await rebind_devices(handoff, decoded, int(record.timestamp * 1000))
+                    # lateness by arrival only live: in a replay a record arrives at its event time
+                    changes = engine.apply(state, decoded, now, arrival if live else None)
+            except Exception as exc:  # the agent never dies on one record
+                log.exception("engine failed on a record", extra={"topic": topic_name})
+                await dead_letter(record, topic_name, Rejected("processing_error", repr(exc)))
+                continue
+            await emit(handoff, loan_id, changes)
+            await report_place_move(handoff, state, place_before)
+            outcomes[topic_name, "applied"] += 1
+            if isinstance(decoded, Loan):
+                await rebind_devices(handoff, decoded, int(record.timestamp * 1000), bindings_sent)
         await handoff.complete()
+        for future in bindings_sent:
+            meta = future.result()  # type: ignore[attr-defined]
+            upstream.sent(TP(meta.topic, meta.partition), meta.offset)
         for loan_id, (state, before, partition) in touched.items():
             store_state(loan_id, state, before, partition)
         count_events(outcomes)
         metrics.deadlines_pending.set(len(deadlines))
-        metrics.batch_seconds.labels("evaluate").observe(time.perf_counter() - started)
 
-    async def bind_batch(records: list[Message]) -> None:
+    held_pings: list[Message] = []  # pings waiting for the loans and bindings to be read
+
+    def bind_wake() -> float | None:
+        return HELD_WAKE_S if held_pings else None
+
+    async def bind_gated(records: list[Message]) -> list[Message]:
+        """Bindings now; pings once the loans and the bindings made from them were read."""
+        todo = [r for r in records if r.topic == bindings_topic_name]
+        held_pings.extend(r for r in records if r.topic != bindings_topic_name)
+        refresh_progress()
+        mono = time.monotonic()
+        ready = upstream.caught_up(mono)
+        if held_pings and (ready or len(held_pings) > MAX_HELD_PINGS):
+            if not ready:
+                log.warning("pings held too long for the loans' bindings: bound as they stand",
+                            extra={"held": len(held_pings)})  # fmt: skip
+            todo.extend(held_pings)
+            held_pings.clear()
+        await bind_batch(todo)
+        mono = time.monotonic()
+        for record in todo:
+            if record.topic == bindings_topic_name:
+                upstream.observe(record.tp, record.offset, None, mono)
+        return todo
+
+    async def bind_batch(records: list[Message]) -> list[Message]:
         started = time.perf_counter()
-        bound: dict[int, list[tuple[str, bytes]]] = defaultdict(list)
+        bound: dict[int, list[tuple[str, bytes, int]]] = defaultdict(list)
         # Pings of unbound devices, gathered per device for the batch: one pending-pings
         # write per device and batch instead of one per ping.
         waiting: dict[str, list[bytes]] = {}
         handoff = Handoff()
         outcomes: Counter[tuple[str, str]] = Counter()
+        read: list[tuple[TP, int, float | None]] = []  # gps.raw records read: offset, time
         for record in records:
             topic_name = topic_names[record.topic]
             if topic_name == "device-bindings":
@@ -660,32 +782,52 @@ def build_pipeline(
             decoded = decode("gps.raw", value, window=window, received_at=record.timestamp)
             if isinstance(decoded, Rejected):
                 await dead_letter(record, topic_name, decoded)
+                read.append((record.tp, record.offset, None))
                 continue
             assert isinstance(decoded, GpsPing)
+            arrival_ms = int(record.timestamp * 1000)
             held = bindings.get(decoded.device_id)
             if held is None:
+                # kept for its binding: its time counts when it is forwarded, not now
+                read.append((record.tp, record.offset, None))
                 waiting.setdefault(decoded.device_id, []).append(value)
                 outcomes[topic_name, "pending_binding"] += 1
                 continue
+            read.append((record.tp, record.offset, timed(decoded, record.timestamp)))
             loan_id = loan_bound_by(held)
-            bound[partition_of(loan_id)].append((loan_id, value))
+            bound[partition_of(loan_id)].append((loan_id, value, arrival_ms))
             outcomes[topic_name, "bound"] += 1
-        # Pings of one device stay in order: one record per partition, sent in batch order.
+        # Pings of one device stay in order: one record per partition, sent in batch order,
+        # stamped with the newest arrival it carries (each ping keeps its own inside).
+        forwarded: list[Awaitable[Any]] = []
         for partition, entries in bound.items():
             for value in bound_records(entries):
-                await handoff.send(gps_bound_topic, value=value, partition=partition)
+                newest = max(arrival for _, _, arrival in entries) / 1000.0
+                sent = await gps_bound_topic.send(value=value, partition=partition,
+                                                  timestamp=newest)  # fmt: skip
+                handoff.sends.append(sent)
+                forwarded.append(sent)
         await handoff.complete()
+        # The evaluate step waits for what was forwarded (its partition is not caught up before
+        # it read these back), and this worker's gps.raw partitions moved on (clock.py).
+        for sent in forwarded:
+            meta = sent.result()  # type: ignore[attr-defined]
+            merge.sent(TP(meta.topic, meta.partition), meta.offset)
+        mono = time.monotonic()
+        for tp, offset, arrival in read:
+            merge.observe(tp, offset, arrival, mono)
         # After the acks: a device bound and released again in this batch has its pending
         # pings dropped by the bind's after-ack step; pings kept later must survive it.
         for device_id, pings in waiting.items():
             pending.add(device_id, pings)
         count_events(outcomes)
         metrics.batch_seconds.labels("bind_pings").observe(time.perf_counter() - started)
+        return records
 
     def apply_binding(
         device_id: str,
         change: Binding,
-        bound: dict[int, list[tuple[str, bytes]]],
+        bound: dict[int, list[tuple[str, bytes, int]]],
         handoff: Handoff,
         waiting_in_batch: dict[str, list[bytes]],
     ) -> None:
@@ -700,8 +842,11 @@ def build_pipeline(
         # the table's pings first, then this batch's (not in the table yet: nothing to forget)
         pings = waiting + waiting_in_batch.pop(device_id, [])
         if pings:
+            # They reach the loan when its binding does (a worker that never stopped would
+            # have evaluated them then): their arrival is the loan record's timestamp.
             target = bound[partition_of(change.loan_id)]
-            target.extend((change.loan_id, ping) for ping in pings[-MAX_PENDING_PINGS_PER_DEVICE:])
+            kept = pings[-MAX_PENDING_PINGS_PER_DEVICE:]
+            target.extend((change.loan_id, ping, change.version) for ping in kept)
         if waiting:
             # forget them only once the forwarded batch is acked (Handoff)
             handoff.after_ack.append(partial(pending.forget, device_id))
@@ -717,7 +862,11 @@ def build_pipeline(
         owned = {
             tp.partition for tp in app.assignor.assigned_actives() if tp.topic == prefix + "loans"
         }
-        now_s = clock.now()
+        # Live: the wall clock once every input partition is read to its end, and no further
+        # than the records read so far before that (clock.py).
+        async with state_lock:
+            refresh_progress()
+            now_s = clock.sweep_now(wall(), merge.caught_up(time.monotonic()))
         now = datetime.fromtimestamp(now_s, UTC)
         metrics.deadline_sweeps.inc()
         while not app.should_stop and (due := deadlines.pop_due(owned, now_s, SWEEP_CHUNK)):
@@ -753,11 +902,11 @@ def build_pipeline(
 
     @app.task  # type: ignore[untyped-decorator]
     async def evaluate() -> None:
-        await run_lane(lanes["evaluate"], evaluate_locked)
+        await run_lane(lanes["evaluate"], evaluate_locked, evaluate_wake)
 
     @app.task  # type: ignore[untyped-decorator]
     async def bind_pings() -> None:
-        await run_lane(lanes["bind_pings"], bind_batch)
+        await run_lane(lanes["bind_pings"], bind_gated, bind_wake)
 
     @app.task  # type: ignore[untyped-decorator]
     async def count_places() -> None:
@@ -775,4 +924,6 @@ def build_pipeline(
                     count += 1
         log.info("deadline index rebuilt", extra={"deadlines": count})
 
-    return Pipeline(app=app, engine=engine, metrics=metrics, clock=clock, deadlines=deadlines)
+    return Pipeline(
+        app=app, engine=engine, metrics=metrics, clock=clock, merge=merge, deadlines=deadlines
+    )

@@ -26,50 +26,81 @@ from faust.types.tuples import ConsumerMessage
 
 
 class Lane:
-    """The records fetched for one batch step's topics, in fetch order, bounded."""
+    """The records fetched for one batch step's topics, in fetch order, bounded.
 
-    def __init__(self, name: str, topics: Iterable[str], limit: int) -> None:
+    Records of the `first` topics are taken before the others (in their own fetch order): the
+    device bindings, which a backlog of pings fetched before them must not hold back (the pings
+    of a device not bound yet are kept only up to a cap).
+    """
+
+    def __init__(
+        self, name: str, topics: Iterable[str], limit: int, first: Iterable[str] = ()
+    ) -> None:
         self.name = name
         self.topics = frozenset(topics)
+        self.first = frozenset(first)
         self.limit = limit
         self.busy = asyncio.Lock()  # held while a batch is applied
+        self._first: deque[Message] = deque()
         self._records: deque[Message] = deque()
+        self.delivered: dict[Any, int] = {}  # the last offset put, per partition (clock.py)
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
 
     def __len__(self) -> int:
-        return len(self._records)
+        return len(self._first) + len(self._records)
 
     def put(self, records: list[Message]) -> None:
-        self._records.extend(records)
+        first = self.first
+        delivered = self.delivered
+        for record in records:
+            delivered[record.tp] = record.offset
+        if first and any(record.topic in first for record in records):
+            self._first.extend(record for record in records if record.topic in first)
+            self._records.extend(record for record in records if record.topic not in first)
+        else:
+            self._records.extend(records)
         self._ready.set()
-        if len(self._records) >= self.limit:
+        if len(self) >= self.limit:
             self._room.clear()
 
     async def room(self) -> None:
         await self._room.wait()
 
-    async def take(self, max_records: int) -> list[Message]:
-        """Up to `max_records`, waiting until there is at least one."""
-        while not self._records:
+    async def take(self, max_records: int, timeout_s: float | None = None) -> list[Message]:
+        """Up to `max_records`, waiting until there is at least one (or `timeout_s`: none)."""
+        while not (self._records or self._first):
             self._ready.clear()
-            await self._ready.wait()
-        records = self._records
-        batch = [records.popleft() for _ in range(min(max_records, len(records)))]
-        if len(records) < self.limit:
+            if timeout_s is None:
+                await self._ready.wait()
+                continue
+            try:
+                await asyncio.wait_for(self._ready.wait(), timeout_s)
+            except TimeoutError:
+                return []
+        batch: list[Message] = []
+        for records in (self._first, self._records):
+            batch.extend(
+                records.popleft() for _ in range(min(max_records - len(batch), len(records)))
+            )
+        if len(self) < self.limit:
             self._room.set()
         return batch
 
     def clear(self) -> None:
         """Drop what is not taken yet (a rebalance: it comes again from the committed offsets)."""
+        self._first.clear()
         self._records.clear()
         self._room.set()
 
     def drop(self, partition: Any) -> None:
         """Drop what is not taken yet of one partition (it was sent back to an offset)."""
-        self._records = deque(r for r in self._records if r.tp != partition)
-        if len(self._records) < self.limit:
+        if partition.topic in self.first:
+            self._first = deque(r for r in self._first if r.tp != partition)
+        else:
+            self._records = deque(r for r in self._records if r.tp != partition)
+        if len(self) < self.limit:
             self._room.set()
 
 
@@ -176,6 +207,26 @@ class LaneConsumer(Consumer):
                 state = assignment.state_value(tp)
                 position = state.position if state.has_valid_position else None
                 out[f"{tp.topic}[{tp.partition}]"] = (position, "paused" if state.paused else "")
+        return out
+
+    def fetch_state(self, partitions: Iterable[Any]) -> dict[Any, tuple[int | None, int | None]]:
+        """(position, high-water mark) per partition as of aiokafka's latest fetch (None when not
+        known yet), read across threads: two integers the fetcher replaces, for the clock's
+        "caught up" test (rules/clock.py)."""
+        try:
+            assignment = self._thread._ensure_consumer()._subscription.subscription.assignment
+        except Exception:  # not started, or no assignment yet
+            return {}
+        out: dict[Any, tuple[int | None, int | None]] = {}
+        for tp in partitions:
+            try:
+                state = assignment.state_value(tp)
+            except Exception:  # not (or no longer) assigned
+                continue
+            if state is None:
+                continue
+            position = state.position if state.has_valid_position else None
+            out[tp] = (position, state.highwater)
         return out
 
     def _sought(self, partition: TP | None, offset: int | None = None) -> None:

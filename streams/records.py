@@ -72,59 +72,69 @@ class Binding:
 BOUND_RECORD_MAX_BYTES = 512 * 1024  # well under Kafka's 1 MiB default message limit
 
 
-def encode_bound(entries: list[tuple[str, bytes]]) -> bytes:
-    """One gps.bound record for many pings of one partition: ``[[loan_id, ping], ...]``.
+Bound = tuple[str, bytes, int]  # (loan id, the ping's validated JSON, its arrival in ms)
+
+
+def encode_bound(entries: list[Bound]) -> bytes:
+    """One gps.bound record for many pings of one partition: ``[[loan_id, ping, arrival], ...]``.
 
     The pings are the validated raw JSON as received, spliced in without re-encoding. Batching
     them costs one produce and one consumed record per partition and batch instead of one per
-    ping.
+    ping. Each keeps the Kafka timestamp of the gps.raw record it came in (ms): re-keying must
+    not change when a ping arrived (rules/clock.py).
     """
     return (
         b"["
-        + b",".join(b"[" + orjson.dumps(loan) + b"," + raw + b"]" for loan, raw in entries)
+        + b",".join(
+            b"[" + orjson.dumps(loan) + b"," + raw + b"," + str(arrival).encode() + b"]"
+            for loan, raw, arrival in entries
+        )
         + b"]"
     )
 
 
-def bound_records(
-    entries: list[tuple[str, bytes]], max_bytes: int = BOUND_RECORD_MAX_BYTES
-) -> Iterator[bytes]:
+def bound_records(entries: list[Bound], max_bytes: int = BOUND_RECORD_MAX_BYTES) -> Iterator[bytes]:
     """`entries` as gps.bound records of at most about `max_bytes` each, in order.
 
     A batch that releases many pending pings at once (a backlog replayed before the loans'
     devices were bound) would otherwise make one record larger than the producer and the broker
     accept, and the batch would fail again on every restart.
     """
-    chunk: list[tuple[str, bytes]] = []
+    chunk: list[Bound] = []
     size = 0
-    for loan_id, raw in entries:
-        cost = len(raw) + len(loan_id) + 8
+    for entry in entries:
+        cost = len(entry[1]) + len(entry[0]) + 24
         if chunk and size + cost > max_bytes:
             yield encode_bound(chunk)
             chunk, size = [], 0
-        chunk.append((loan_id, raw))
+        chunk.append(entry)
         size += cost
     if chunk:
         yield encode_bound(chunk)
 
 
-_BOUND = TypeAdapter(list[tuple[str, GpsPing]])
+_BOUND = TypeAdapter(list[tuple[str, GpsPing, int]])
 
 
-def decode_bound(value: bytes) -> list[tuple[str, GpsPing | Rejected]]:
-    """The (loan id, ping) pairs of a gps.bound record: parsed and validated in one pass (the
-    pings were validated when bound); a record that fails as a whole is taken apart ping by
-    ping so only the bad ones are rejected."""
+def decode_bound(value: bytes) -> list[tuple[str, GpsPing | Rejected, float | None]]:
+    """The (loan id, ping, arrival in epoch seconds) entries of a gps.bound record: parsed and
+    validated in one pass (the pings were validated when bound); a record that fails as a whole
+    is taken apart ping by ping so only the bad ones are rejected. Entries without an arrival
+    (written before arrivals were carried) get None: the record's own timestamp stands in."""
     try:
-        return _BOUND.validate_json(value)  # type: ignore[return-value]
+        return [(loan, ping, ms / 1000.0) for loan, ping, ms in _BOUND.validate_json(value)]
     except ValidationError:
         pass
-    items: list[tuple[str, GpsPing | Rejected]] = []
-    for loan_id, ping in orjson.loads(value):
+    items: list[tuple[str, GpsPing | Rejected, float | None]] = []
+    for entry in orjson.loads(value):
+        loan_id, ping = entry[0], entry[1]
+        arrival = entry[2] / 1000.0 if len(entry) > 2 and isinstance(entry[2], int) else None
         try:
-            items.append((str(loan_id), GpsPing.model_validate(ping)))
+            items.append((str(loan_id), GpsPing.model_validate(ping), arrival))
         except ValidationError as exc:
-            items.append((str(loan_id), Rejected("invalid", describe_validation_error(exc))))
+            items.append(
+                (str(loan_id), Rejected("invalid", describe_validation_error(exc)), arrival)
+            )
     return items
 
 

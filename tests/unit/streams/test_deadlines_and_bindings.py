@@ -104,33 +104,41 @@ def test_state_cache_hits_only_for_the_exact_bytes_and_takes_entries_out() -> No
     assert len(cache) == 2 and cache.take("L1", b"v1") is None  # least recently used evicted
 
 
-def test_bound_pings_round_trip_and_a_bad_one_is_rejected_alone() -> None:
+def test_bound_pings_round_trip_with_their_arrival_and_a_bad_one_is_rejected_alone() -> None:
     pings = [v for topic, _, v in mixed_stream(5, 40) if topic == "gps.raw"][:3]
-    entries = [("L1", pings[0]), ("L2", pings[1]), ("L1", pings[2])]
+    entries = [("L1", pings[0], 1_700_000_000_123), ("L2", pings[1], 5), ("L1", pings[2], 7)]
     decoded = decode_bound(encode_bound(entries))
-    assert [loan for loan, _ in decoded] == ["L1", "L2", "L1"]
-    assert all(isinstance(p, GpsPing) for _, p in decoded)
-    assert [p.event_id for _, p in decoded] == [  # type: ignore[union-attr]
+    assert [loan for loan, _, _ in decoded] == ["L1", "L2", "L1"]
+    assert all(isinstance(p, GpsPing) for _, p, _ in decoded)
+    assert [p.event_id for _, p, _ in decoded] == [  # type: ignore[union-attr]
         GpsPing.model_validate_json(raw).event_id for raw in pings
     ]
-    bad = [("L1", pings[0]), ("L3", b'{"device_id": "d"}')]
+    # the gps.raw record's Kafka timestamp survives the re-keying, in seconds
+    assert [arrival for _, _, arrival in decoded] == [1_700_000_000.123, 0.005, 0.007]
+    bad = [("L1", pings[0], 1000), ("L3", b'{"device_id": "d"}', 2000)]
     first, second = decode_bound(encode_bound(bad))
-    assert isinstance(first[1], GpsPing)
-    assert second[0] == "L3"
+    assert isinstance(first[1], GpsPing) and first[2] == 1.0
+    assert second[0] == "L3" and second[2] == 2.0
     assert isinstance(second[1], Rejected)
     assert second[1].reason == "invalid"
 
 
+def test_bound_records_written_before_arrivals_were_carried_still_decode() -> None:
+    ping = next(v for topic, _, v in mixed_stream(5, 40) if topic == "gps.raw")
+    [(loan, decoded, arrival)] = decode_bound(b'[["L1",' + ping + b"]]")
+    assert loan == "L1" and isinstance(decoded, GpsPing) and arrival is None
+
+
 def test_many_bound_pings_are_split_into_records_under_the_size_limit_in_order() -> None:
     pings = [v for topic, _, v in mixed_stream(20, 400) if topic == "gps.raw"]
-    entries = [(f"L{n % 7}", raw) for n, raw in enumerate(pings)]
+    entries = [(f"L{n % 7}", raw, 1_765_000_000_000 + n) for n, raw in enumerate(pings)]
     limit = 4096
     records = list(bound_records(entries, max_bytes=limit))
     assert len(records) > 1
     assert all(len(r) <= limit + 2 for r in records)  # the outer brackets on top
     decoded = [item for r in records for item in decode_bound(r)]
-    assert [(loan, p.event_id) for loan, p in decoded] == [  # type: ignore[union-attr]
-        (loan, GpsPing.model_validate_json(raw).event_id) for loan, raw in entries
+    assert [(loan, p.event_id, a) for loan, p, a in decoded] == [  # type: ignore[union-attr]
+        (loan, GpsPing.model_validate_json(raw).event_id, ms / 1000) for loan, raw, ms in entries
     ]
     assert list(bound_records(entries[:3])) == [encode_bound(entries[:3])]
     assert list(bound_records([])) == []
