@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache, partial
@@ -44,7 +45,7 @@ from rules.engine import Engine
 from rules.events import AlertEvent, GpsPing, InputEvent, Loan
 from rules.places import PlaceOccupancy, load_places
 from rules.spec import CATALOG_DIR, load_rules
-from rules.state import LoanState
+from rules.state import LoanState, StateDecodingError, StateEncodingError
 from services.kafka import TOPICS, WORKER_TOPICS, OffsetProbe, deadletter_headers
 from services.settings import EXIT_RESTART, Settings
 from streams.cache import StateCache
@@ -53,6 +54,7 @@ from streams.gaps import InputGaps, RecoveryWatchdog
 from streams.intake import Lane, LaneConsumer
 from streams.metrics import WorkerMetrics
 from streams.pending import PendingPings, device_of
+from streams.quarantine import Quarantine
 from streams.records import (
     Binding,
     PlaceCount,
@@ -79,26 +81,59 @@ BIND_TOPICS = ("gps.raw", "device-bindings")
 BatchStep = Callable[[list[Message]], Awaitable[None]]
 
 
+# The newest instant `datetime` can hold with room for any time zone offset: a watermark or a
+# wall clock beyond it would fail every conversion (year 10000).
+LATEST_TS = datetime(9999, 12, 30, tzinfo=UTC).timestamp()
+
+
 @dataclass
 class Clock:
     """`now` for the engine: wall clock (live) or the event-time watermark (replays, tests).
 
     The watermark is the newest event time seen minus the allowed lateness, so a record that
-    is late by less than that still counts as live.
+    is late by less than that still counts as live. A record's event time reaches the clock
+    only once `out_of_bounds` admitted it, and the clock stays within what `datetime` can hold
+    whatever it is given.
     """
 
     mode: str
     allowed_lateness_s: float
     wall: Callable[[], float] = time.time
     max_event_ts: float = field(default=0.0)
+    max_future_skew_s: float = 86_400.0
 
     def observe(self, event_ts: float) -> None:
-        self.max_event_ts = max(self.max_event_ts, event_ts)
+        if 0.0 <= event_ts <= LATEST_TS:  # also false for NaN
+            self.max_event_ts = max(self.max_event_ts, event_ts)
 
     def now(self) -> float:
         if self.mode == "wall":
-            return self.wall()
+            return min(max(self.wall(), 0.0), LATEST_TS)
         return max(self.max_event_ts - self.allowed_lateness_s, 0.0)
+
+    def now_datetime(self) -> datetime:
+        return datetime.fromtimestamp(self.now(), UTC)
+
+    def out_of_bounds(self, event_ts: float, entered_ts: float | None) -> str | None:
+        """Why an event time must not be used (None: it may): further ahead of the time its
+        record entered Kafka (and of the wall clock) than the engine's future skew allows."""
+        if not math.isfinite(event_ts):
+            return f"event time {event_ts} is not a number"
+        wall = self.wall()
+        reference = min(entered_ts, wall) if entered_ts and entered_ts > 0 else wall
+        if event_ts > reference + self.max_future_skew_s:
+            return (
+                f"event time {_iso(event_ts)} is more than {self.max_future_skew_s:g} s after "
+                f"the record entered Kafka ({_iso(reference)})"
+            )
+        return None
+
+
+def _iso(ts: float) -> str:
+    """An epoch instant for a message, whatever its size."""
+    if -62_135_596_800.0 <= ts <= LATEST_TS:
+        return datetime.fromtimestamp(ts, UTC).isoformat()
+    return f"{ts:.0f} s since 1970"
 
 
 @dataclass
@@ -125,6 +160,40 @@ class Handoff:
             write()
 
 
+@dataclass(slots=True)
+class Input:
+    """One input of an evaluate batch, applied to its loan's state, and what it sends once the
+    state it leaves is known to be storable (alerts, a place move, device bindings)."""
+
+    record: Message
+    topic_name: str
+    event: InputEvent | PlaceCount
+    now: datetime
+    alerts: list[AlertEvent] = field(default_factory=list)
+    place: tuple[str | None, str | None, float] | None = None  # (left, entered, at)
+
+
+@dataclass(slots=True)
+class LoanBatch:
+    """One loan's part of an evaluate batch: its stored state, its state now, its inputs."""
+
+    before: bytes | None  # as stored when the batch began
+    partition: int
+    state: LoanState | None = None  # None: the stored state could not be read
+    inputs: list[Input] = field(default_factory=list)
+    after: bytes | None = None  # `state` encoded, once checked
+    failure: str = ""  # why the stored state could not be read
+
+
+def state_failure(exc: BaseException) -> str:
+    """The dead-letter reason for a failure on a loan's state."""
+    if isinstance(exc, StateEncodingError):
+        return "unencodable_state"
+    if isinstance(exc, StateDecodingError):
+        return "state_undecodable"
+    return "processing_error"
+
+
 class RawKeyTable(faust.Table):  # type: ignore[type-arg]
     """A table whose `str` keys are written as raw UTF-8, the bytes the input topics are keyed by.
 
@@ -142,6 +211,15 @@ class RawKeyTable(faust.Table):  # type: ignore[type-arg]
         """The partition a key's changelog records go to (the producer's partitioner)."""
         assert self.partitions, "the pipeline's tables are made with their partition count"
         return key_partition(key, self.partitions)
+
+    def partition_for_key(self, key: Any) -> int | None:
+        """The changelog partition, computed here rather than by Faust's producer: with
+        `use_partitioner` Faust asks aiokafka's partitioner eagerly, which needs the producer to
+        hold metadata for the changelog topic and fails ('NoneType' object is not iterable) for
+        a topic just created (a fresh worker on a fresh broker, issue 14 item 7). With the
+        partition given, aiokafka's send waits for the topic's metadata (bounded by its
+        request timeout) instead."""
+        return self.home_partition(key)
 
     def _new_store_by_url(self, url: Any) -> Any:
         if str(url).startswith("rocksdb:"):
@@ -161,9 +239,6 @@ class DeviceChunkTable(RawKeyTable):
 
     def home_partition(self, key: str) -> int:
         return super().home_partition(device_of(key))
-
-    def partition_for_key(self, key: Any) -> int | None:
-        return self.home_partition(key)
 
 
 @lru_cache(maxsize=1 << 18)
@@ -190,6 +265,7 @@ class Pipeline:
     metrics: WorkerMetrics
     clock: Clock
     deadlines: DeadlineIndex
+    quarantine: Quarantine
 
 
 def build_engine(settings: Settings) -> Engine:
@@ -207,8 +283,12 @@ def build_pipeline(
 ) -> Pipeline:
     engine = engine or build_engine(settings)
     metrics = metrics or WorkerMetrics.create()
-    clock = Clock(settings.worker.clock, settings.worker.allowed_lateness_s, clock_wall)
+    clock = Clock(
+        settings.worker.clock, settings.worker.allowed_lateness_s, clock_wall,
+        max_future_skew_s=engine.config.max_future_skew_s,
+    )  # fmt: skip
     deadlines = DeadlineIndex()
+    quarantine = Quarantine(metrics.quarantined, metrics.quarantined_keys)
     states: StateCache[LoanState] = StateCache(settings.worker.state_cache_size)
     # One writer at a time per worker: a batch of the agent and the deadline sweep both
     # read-modify-write loan state across awaits (alert acks).
@@ -288,12 +368,20 @@ def build_pipeline(
     pending = PendingPings(table("pending-pings"), chunks, MAX_PENDING_PINGS_PER_DEVICE)
     occupancy = table("place-occupancy")
 
-    async def dead_letter(record: Message, topic_name: str, rejected: Rejected) -> None:
+    async def dead_letter(
+        record: Message | None, topic_name: str, rejected: Rejected,
+        key: bytes | None = None, value: bytes | None = None,
+    ) -> None:  # fmt: skip
+        """Send a record (or, given `key` and `value`, part of one or a stored state) to the
+        dead-letter topic with the reason."""
         metrics.events.labels(topic_name, rejected.reason).inc()
         metrics.deadletters.labels(topic_name, rejected.reason).inc()
+        if record is not None and value is None:
+            key = record.key
+            value = record.value if isinstance(record.value, bytes) else b""
         await deadletter_topic.send(
-            key=record.key,
-            value=record.value if isinstance(record.value, bytes) else b"",
+            key=key,
+            value=value or b"",
             headers=deadletter_headers(rejected.reason, prefix + topic_name, rejected.detail),
         )
 
@@ -473,24 +561,39 @@ def build_pipeline(
     def loan_bound_by(binding: bytes) -> str:
         return Binding.from_bytes(binding).loan_id
 
-    def load_state(loan_id: str) -> tuple[LoanState, bytes | None]:
-        before: bytes | None = loan_state.get(loan_id)
-        if not before:
-            return engine.new_state(loan_id), before
-        return decoded_state(loan_id, before), before
-
-    def decoded_state(loan_id: str, stored: bytes) -> LoanState:
+    def decoded_state(loan_id: str, stored: bytes | None) -> LoanState:
+        """The state stored for a loan (a new one if none); StateDecodingError if unreadable."""
+        if not stored:
+            return engine.new_state(loan_id)
         state = states.take(loan_id, stored)
         return state if state is not None else LoanState.from_bytes(stored)
 
-    def store_state(loan_id: str, state: LoanState, before: bytes | None, partition: int) -> None:
-        after = state.to_bytes()
+    def store_state(
+        loan_id: str, state: LoanState, before: bytes | None, after: bytes, partition: int
+    ) -> None:
+        """Write a state already encoded (`after`: the encoding is checked before the batch's
+        sends, so a state that cannot be stored never gets this far) and index its deadline."""
         # A write costs a changelog record: only when the state really changed.
         if after != before:
             loan_state[loan_id] = after
         states.put(loan_id, after, state)
-        deadline = engine.next_deadline(state)
+        try:
+            deadline = engine.next_deadline(state)
+        except Exception as exc:
+            log.exception("next deadline failed", extra={"loan_id": loan_id})
+            quarantine.add(loan_id, "deadline", "processing_error", repr(exc), time.time())
+            deadline = None
         deadlines.schedule(partition, loan_id, deadline.timestamp() if deadline else None)
+
+    async def quarantine_state(loan_id: str, stored: bytes, step: str, exc: Exception) -> None:
+        """A loan's stored state failed a step that has no input record (the deadline sweep):
+        dead-letter the stored bytes, so an operator has them, and mark the loan."""
+        reason = state_failure(exc)
+        log.exception("a stored loan state failed", extra={"loan_id": loan_id, "step": step})
+        await dead_letter(
+            None, "loan-state", Rejected(reason, repr(exc)), key=loan_id.encode(), value=stored
+        )
+        quarantine.add(loan_id, step, reason, repr(exc), time.time())
 
     async def rebind_devices(handoff: Handoff, loan: Loan, version: int) -> None:
         previous = set(orjson.loads(loan_devices.get(loan.loan_id) or b"[]"))
@@ -505,17 +608,16 @@ def build_pipeline(
             devices = orjson.dumps(sorted(current))
             handoff.after_ack.append(lambda: loan_devices.__setitem__(loan.loan_id, devices))
 
-    async def report_place_move(handoff: Handoff, state: LoanState, before: str | None) -> None:
+    async def report_place_move(handoff: Handoff, loan_id: str, item: Input) -> None:
         """Tell the place aggregate when the vehicle left or entered a risk place."""
-        after = engine.place_of(state)
-        if after == before:
+        if item.place is None:
             return
-        at = state.clock or clock.now()
+        before, after, at = item.place
         if before is not None:
-            move = PlaceMove(state.loan_id, entered=False, at=at)
+            move = PlaceMove(loan_id, entered=False, at=at)
             await handoff.send(place_moves_topic, key=before.encode(), value=move.to_bytes())
         if after is not None:
-            move = PlaceMove(state.loan_id, entered=True, at=at)
+            move = PlaceMove(loan_id, entered=True, at=at)
             await handoff.send(place_moves_topic, key=after.encode(), value=move.to_bytes())
 
     async def run_lane(lane: Lane, process: BatchStep) -> None:
@@ -563,10 +665,17 @@ def build_pipeline(
         changed: dict[str, PlaceOccupancy] = {}
         for record in records:
             place_id = key_of(record)
-            move = PlaceMove.from_bytes(value_of(record))
-            place = changed.get(place_id) or PlaceOccupancy(
-                place_id, orjson.loads(occupancy.get(place_id) or b"{}")
-            )
+            try:
+                move = PlaceMove.from_bytes(value_of(record))
+                place = changed.get(place_id) or PlaceOccupancy(
+                    place_id, occupants(occupancy.get(place_id))
+                )
+            except Exception as exc:  # one record or one place never stops the lane
+                log.exception("place count failed", extra={"place_id": place_id})
+                await dead_letter(record, "place-moves", Rejected("processing_error", repr(exc)))
+                quarantine.add(place_id, "count_places", "processing_error", repr(exc),
+                               time.time())  # fmt: skip
+                continue
             if move.entered:
                 place.enter(move.loan_id, move.at)
             else:
@@ -580,27 +689,106 @@ def build_pipeline(
             handoff.after_ack.append(partial(occupancy.__setitem__, place_id, value))
         await handoff.complete()
 
+    def occupants(stored: bytes | None) -> dict[str, float]:
+        """A place's stored occupancy: loan id -> entered at."""
+        loans = orjson.loads(stored or b"{}")
+        if not isinstance(loans, dict) or not all(
+            isinstance(at, float | int) for at in loans.values()
+        ):
+            raise ValueError(f"stored occupancy is not loan id -> time: {(stored or b'')[:200]!r}")
+        return loans
+
     async def evaluate_locked(records: list[Message]) -> None:
         async with state_lock:
             await evaluate_batch(records)
 
-    def inputs_of(record: Message) -> Iterator[tuple[str, str, InputEvent | PlaceCount | Rejected]]:
-        """(topic, loan id, decoded) for each input in a record; a gps.bound record holds many."""
+    def inputs_of(record: Message) -> list[tuple[str, str, InputEvent | PlaceCount | Rejected]]:
+        """(topic, loan id, decoded) for each input in a record; a gps.bound record holds many.
+        A record that cannot be taken apart at all is one rejected input."""
         topic_name = topic_names[record.topic]
-        if topic_name == "gps.bound":
-            for loan_id, ping in decode_bound(value_of(record)):
-                yield topic_name, loan_id, ping
-            return
-        if topic_name == "place-counts":
-            yield topic_name, key_of(record), PlaceCount.from_bytes(value_of(record))
-            return
+        try:
+            if topic_name == "gps.bound":
+                # the pings' times were bounded on gps.raw (bind_batch)
+                return [
+                    (topic_name, loan_id, ping) for loan_id, ping in decode_bound(value_of(record))
+                ]
+            if topic_name == "place-counts":
+                return [(topic_name, key_of(record), PlaceCount.from_bytes(value_of(record)))]
+        except Exception as exc:
+            return [(topic_name, "", Rejected("undecodable", repr(exc)))]
         decoded = decode(topic_name, record.value)
-        loan_id = "" if isinstance(decoded, Rejected) else decoded.loan_id  # type: ignore[union-attr]
-        yield topic_name, loan_id, decoded
+        if isinstance(decoded, Rejected):
+            return [(topic_name, "", decoded)]
+        loan_id = decoded.loan_id  # type: ignore[union-attr]  # not a ping: not on this lane
+        return [(topic_name, loan_id, in_bounds(decoded, record))]
+
+    def in_bounds(event: InputEvent | Rejected, record: Message) -> InputEvent | Rejected:
+        """The event, or why its event time must not reach the clock (dead-lettered)."""
+        if isinstance(event, Rejected | Loan):
+            return event
+        why = clock.out_of_bounds(event.ts.timestamp(), record.timestamp)
+        return event if why is None else Rejected("future_timestamp", why)
+
+    def apply_input(state: LoanState, item: Input) -> None:
+        """Apply one input to its loan's state; keep what it sends (`send_effects`)."""
+        place_before = engine.place_of(state)
+        event = item.event
+        if isinstance(event, PlaceCount):
+            alerts = engine.apply_place_count(state, event.place_id, event.count, item.now)
+        else:
+            alerts = engine.apply(state, event, item.now)
+        item.alerts = alerts
+        place_after = engine.place_of(state)
+        item.place = None
+        if place_after != place_before:
+            item.place = (place_before, place_after, state.clock or clock.now())
+
+    async def send_effects(handoff: Handoff, loan_id: str, item: Input) -> None:
+        await emit(handoff, loan_id, item.alerts)
+        await report_place_move(handoff, loan_id, item)
+        if isinstance(item.event, Loan):
+            await rebind_devices(handoff, item.event, int(item.record.timestamp * 1000))
+
+    async def reject(loan_id: str, item: Input, reason: str, detail: str) -> None:
+        """Dead-letter one input (a ping of a gps.bound record on its own) and mark its loan."""
+        if item.topic_name == "gps.bound":
+            assert isinstance(item.event, GpsPing)
+            key, value = loan_id.encode(), item.event.model_dump_json().encode()
+            await dead_letter(None, item.topic_name, Rejected(reason, detail), key, value)
+        else:
+            await dead_letter(item.record, item.topic_name, Rejected(reason, detail))
+        quarantine.add(loan_id, "evaluate", reason, detail, time.time())
+
+    async def reapply(loan_id: str, batch: LoanBatch) -> None:
+        """Rebuild a loan's state from its stored state and the batch's inputs, one at a time,
+        each followed by an encoding check: an input that raises or leaves a state that cannot
+        be stored is dead-lettered and the state goes on from before it. Runs only when one
+        did; the common path encodes once per loan and batch."""
+        good = batch.before
+        state = decoded_state(loan_id, good)
+        kept: list[Input] = []
+        for item in batch.inputs:
+            try:
+                apply_input(state, item)
+                good = state.to_bytes()
+            except Exception as exc:
+                log.exception("engine failed on a record", extra={"loan_id": loan_id})
+                await reject(loan_id, item, state_failure(exc), repr(exc))
+                state = decoded_state(loan_id, good)
+                continue
+            kept.append(item)
+        batch.state, batch.inputs, batch.after = state, kept, good
 
     async def evaluate_batch(records: Sequence[Message]) -> None:
+        """Apply each input to its loan's state, then check each touched state can be stored,
+        then send what the kept inputs produced, then store the states (Handoff).
+
+        One record or one stored state never fails the batch: an input whose decoding, apply
+        or state encoding fails is dead-lettered with the reason and its loan quarantined
+        (quarantine.py); the loan's other inputs and every other loan go on.
+        """
         started = time.perf_counter()
-        touched: dict[str, tuple[LoanState, bytes | None, int]] = {}
+        touched: dict[str, LoanBatch] = {}
         handoff = Handoff()
         outcomes: Counter[tuple[str, str]] = Counter()
         for record in records:
@@ -609,32 +797,42 @@ def build_pipeline(
                     await dead_letter(record, topic_name, decoded)
                     continue
                 observe(topic_name, decoded)
-                if loan_id in touched:
-                    state, before, _ = touched[loan_id]
-                else:
-                    state, before = load_state(loan_id)
-                    touched[loan_id] = (state, before, record.partition)
-                now = datetime.fromtimestamp(clock.now(), UTC)
-                place_before = engine.place_of(state)
-                try:
-                    if isinstance(decoded, PlaceCount):
-                        changes = engine.apply_place_count(
-                            state, decoded.place_id, decoded.count, now
-                        )
-                    else:
-                        changes = engine.apply(state, decoded, now)
-                except Exception as exc:  # the agent never dies on one record
-                    log.exception("engine failed on a record", extra={"topic": topic_name})
-                    await dead_letter(record, topic_name, Rejected("processing_error", repr(exc)))
+                batch = touched.get(loan_id)
+                if batch is None:
+                    stored = loan_state.get(loan_id)
+                    batch = touched[loan_id] = LoanBatch(stored, record.partition)
+                    try:
+                        batch.state = decoded_state(loan_id, stored)
+                    except Exception as exc:
+                        batch.failure = repr(exc)
+                item = Input(record, topic_name, decoded, clock.now_datetime())
+                if batch.state is None:  # the stored state cannot be read: nothing applies
+                    await reject(loan_id, item, "state_undecodable", batch.failure)
                     continue
-                await emit(handoff, loan_id, changes)
-                await report_place_move(handoff, state, place_before)
-                outcomes[topic_name, "applied"] += 1
-                if isinstance(decoded, Loan):
-                    await rebind_devices(handoff, decoded, int(record.timestamp * 1000))
+                try:
+                    apply_input(batch.state, item)
+                except Exception as exc:  # the lane never stops on one record
+                    log.exception("engine failed on a record", extra={"topic": topic_name})
+                    await reject(loan_id, item, "processing_error", repr(exc))
+                    await reapply(loan_id, batch)  # the state as it was before this input
+                    continue
+                batch.inputs.append(item)
+                batch.after = None  # changed since it was last encoded
+        for loan_id, batch in touched.items():
+            if batch.state is None:
+                continue
+            if batch.after is None:
+                try:
+                    batch.after = batch.state.to_bytes()
+                except StateEncodingError:
+                    await reapply(loan_id, batch)
+            for item in batch.inputs:
+                await send_effects(handoff, loan_id, item)
+                outcomes[item.topic_name, "applied"] += 1
         await handoff.complete()
-        for loan_id, (state, before, partition) in touched.items():
-            store_state(loan_id, state, before, partition)
+        for loan_id, batch in touched.items():
+            if batch.state is not None and batch.after is not None:
+                store_state(loan_id, batch.state, batch.before, batch.after, batch.partition)
         count_events(outcomes)
         metrics.deadlines_pending.set(len(deadlines))
         metrics.batch_seconds.labels("evaluate").observe(time.perf_counter() - started)
@@ -650,11 +848,17 @@ def build_pipeline(
         for record in records:
             topic_name = topic_names[record.topic]
             if topic_name == "device-bindings":
-                change = Binding.from_bytes(value_of(record))
-                apply_binding(key_of(record), change, bound, handoff, waiting)
+                try:
+                    change = Binding.from_bytes(value_of(record))
+                    apply_binding(key_of(record), change, bound, handoff, waiting)
+                except Exception as exc:  # one record never stops the lane
+                    log.exception("device binding failed", extra={"device_id": key_of(record)})
+                    await dead_letter(record, topic_name, Rejected("processing_error", repr(exc)))
+                    quarantine.add(key_of(record), "bind_pings", "processing_error", repr(exc),
+                                   time.time())  # fmt: skip
                 continue
             value = value_of(record)
-            decoded = decode("gps.raw", value)
+            decoded = in_bounds(decode("gps.raw", value), record)
             if isinstance(decoded, Rejected):
                 await dead_letter(record, topic_name, decoded)
                 continue
@@ -664,7 +868,15 @@ def build_pipeline(
                 waiting.setdefault(decoded.device_id, []).append(value)
                 outcomes[topic_name, "pending_binding"] += 1
                 continue
-            loan_id = loan_bound_by(held)
+            try:
+                loan_id = loan_bound_by(held)
+            except Exception as exc:  # a binding that cannot be read: the ping waits for a new one
+                log.exception("stored binding unreadable", extra={"device_id": decoded.device_id})
+                quarantine.add(decoded.device_id, "bind_pings", "undecodable", repr(exc),
+                               time.time())  # fmt: skip
+                waiting.setdefault(decoded.device_id, []).append(value)
+                outcomes[topic_name, "pending_binding"] += 1
+                continue
             bound[partition_of(loan_id)].append((loan_id, value))
             outcomes[topic_name, "bound"] += 1
         # Pings of one device stay in order: one record per partition, sent in batch order.
@@ -715,7 +927,7 @@ def build_pipeline(
             tp.partition for tp in app.assignor.assigned_actives() if tp.topic == prefix + "loans"
         }
         now_s = clock.now()
-        now = datetime.fromtimestamp(now_s, UTC)
+        now = clock.now_datetime()
         metrics.deadline_sweeps.inc()
         while not app.should_stop and (due := deadlines.pop_due(owned, now_s, SWEEP_CHUNK)):
             async with state_lock:
@@ -733,17 +945,23 @@ def build_pipeline(
 
     async def advance_due(due: list[str], now: datetime) -> None:
         handoff = Handoff()
-        advanced: list[tuple[str, LoanState, bytes | None]] = []
+        advanced: list[tuple[str, LoanState, bytes, bytes]] = []
         for loan_id in due:
             before = loan_state.get(loan_id)
             if not before:
                 continue
-            state = decoded_state(loan_id, before)
-            await emit(handoff, loan_id, engine.advance(state, now))
-            advanced.append((loan_id, state, before))
+            try:
+                state = decoded_state(loan_id, before)
+                alerts = engine.advance(state, now)
+                after = state.to_bytes()
+            except Exception as exc:  # one loan's state never stops the sweep
+                await quarantine_state(loan_id, before, "deadline", exc)
+                continue
+            await emit(handoff, loan_id, alerts)
+            advanced.append((loan_id, state, before, after))
         await handoff.complete()  # the alerts first, then the states that record them
-        for loan_id, state, before in advanced:
-            store_state(loan_id, state, before, partition_of(loan_id))
+        for loan_id, state, before, after in advanced:
+            store_state(loan_id, state, before, after, partition_of(loan_id))
         metrics.deadlines_due.inc(len(advanced))
 
     @app.task  # type: ignore[untyped-decorator]
@@ -760,14 +978,27 @@ def build_pipeline(
 
     @loan_state.on_recover
     async def rebuild_deadlines() -> None:
-        """After recovery (start, rebalance) re-index the deadlines of every loan held."""
-        count = 0
+        """After recovery (start, rebalance) re-index the deadlines of every loan held. A state
+        that cannot be read (or whose deadline cannot be computed) is quarantined and the
+        rebuild goes on: the loan's next record is dead-lettered with the reason."""
+        count = failed = 0
         for loan_id, value in loan_state.items():
-            if value:
+            if not value:
+                continue
+            try:
                 deadline = engine.next_deadline(LoanState.from_bytes(value))
-                if deadline is not None:
-                    deadlines.schedule(partition_of(loan_id), loan_id, deadline.timestamp())
-                    count += 1
-        log.info("deadline index rebuilt", extra={"deadlines": count})
+            except Exception as exc:
+                failed += 1
+                log.exception("stored loan state unusable", extra={"loan_id": loan_id})
+                reason = state_failure(exc)
+                quarantine.add(loan_id, "deadline_rebuild", reason, repr(exc), time.time())
+                continue
+            if deadline is not None:
+                deadlines.schedule(partition_of(loan_id), loan_id, deadline.timestamp())
+                count += 1
+        log.info("deadline index rebuilt", extra={"deadlines": count, "quarantined": failed})
 
-    return Pipeline(app=app, engine=engine, metrics=metrics, clock=clock, deadlines=deadlines)
+    return Pipeline(
+        app=app, engine=engine, metrics=metrics, clock=clock, deadlines=deadlines,
+        quarantine=quarantine,
+    )  # fmt: skip
