@@ -36,7 +36,6 @@ from typing import Any, NoReturn, cast
 
 import faust
 import orjson
-from aiokafka.partitioner import murmur2
 from faust.exceptions import NotReady
 from faust.transport.producer import ProducerBuffer
 from faust.types import TP, Message, TableT
@@ -46,7 +45,13 @@ from rules.events import AlertEvent, GpsPing, InputEvent, Loan
 from rules.places import PlaceOccupancy, load_places
 from rules.spec import CATALOG_DIR, load_rules
 from rules.state import LoanState, StateDecodingError, StateEncodingError
-from services.kafka import TOPICS, WORKER_TOPICS, OffsetProbe, deadletter_headers
+from services.kafka import (
+    TOPICS,
+    WORKER_TOPICS,
+    OffsetProbe,
+    deadletter_headers,
+    key_partition,
+)
 from services.settings import EXIT_RESTART, Settings
 from streams.cache import StateCache
 from streams.deadlines import DeadlineIndex
@@ -239,13 +244,6 @@ class DeviceChunkTable(RawKeyTable):
 
     def home_partition(self, key: str) -> int:
         return super().home_partition(device_of(key))
-
-
-@lru_cache(maxsize=1 << 18)
-def key_partition(key: str, partitions: int) -> int:
-    """The default partitioner of every Kafka client: murmur2 of the key bytes (aiokafka's is
-    pure Python, ≈5 µs a key, and the same keys come again and again: cached)."""
-    return int((murmur2(key.encode()) & 0x7FFFFFFF) % partitions)
 
 
 def exit_for_restart(reason: str, **extra: Any) -> NoReturn:
