@@ -238,10 +238,11 @@ class LoanState:
             data = orjson.dumps(out)
         except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits
             raise StateEncodingError(f"loan {self.loan_id}: {exc}") from None
-        # orjson writes NaN and ±infinity as `null`; a state without `null` has none (the
-        # common case costs one scan of the bytes), one with it is checked field by field.
+        # orjson writes NaN and ±infinity as `null`. The only `null` a state holds by design is
+        # a pending alert's start: as many `null`s as those (the common case: one count over
+        # the bytes) means none is anything else; otherwise the fields are checked one by one.
         # A `null` the reader would refuse (a None where a number belongs) is refused here too.
-        if b"null" in data:
+        if data.count(b"null") != _pending_starts(out.get("al")):
             for path, value in _walk(out, ""):
                 if (value.__class__ is float and not math.isfinite(value)) or (
                     value is None and not _NULLABLE.fullmatch(path)
@@ -254,8 +255,8 @@ class LoanState:
         """The state `to_bytes` wrote; StateDecodingError for anything else."""
         try:
             raw = orjson.loads(data)
-            if b"null" in data:
-                _check_nulls(raw)
+            if data.count(b"null") != _pending_starts(raw.get("al")):
+                _check_nulls(raw)  # (a loan id or event id holding "null" comes here too)
             return cls._from_raw(raw)
         except StateDecodingError:
             raise
@@ -276,6 +277,13 @@ class LoanState:
         if alerts:
             state.alerts = {k: AlertState.load(v) for k, v in alerts.items()}
         return state
+
+
+def _pending_starts(alerts: Any) -> int:
+    """How many `null`s a state's alerts hold by design: pending alerts have no start yet."""
+    if not alerts:
+        return 0
+    return sum(1 for alert in alerts.values() if alert[2] is None)
 
 
 def _walk(value: Any, path: str) -> Iterator[tuple[str, Any]]:

@@ -742,8 +742,11 @@ def build_pipeline(
             item.place = (place_before, place_after, state.clock or clock.now())
 
     async def send_effects(handoff: Handoff, loan_id: str, item: Input) -> None:
-        await emit(handoff, loan_id, item.alerts)
-        await report_place_move(handoff, loan_id, item)
+        # most inputs send nothing: no coroutine for them
+        if item.alerts:
+            await emit(handoff, loan_id, item.alerts)
+        if item.place is not None:
+            await report_place_move(handoff, loan_id, item)
         if isinstance(item.event, Loan):
             await rebind_devices(handoff, item.event, int(item.record.timestamp * 1000))
 
@@ -770,7 +773,7 @@ def build_pipeline(
                 apply_input(state, item)
                 good = state.to_bytes()
             except Exception as exc:
-                log.exception("engine failed on a record", extra={"loan_id": loan_id})
+                log.warning("input refused", extra={"loan_id": loan_id, "error": repr(exc)})
                 await reject(loan_id, item, state_failure(exc), repr(exc))
                 state = decoded_state(loan_id, good)
                 continue
@@ -825,7 +828,8 @@ def build_pipeline(
                 except StateEncodingError:
                     await reapply(loan_id, batch)
             for item in batch.inputs:
-                await send_effects(handoff, loan_id, item)
+                if item.alerts or item.place is not None or item.topic_name == "loans":
+                    await send_effects(handoff, loan_id, item)
                 outcomes[item.topic_name, "applied"] += 1
         await handoff.complete()
         for loan_id, batch in touched.items():

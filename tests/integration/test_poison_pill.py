@@ -76,8 +76,10 @@ async def test_two_payments_of_1e308_and_a_year_10000_contact_stop_nothing(stack
     after_record, after_events = seed_case("L-after")
     await stack.produce([after_record, *after_events])
 
-    alerts = await stack.alerts(until=lambda a: any(x.loan_id == "L-after" for x in a))
-    assert any(a.rule_id == SEED_RULE and a.loan_id == "L-after" for a in alerts), worker.log_tail()
+    def after_fired(alerts: list[AlertEvent]) -> bool:
+        return any(a.rule_id == SEED_RULE and a.loan_id == "L-after" for a in alerts)
+
+    assert after_fired(await stack.alerts(until=after_fired)), worker.log_tail()
     dead = await dead_letters(stack, 2)
     by_topic = {topic: (key, reason, detail) for key, topic, reason, detail in dead}
     assert set(by_topic) == {"payments", "contacts"}, dead
