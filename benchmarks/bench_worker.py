@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from rules.events import EVENT_TYPE_BY_TOPIC  # noqa: E402
 from services import infra  # noqa: E402
-from services.kafka import TOPICS, WORKER_TOPICS, ensure_topics  # noqa: E402
+from services.kafka import TOPICS, WORKER_TOPICS, ensure_topics, producer_at  # noqa: E402
 from services.simulator import mixed_stream  # noqa: E402
 
 INPUTS = ("loans", "gps.raw", "payments", "contacts")
@@ -72,9 +72,10 @@ def progress(message: str) -> None:
 
 
 async def produce(bootstrap: str, records: list[tuple[str, bytes, bytes]]) -> int:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20, acks=1
-    )
+    producer = producer_at(
+        bootstrap, linger_ms=20, max_batch_size=1 << 20, acks=1, enable_idempotence=False,
+        max_request_size=1048576, request_timeout_ms=40000,
+    )  # fmt: skip
     await producer.start()
     sent = 0
     try:

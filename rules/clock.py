@@ -34,6 +34,7 @@ import heapq
 import math
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from itertools import count
 from typing import Generic, Literal, TypeVar
 
@@ -249,6 +250,12 @@ class TimeMerge(Generic[K, T]):
             progress.buffered = 0
 
 
+# The newest instant `datetime` can hold with room for any time zone offset: a clock beyond it
+# would fail every conversion (year 10000). Event times are bounded long before (bounds.py); the
+# clock holds whatever it is given all the same.
+LATEST_TS = datetime(9999, 12, 30, tzinfo=UTC).timestamp()
+
+
 @dataclass
 class EngineClock:
     """`now` for the engine, from what was released so far.
@@ -270,7 +277,8 @@ class EngineClock:
             raise ValueError(f"allowed lateness must be >= 0, got {self.allowed_lateness_s}")
 
     def released(self, arrival: float | None) -> None:
-        if arrival is not None and arrival > self.frontier:
+        # a comparison with NaN is false: NaN, infinities and year-10000 times never get in
+        if arrival is not None and self.frontier < arrival <= LATEST_TS:
             self.frontier = arrival
 
     def record_now(self, wall: float, fallback: float | None = None) -> float:
@@ -278,11 +286,11 @@ class EngineClock:
         own: its Kafka timestamp) stands in until a timed record was released."""
         if self.mode == "event":
             return max(self.frontier - self.allowed_lateness_s, 0.0)
-        return min(self.frontier or fallback or wall, wall)
+        return min(self.frontier or fallback or wall, wall, LATEST_TS)
 
     def sweep_now(self, wall: float, caught_up: bool) -> float:
         """`now` for the deadline sweep: in live operation the wall clock, but never past the
         records not read yet (a payment in the backlog is read before its due date fires)."""
         if self.mode == "event":
             return max(self.frontier - self.allowed_lateness_s, 0.0)
-        return wall if caught_up else min(wall, self.frontier)
+        return min(wall if caught_up else min(wall, self.frontier), LATEST_TS)

@@ -7,6 +7,9 @@ under 2 KiB. Only ``dirty`` and the region object are transient: both are recomp
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, ClassVar
@@ -14,6 +17,18 @@ from typing import Any, ClassVar
 import orjson
 
 _NO_DEADLINE = float("inf")  # cached "nothing scheduled": not stored (JSON has no infinity)
+
+
+class StateEncodingError(ValueError):
+    """A state that cannot be stored so that it reads back the same: a NaN or an infinite number
+    (JSON has neither; orjson would write `null`), or an integer beyond 64 bits. Raised when the
+    state is written, so the record that made it is refused, instead of when it is read back."""
+
+
+class StateDecodingError(ValueError):
+    """Stored state bytes that are not a loan state this code wrote (corrupt, or written by a
+    version that stored `null` for a non-finite number)."""
+
 
 # Fix quality: what a position can be trusted for.
 FIX_GPS, FIX_WIFI, FIX_LBS = 0, 1, 2
@@ -86,6 +101,8 @@ class InstallmentState:
 
     @classmethod
     def load(cls, raw: list[Any]) -> InstallmentState:
+        if len(raw) < 3:
+            raise StateDecodingError(f"instalment row too short: {raw!r}")
         if len(raw) == 3:  # the usual row: nothing paid yet
             return cls(raw[0], raw[1], raw[2])
         return cls(raw[0], raw[1], raw[2], raw[3] if len(raw) > 3 else 0.0, *raw[4:5])
@@ -222,7 +239,11 @@ class LoanState:
     def to_bytes(self) -> bytes:
         out: dict[str, Any] = {"id": self.loan_id}
         for (key, _, default), value in zip(self._FIELDS, _field_values(self), strict=True):
-            if value != default and (value.__class__ is not float or value != _NO_DEADLINE):
+            # `deadline` caches "nothing scheduled" as infinity: not stored; an infinite value
+            # anywhere else is one the encoding check below refuses
+            if value != default and (
+                value.__class__ is not float or value != _NO_DEADLINE or key != "dl"
+            ):
                 out[key] = value
         if self.devices:
             out["dv"] = {k: d.dump() for k, d in self.devices.items()}
@@ -230,11 +251,37 @@ class LoanState:
             out["in_"] = [i.dump() for i in self.installments]
         if self.alerts:
             out["al"] = {k: a.dump() for k, a in self.alerts.items()}
-        return orjson.dumps(out)
+        try:
+            data = orjson.dumps(out)
+        except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits
+            raise StateEncodingError(f"loan {self.loan_id}: {exc}") from None
+        # orjson writes NaN and ±infinity as `null`. The only `null` a state holds by design is
+        # a pending alert's start: as many `null`s as those (the common case: one count over
+        # the bytes) means none is anything else; otherwise the fields are checked one by one.
+        # A `null` the reader would refuse (a None where a number belongs) is refused here too.
+        if data.count(b"null") != _pending_starts(out.get("al")):
+            for path, value in _walk(out, ""):
+                if (value.__class__ is float and not math.isfinite(value)) or (
+                    value is None and not _NULLABLE.fullmatch(path)
+                ):
+                    raise StateEncodingError(f"loan {self.loan_id}: {path} is {value}")
+        return data
 
     @classmethod
     def from_bytes(cls, data: bytes) -> LoanState:
-        raw = orjson.loads(data)
+        """The state `to_bytes` wrote; StateDecodingError for anything else."""
+        try:
+            raw = orjson.loads(data)
+            if data.count(b"null") != _pending_starts(raw.get("al")):
+                _check_nulls(raw)  # (a loan id or event id holding "null" comes here too)
+            return cls._from_raw(raw)
+        except StateDecodingError:
+            raise
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise StateDecodingError(f"{type(exc).__name__}: {exc}") from None
+
+    @classmethod
+    def _from_raw(cls, raw: dict[str, Any]) -> LoanState:
         names = _FIELD_NAMES
         state = cls(loan_id=raw["id"], **{names[k]: v for k, v in raw.items() if k in names})
         devices = raw.get("dv")
@@ -249,6 +296,36 @@ class LoanState:
         return state
 
 
+def _pending_starts(alerts: Any) -> int:
+    """How many `null`s a state's alerts hold by design: pending alerts have no start yet."""
+    if not alerts:
+        return 0
+    return sum(1 for alert in alerts.values() if alert[2] is None)
+
+
+def _walk(value: Any, path: str) -> Iterator[tuple[str, Any]]:
+    """Every leaf of a decoded JSON value with its path (`in_.0.3`)."""
+    if value.__class__ is dict:
+        for key, item in value.items():
+            yield from _walk(item, f"{path}.{key}" if path else str(key))
+    elif value.__class__ is list:
+        for n, item in enumerate(value):
+            yield from _walk(item, f"{path}.{n}")
+    else:
+        yield path, value
+
+
+def _check_nulls(raw: Any) -> None:
+    """`to_bytes` omits every field that is None, so a stored `null` is a non-finite number an
+    older version wrote, except an alert's `started_at` (a pending alert has none)."""
+    if raw.__class__ is not dict:
+        raise StateDecodingError("a stored state is a JSON object")
+    for path, value in _walk(raw, ""):
+        if value is None and not _NULLABLE.fullmatch(path):
+            raise StateDecodingError(f"{path} is null (a number that could not be stored)")
+
+
+_NULLABLE = re.compile(r"al\.[^.]+\.2")
 # Stored key -> field name, and all the stored fields' values in one call (to_bytes/from_bytes
 # run once per loan per worker batch).
 _FIELD_NAMES = {key: name for key, name, _ in LoanState._FIELDS}

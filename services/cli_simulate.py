@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Annotated
+from typing import IO, Annotated, Any
 
 import typer
 
@@ -91,22 +91,41 @@ def _write_labels(path: Path, labels: Iterable[Label]) -> None:
 
 
 async def _to_kafka(records: Iterable[Record], rate: float | None, live_from: float | None) -> int:
-    from services.kafka import make_producer
+    from functools import partial
+
+    from services.kafka import RecoveringProducer, make_producer
     from services.settings import get_settings
 
     settings = get_settings()
-    producer = make_producer(settings)
-    await producer.start()
+    holder = RecoveringProducer(partial(make_producer, settings), name="simulator")
+
+    class Current:
+        """Sends through whichever producer the holder has now (it is replaced after a fatal
+        error)."""
+
+        async def send(
+            self, topic: str, value: bytes | None = None, key: bytes | None = None
+        ) -> Any:
+            return await holder.producer.send(topic, value=value, key=key)
+
+    async def recover(error: BaseException) -> bool:
+        holder.check(error)  # a fatal error: replace the producer
+        return await holder.wait_ready(timeout_s=300.0)
+
+    await holder.start()
     try:
+        if not await holder.wait_ready(timeout_s=60.0):
+            raise RuntimeError(f"Kafka at {settings.kafka.bootstrap_servers} not reachable")
         return await produce_records(
             records,
-            producer,
+            Current(),
             topic_prefix=settings.kafka.topic_prefix,
             rate=rate,
             live_from=live_from,
+            recover=recover,
         )
     finally:
-        await producer.stop()
+        await holder.stop()
 
 
 @app.command()

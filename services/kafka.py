@@ -1,17 +1,30 @@
-"""Kafka plumbing shared by every process: topic specs, idempotent creation, producers."""
+"""Kafka plumbing shared by every process: topic specs, idempotent creation, the key
+partitioner, producers that recover."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+import random
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from functools import lru_cache
+from typing import Any, Generic, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import (
+    IllegalStateError,
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerClosed,
+    ProducerFenced,
+    TopicAlreadyExistsError,
+)
+from aiokafka.partitioner import murmur2
 
 from services.settings import Settings
 
@@ -109,8 +122,39 @@ async def ensure_topics_for(settings: Settings, worker: bool = False) -> list[st
     )
 
 
+# ------------------------------------------------------------------ the key partitioner
+
+
+@lru_cache(maxsize=1 << 18)
+def key_hash(key: bytes) -> int:
+    """Kafka's default partitioner hash (Java-compatible murmur2, positive). aiokafka's murmur2
+    is pure Python, ≈5 µs a key, and the same device and loan ids come again and again: cached."""
+    return int(murmur2(key)) & 0x7FFFFFFF
+
+
+def key_partition(key: str | bytes, partitions: int) -> int:
+    """The partition of a key, as every Kafka client's default partitioner places it. The one
+    partitioner of the API, the gateway, the simulator and the worker: co-partitioning (a
+    loan's payments, contacts, pings and state on one partition) holds only while they agree."""
+    return key_hash(key.encode() if isinstance(key, str) else key) % partitions
+
+
+class KeyPartitioner:
+    """`key_partition` as an aiokafka partitioner (`AIOKafkaProducer(partitioner=...)`); a
+    record without a key goes to a random available partition, as with the default."""
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            return random.choice(available or all_partitions)
+        return all_partitions[key_hash(key) % len(all_partitions)]
+
+
+# ------------------------------------------------------------------ producers
+
+
 def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
-    """A producer whose acknowledged writes are durable: acks=all and idempotence on."""
+    """A producer whose acknowledged writes are durable: acks=all and idempotence on, keys
+    placed by `KeyPartitioner`."""
     options: dict[str, object] = {
         "bootstrap_servers": settings.kafka.bootstrap_servers,
         "client_id": settings.kafka.client_id,
@@ -120,9 +164,170 @@ def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
         "max_batch_size": 1024 * 1024,
         "max_request_size": 8 * 1024 * 1024,
         "request_timeout_ms": int(settings.kafka.produce_timeout_s * 1000),
+        "partitioner": KeyPartitioner(),
     }
     options.update(overrides)
     return AIOKafkaProducer(**options)
+
+
+def producer_at(bootstrap_servers: str, **overrides: object) -> AIOKafkaProducer:
+    """`make_producer` for a broker address alone (benchmarks, tools)."""
+    settings = Settings.model_validate({"kafka": {"bootstrap_servers": bootstrap_servers}})
+    return make_producer(settings, **overrides)
+
+
+# Errors after which a producer never delivers again: the idempotent producer's sequence or
+# epoch is lost (a broker restart under load, a fenced producer id) and aiokafka's sender task
+# has died, or the producer was closed. Only a new producer (a new producer id) writes again.
+FATAL_PRODUCER_ERRORS: tuple[type[BaseException], ...] = (
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+    ProducerClosed,
+    IllegalStateError,
+)
+
+
+def is_fatal(exc: BaseException | None) -> bool:
+    return isinstance(exc, FATAL_PRODUCER_ERRORS)
+
+
+class Startable(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+P = TypeVar("P", bound=Startable)
+
+
+def sender_alive(producer: object) -> bool:
+    """False once aiokafka's sender task ended (it dies on OutOfOrderSequenceNumber and
+    ProducerFenced, and every later send waits forever). aiokafka exposes no public check:
+    this reads `AIOKafkaProducer._sender.sender_task` (aiokafka 0.12), and answers True for
+    anything without one (test fakes)."""
+    task = getattr(getattr(producer, "_sender", None), "sender_task", None)
+    return not (isinstance(task, asyncio.Task) and task.done())
+
+
+class RecoveringProducer(Generic[P]):
+    """One producer made by `factory`, started in the background until Kafka takes it, and
+    replaced by a new one after a fatal error (`FATAL_PRODUCER_ERRORS`, or a sender that died),
+    with backoff. `ready` is False whenever the process cannot persist: before the first start,
+    and from a fatal error until the new producer started. What was handed to the old producer
+    and not acknowledged fails with the error (the caller answers 503, never a 2xx); nothing is
+    re-sent behind the caller's back.
+
+    The API's publisher, the JT/T 808 gateway's sink and the simulator use it; the worker's
+    producer is Faust's, and a batch whose sends fail stops the worker for a restart, which makes
+    a new one.
+    """
+
+    def __init__(
+        self,
+        factory: Callable[[], P],
+        *,
+        name: str,
+        backoff_s: tuple[float, float] = (0.5, 10.0),
+        on_replaced: Callable[[P], None] | None = None,
+    ) -> None:
+        self._factory = factory
+        self.name = name
+        self._backoff_s = backoff_s
+        self._on_replaced = on_replaced
+        self.producer: P = factory()
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.recreated = 0
+        self.last_error = ""
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set() and sender_alive(self.producer)
+
+    @property
+    def recovering(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        """Start now if Kafka is there; otherwise keep trying in the background."""
+        try:
+            await self.producer.start()
+        except (KafkaError, OSError) as exc:
+            log.warning(
+                "Kafka producer could not start; retrying",
+                extra={"producer": self.name, "error": str(exc)},
+            )
+            self._task = asyncio.create_task(
+                self._start_loop(fresh=False), name=f"{self.name}-start"
+            )
+        else:
+            self._ready.set()
+
+    def check(self, error: BaseException | None) -> bool:
+        """After a send failed (or to look): replace the producer if `error` is fatal or its
+        sender died. True when a replacement is (now) under way."""
+        if self._stopping or self.recovering:
+            return self.recovering
+        if not (is_fatal(error) or (self._ready.is_set() and not sender_alive(self.producer))):
+            return False
+        self._ready.clear()
+        self.last_error = repr(error) if error is not None else "sender task ended"
+        log.error(
+            "Kafka producer failed for good; replacing it",
+            extra={"producer": self.name, "error": self.last_error},
+        )
+        self._task = asyncio.create_task(self._start_loop(fresh=True), name=f"{self.name}-recreate")
+        return True
+
+    async def _start_loop(self, *, fresh: bool) -> None:
+        delay = self._backoff_s[0]
+        while not self._stopping:
+            if fresh:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.producer.stop(), 10.0)
+                self.producer = self._factory()
+                if self._on_replaced is not None:
+                    self._on_replaced(self.producer)
+                self.recreated += 1
+            try:
+                await self.producer.start()
+            except (KafkaError, OSError) as exc:
+                log.warning(
+                    "Kafka producer still not started",
+                    extra={"producer": self.name, "error": str(exc), "retry_in_s": delay},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._backoff_s[1])
+                continue
+            self._ready.set()
+            log.info("Kafka producer started", extra={"producer": self.name})
+            return
+
+    async def wait_ready(self, timeout_s: float) -> bool:
+        """Wait until a producer can persist (True), or `timeout_s` passed (False)."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not self.ready:
+                    self.check(None)
+                    await asyncio.sleep(0.1)
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop_recovery(self) -> None:
+        """Stop starting or replacing the producer (the producer itself stays as it is)."""
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def stop(self) -> None:
+        await self.stop_recovery()
+        await self.producer.stop()
 
 
 def deadletter_headers(reason: str, source_topic: str, detail: str = "") -> list[tuple[str, bytes]]:

@@ -47,6 +47,9 @@ _MAX_SAMPLED_DEVICES = 200_000
 
 # How long stopping may wait for the Kafka consumer to leave its group.
 STOP_TIMEOUT_S = 10.0
+# How often the projector looks whether its view is still there (a wiped or flushed Redis),
+# also while no record arrives (saving positions notices it only when records come).
+WIPE_CHECK_S = 2.0
 
 
 def _ping_sample(value: bytes | None) -> tuple[str, float, bool] | None:
@@ -177,6 +180,9 @@ class Projector:
         self.consumer: AIOKafkaConsumer | None = None
         # Set once the consumer has caught up with the end of its partitions at least once.
         self.caught_up = asyncio.Event()
+        # True from the moment the view is found empty (first start, a wiped Redis) until the
+        # projector caught up with the topics again: the view is incomplete meanwhile.
+        self.rebuilding = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="projector")
@@ -197,6 +203,7 @@ class Projector:
             except asyncio.CancelledError:
                 raise
             except _ViewWiped:
+                self.rebuilding = True
                 log.warning("the Redis view was wiped; rebuilding it from the topics")
                 self.metrics.restarts.labels("wiped").inc()
                 continue
@@ -213,6 +220,7 @@ class Projector:
         if generation is None:
             # Empty (first start or wiped): no stored position, so every partition starts at 0.
             self.metrics.rebuilds.inc()
+            self.rebuilding = True
             generation = await self.store.start_generation()
             if GPS in self._topics:
                 await self._load_bindings()
@@ -229,6 +237,8 @@ class Projector:
             self.consumer.subscribe(
                 [self._prefix + t for t in self._topics], listener=_SeekFromView(self)
             )
+            loop = asyncio.get_running_loop()
+            next_check = loop.time() + WIPE_CHECK_S
             while True:
                 batches = await self.consumer.getmany(timeout_ms=500, max_records=2000)
                 positions: dict[tuple[str, int], int] = {}
@@ -241,6 +251,11 @@ class Projector:
                         positions[(tp.topic, tp.partition)] = records[-1].offset + 1
                 if positions and not await self.store.save_offsets(positions, generation):
                     raise _ViewWiped
+                if loop.time() >= next_check:
+                    # Idle, nothing would notice a wipe until the next record: look.
+                    next_check = loop.time() + WIPE_CHECK_S
+                    if await self.store.generation() != generation:
+                        raise _ViewWiped
                 await self._measure_lag()
         finally:
             consumer, self.consumer = self.consumer, None
@@ -297,6 +312,9 @@ class Projector:
             self.metrics.lag.labels(topic).set(behind.get(topic, 0))
         if known and self.consumer.assignment() and not any(behind.values()):
             self.caught_up.set()
+            if self.rebuilding:
+                log.info("the Redis view is rebuilt")
+            self.rebuilding = False
 
     async def _project(self, topic: str, records: list[Any]) -> None:
         if topic == ALERTS:

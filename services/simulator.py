@@ -1221,16 +1221,40 @@ async def produce_records(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     progress: Callable[[int, Record], None] | None = None,
     window: int = 2000,
+    recover: Callable[[BaseException], Awaitable[bool]] | None = None,
 ) -> int:
     """Send records in order, keyed per DESIGN §3; wait for every ack; return how many were sent.
 
     `live_from` (wall-clock epoch seconds) sends each record when the wall clock reaches its
     `arrival` (use `live_records` first); `rate` caps records per second. At most `window`
     sends are in flight, so a slow broker slows the simulator instead of filling memory.
+    `recover(error)`, when a window's sends fail, waits for a producer that can persist again
+    (True) and the window is sent again (a record Kafka had taken comes twice; the worker drops
+    the copy by event id), or gives up (False: the error is raised).
     """
     started = clock()
     sent = 0
     in_flight: list[Awaitable[Any]] = []
+    window_records: list[Record] = []
+
+    async def settle() -> None:
+        nonlocal in_flight
+        while True:
+            try:
+                await asyncio.gather(*in_flight)
+                break
+            except Exception as exc:
+                if recover is None or not await recover(exc):
+                    raise
+                in_flight = [
+                    await producer.send(
+                        topic_prefix + r.topic, value=r.value_bytes(), key=r.key.encode()
+                    )
+                    for r in window_records
+                ]
+        in_flight = []
+        window_records.clear()
+
     for record in records:
         due_at = None if live_from is None else record.arrival - live_from
         wait = send_delay(sent=sent, elapsed=clock() - started, rate=rate, due_at=due_at)
@@ -1241,13 +1265,13 @@ async def produce_records(
                 topic_prefix + record.topic, value=record.value_bytes(), key=record.key.encode()
             )
         )
+        window_records.append(record)
         sent += 1
         if len(in_flight) >= window:
-            await asyncio.gather(*in_flight)
-            in_flight.clear()
+            await settle()
         if progress is not None:
             progress(sent, record)
-    await asyncio.gather(*in_flight)
+    await settle()
     return sent
 
 

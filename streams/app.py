@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import sys
 import time
@@ -35,19 +36,24 @@ from typing import Any, NoReturn, cast
 
 import faust
 import orjson
-from aiokafka.partitioner import murmur2
 from faust.exceptions import NotReady
 from faust.transport.producer import ProducerBuffer
 from faust.types import TP, Message, TableT
 
-from rules.clock import EngineClock, TimeMerge
+from rules.clock import LATEST_TS, EngineClock, TimeMerge
 from rules.config import EngineConfig
 from rules.engine import Engine
 from rules.events import AlertEvent, GpsPing, InputEvent, Loan
 from rules.places import PlaceOccupancy, load_places
 from rules.spec import CATALOG_DIR, load_rules
-from rules.state import LoanState
-from services.kafka import TOPICS, WORKER_TOPICS, OffsetProbe, deadletter_headers
+from rules.state import LoanState, StateDecodingError, StateEncodingError
+from services.kafka import (
+    TOPICS,
+    WORKER_TOPICS,
+    OffsetProbe,
+    deadletter_headers,
+    key_partition,
+)
 from services.settings import EXIT_RESTART, Settings
 from streams.cache import StateCache
 from streams.deadlines import DeadlineIndex
@@ -55,6 +61,7 @@ from streams.gaps import InputGaps, RecoveryWatchdog
 from streams.intake import Lane, LaneConsumer
 from streams.metrics import WorkerMetrics
 from streams.pending import PendingPings, device_of
+from streams.quarantine import Quarantine
 from streams.records import (
     Binding,
     PlaceCount,
@@ -92,6 +99,29 @@ BatchStep = Callable[[list[Message]], Awaitable[Sequence[Message]]]
 Held = tuple[Message, str, str, "InputEvent | PlaceCount", float | None]
 
 
+def out_of_bounds(
+    event_ts: float, entered_ts: float | None, wall: float, max_future_skew_s: float
+) -> str | None:
+    """Why an event time must not reach the clock (None: it may): further ahead of the time its
+    record entered Kafka (and of the wall clock) than the engine's future skew allows."""
+    if not math.isfinite(event_ts):
+        return f"event time {event_ts} is not a number"
+    reference = min(entered_ts, wall) if entered_ts and entered_ts > 0 else wall
+    if event_ts > reference + max_future_skew_s:
+        return (
+            f"event time {_iso(event_ts)} is more than {max_future_skew_s:g} s after "
+            f"the record entered Kafka ({_iso(reference)})"
+        )
+    return None
+
+
+def _iso(ts: float) -> str:
+    """An epoch instant for a message, whatever its size."""
+    if -62_135_596_800.0 <= ts <= LATEST_TS:
+        return datetime.fromtimestamp(ts, UTC).isoformat()
+    return f"{ts:.0f} s since 1970"
+
+
 @dataclass
 class Handoff:
     """What a batch sends, and the table writes that may happen only once those sends are acked.
@@ -116,6 +146,41 @@ class Handoff:
             write()
 
 
+@dataclass(slots=True)
+class Input:
+    """One input of an evaluate batch, applied to its loan's state, and what it sends once the
+    state it leaves is known to be storable (alerts, a place move, device bindings)."""
+
+    record: Message
+    topic_name: str
+    event: InputEvent | PlaceCount
+    now: datetime
+    arrival: float | None = None  # when its record entered Kafka (epoch seconds)
+    alerts: list[AlertEvent] = field(default_factory=list)
+    place: tuple[str | None, str | None, float] | None = None  # (left, entered, at)
+
+
+@dataclass(slots=True)
+class LoanBatch:
+    """One loan's part of an evaluate batch: its stored state, its state now, its inputs."""
+
+    before: bytes | None  # as stored when the batch began
+    partition: int
+    state: LoanState | None = None  # None: the stored state could not be read
+    inputs: list[Input] = field(default_factory=list)
+    after: bytes | None = None  # `state` encoded, once checked
+    failure: str = ""  # why the stored state could not be read
+
+
+def state_failure(exc: BaseException) -> str:
+    """The dead-letter reason for a failure on a loan's state."""
+    if isinstance(exc, StateEncodingError):
+        return "unencodable_state"
+    if isinstance(exc, StateDecodingError):
+        return "state_undecodable"
+    return "processing_error"
+
+
 class RawKeyTable(faust.Table):  # type: ignore[type-arg]
     """A table whose `str` keys are written as raw UTF-8, the bytes the input topics are keyed by.
 
@@ -133,6 +198,15 @@ class RawKeyTable(faust.Table):  # type: ignore[type-arg]
         """The partition a key's changelog records go to (the producer's partitioner)."""
         assert self.partitions, "the pipeline's tables are made with their partition count"
         return key_partition(key, self.partitions)
+
+    def partition_for_key(self, key: Any) -> int | None:
+        """The changelog partition, computed here rather than by Faust's producer: with
+        `use_partitioner` Faust asks aiokafka's partitioner eagerly, which needs the producer to
+        hold metadata for the changelog topic and fails ('NoneType' object is not iterable) for
+        a topic just created (a fresh worker on a fresh broker, issue 14 item 7). With the
+        partition given, aiokafka's send waits for the topic's metadata (bounded by its
+        request timeout) instead."""
+        return self.home_partition(key)
 
     def _new_store_by_url(self, url: Any) -> Any:
         if str(url).startswith("rocksdb:"):
@@ -153,16 +227,6 @@ class DeviceChunkTable(RawKeyTable):
     def home_partition(self, key: str) -> int:
         return super().home_partition(device_of(key))
 
-    def partition_for_key(self, key: Any) -> int | None:
-        return self.home_partition(key)
-
-
-@lru_cache(maxsize=1 << 18)
-def key_partition(key: str, partitions: int) -> int:
-    """The default partitioner of every Kafka client: murmur2 of the key bytes (aiokafka's is
-    pure Python, ≈5 µs a key, and the same keys come again and again: cached)."""
-    return int((murmur2(key.encode()) & 0x7FFFFFFF) % partitions)
-
 
 def exit_for_restart(reason: str, **extra: Any) -> NoReturn:
     """Stop the worker at once for its supervisor to restart it (crash-only: the state is in
@@ -182,6 +246,7 @@ class Pipeline:
     clock: EngineClock
     merge: TimeMerge[TP, Held]
     deadlines: DeadlineIndex
+    quarantine: Quarantine
 
 
 def build_engine(settings: Settings) -> Engine:
@@ -216,7 +281,9 @@ def build_pipeline(
     # Event times are checked against the record's arrival only on the wall clock: a replay
     # (event clock) produces old recordings now, and only the absolute limits apply to it.
     window = settings.bounds.window() if settings.worker.clock == "wall" else None
+    max_future_skew_s = engine.config.max_future_skew_s
     deadlines = DeadlineIndex()
+    quarantine = Quarantine(metrics.quarantined, metrics.quarantined_keys)
     states: StateCache[LoanState] = StateCache(settings.worker.state_cache_size)
     # One writer at a time per worker: a batch of the agent and the deadline sweep both
     # read-modify-write loan state across awaits (alert acks).
@@ -297,12 +364,20 @@ def build_pipeline(
     pending = PendingPings(table("pending-pings"), chunks, MAX_PENDING_PINGS_PER_DEVICE)
     occupancy = table("place-occupancy")
 
-    async def dead_letter(record: Message, topic_name: str, rejected: Rejected) -> None:
+    async def dead_letter(
+        record: Message | None, topic_name: str, rejected: Rejected,
+        key: bytes | None = None, value: bytes | None = None,
+    ) -> None:  # fmt: skip
+        """Send a record (or, given `key` and `value`, part of one or a stored state) to the
+        dead-letter topic with the reason."""
         metrics.events.labels(topic_name, rejected.reason).inc()
         metrics.deadletters.labels(topic_name, rejected.reason).inc()
+        if record is not None and value is None:
+            key = record.key
+            value = record.value if isinstance(record.value, bytes) else b""
         await deadletter_topic.send(
-            key=record.key,
-            value=record.value if isinstance(record.value, bytes) else b"",
+            key=key,
+            value=value or b"",
             headers=deadletter_headers(rejected.reason, prefix + topic_name, rejected.detail),
         )
 
@@ -490,24 +565,39 @@ def build_pipeline(
     def loan_bound_by(binding: bytes) -> str:
         return Binding.from_bytes(binding).loan_id
 
-    def load_state(loan_id: str) -> tuple[LoanState, bytes | None]:
-        before: bytes | None = loan_state.get(loan_id)
-        if not before:
-            return engine.new_state(loan_id), before
-        return decoded_state(loan_id, before), before
-
-    def decoded_state(loan_id: str, stored: bytes) -> LoanState:
+    def decoded_state(loan_id: str, stored: bytes | None) -> LoanState:
+        """The state stored for a loan (a new one if none); StateDecodingError if unreadable."""
+        if not stored:
+            return engine.new_state(loan_id)
         state = states.take(loan_id, stored)
         return state if state is not None else LoanState.from_bytes(stored)
 
-    def store_state(loan_id: str, state: LoanState, before: bytes | None, partition: int) -> None:
-        after = state.to_bytes()
+    def store_state(
+        loan_id: str, state: LoanState, before: bytes | None, after: bytes, partition: int
+    ) -> None:
+        """Write a state already encoded (`after`: the encoding is checked before the batch's
+        sends, so a state that cannot be stored never gets this far) and index its deadline."""
         # A write costs a changelog record: only when the state really changed.
         if after != before:
             loan_state[loan_id] = after
         states.put(loan_id, after, state)
-        deadline = engine.next_deadline(state)
+        try:
+            deadline = engine.next_deadline(state)
+        except Exception as exc:
+            log.exception("next deadline failed", extra={"loan_id": loan_id})
+            quarantine.add(loan_id, "deadline", "processing_error", repr(exc), time.time())
+            deadline = None
         deadlines.schedule(partition, loan_id, deadline.timestamp() if deadline else None)
+
+    async def quarantine_state(loan_id: str, stored: bytes, step: str, exc: Exception) -> None:
+        """A loan's stored state failed a step that has no input record (the deadline sweep):
+        dead-letter the stored bytes, so an operator has them, and mark the loan."""
+        reason = state_failure(exc)
+        log.exception("a stored loan state failed", extra={"loan_id": loan_id, "step": step})
+        await dead_letter(
+            None, "loan-state", Rejected(reason, repr(exc)), key=loan_id.encode(), value=stored
+        )
+        quarantine.add(loan_id, step, reason, repr(exc), time.time())
 
     async def rebind_devices(
         handoff: Handoff, loan: Loan, version: int, sent: list[Awaitable[Any]]
@@ -524,17 +614,17 @@ def build_pipeline(
             devices = orjson.dumps(sorted(current))
             handoff.after_ack.append(lambda: loan_devices.__setitem__(loan.loan_id, devices))
 
-    async def report_place_move(handoff: Handoff, state: LoanState, before: str | None) -> None:
-        """Tell the place aggregate when the vehicle left or entered a risk place."""
-        after = engine.place_of(state)
-        if after == before:
-            return
-        at = state.clock or clock.record_now(wall())
+    async def report_place_move(
+        handoff: Handoff, loan_id: str, move_: tuple[str | None, str | None, float]
+    ) -> None:
+        """Tell the place aggregate when the vehicle left (`before`) or entered (`after`) a risk
+        place, `at` the loan's clock."""
+        before, after, at = move_
         if before is not None:
-            move = PlaceMove(state.loan_id, entered=False, at=at)
+            move = PlaceMove(loan_id, entered=False, at=at)
             await handoff.send(place_moves_topic, key=before.encode(), value=move.to_bytes())
         if after is not None:
-            move = PlaceMove(state.loan_id, entered=True, at=at)
+            move = PlaceMove(loan_id, entered=True, at=at)
             await handoff.send(place_moves_topic, key=after.encode(), value=move.to_bytes())
 
     async def run_lane(
@@ -586,10 +676,17 @@ def build_pipeline(
         changed: dict[str, PlaceOccupancy] = {}
         for record in records:
             place_id = key_of(record)
-            move = PlaceMove.from_bytes(value_of(record))
-            place = changed.get(place_id) or PlaceOccupancy(
-                place_id, orjson.loads(occupancy.get(place_id) or b"{}")
-            )
+            try:
+                move = PlaceMove.from_bytes(value_of(record))
+                place = changed.get(place_id) or PlaceOccupancy(
+                    place_id, occupants(occupancy.get(place_id))
+                )
+            except Exception as exc:  # one record or one place never stops the lane
+                log.exception("place count failed", extra={"place_id": place_id})
+                await dead_letter(record, "place-moves", Rejected("processing_error", repr(exc)))
+                quarantine.add(place_id, "count_places", "processing_error", repr(exc),
+                               time.time())  # fmt: skip
+                continue
             if move.entered:
                 place.enter(move.loan_id, move.at)
             else:
@@ -604,6 +701,15 @@ def build_pipeline(
         await handoff.complete()
         return records
 
+    def occupants(stored: bytes | None) -> dict[str, float]:
+        """A place's stored occupancy: loan id -> entered at."""
+        loans = orjson.loads(stored or b"{}")
+        if not isinstance(loans, dict) or not all(
+            isinstance(at, float | int) for at in loans.values()
+        ):
+            raise ValueError(f"stored occupancy is not loan id -> time: {(stored or b'')[:200]!r}")
+        return loans
+
     async def evaluate_locked(records: list[Message]) -> list[Message]:
         async with state_lock:
             return await evaluate_batch(records)
@@ -612,18 +718,98 @@ def build_pipeline(
         record: Message,
     ) -> Iterator[tuple[str, str, InputEvent | PlaceCount | Rejected, float | None]]:
         """(topic, loan id, decoded, arrival) for each input in a record; a gps.bound record
-        holds many, each with the arrival of the gps.raw record it came in."""
+        holds many, each with the arrival of the gps.raw record it came in. A record that cannot
+        be taken apart at all is one rejected input."""
         topic_name = topic_names[record.topic]
+        try:
+            if topic_name == "gps.bound":
+                # the pings' times were bounded on gps.raw (bind_batch)
+                entries = decode_bound(value_of(record))
+            elif topic_name == "place-counts":
+                entries = None
+                count = PlaceCount.from_bytes(value_of(record))
+        except Exception as exc:
+            yield topic_name, "", Rejected("undecodable", repr(exc)), None
+            return
         if topic_name == "gps.bound":
-            for loan_id, ping, arrival in decode_bound(value_of(record)):
+            assert entries is not None
+            for loan_id, ping, arrival in entries:
                 yield topic_name, loan_id, ping, record.timestamp if arrival is None else arrival
             return
         if topic_name == "place-counts":
-            yield topic_name, key_of(record), PlaceCount.from_bytes(value_of(record)), None
+            yield topic_name, key_of(record), count, None
             return
         decoded = decode(topic_name, record.value, window=window, received_at=record.timestamp)
-        loan_id = "" if isinstance(decoded, Rejected) else decoded.loan_id  # type: ignore[union-attr]
-        yield topic_name, loan_id, decoded, record.timestamp
+        if isinstance(decoded, Rejected):
+            yield topic_name, "", decoded, None
+            return
+        loan_id = decoded.loan_id  # type: ignore[union-attr]  # not a ping: not on this lane
+        yield topic_name, loan_id, in_bounds(decoded, record), record.timestamp
+
+    def in_bounds(event: InputEvent | Rejected, record: Message) -> InputEvent | Rejected:
+        """The event, or why its event time must not reach the clock (dead-lettered)."""
+        if isinstance(event, Rejected | Loan):
+            return event
+        why = out_of_bounds(event.ts.timestamp(), record.timestamp, wall(), max_future_skew_s)
+        return event if why is None else Rejected("future_timestamp", why)
+
+    def apply_input(state: LoanState, item: Input) -> None:
+        """Apply one input to its loan's state; keep what it sends (`send_effects`)."""
+        place_before = engine.place_of(state)
+        event = item.event
+        if isinstance(event, PlaceCount):
+            alerts = engine.apply_place_count(state, event.place_id, event.count, item.now)
+        else:
+            # lateness by arrival only live: in a replay a record arrives at its event time
+            alerts = engine.apply(state, event, item.now, item.arrival if live else None)
+        item.alerts = alerts
+        place_after = engine.place_of(state)
+        item.place = None
+        if place_after != place_before:
+            at = state.clock or clock.record_now(wall())
+            item.place = (place_before, place_after, at)
+
+    async def send_effects(
+        handoff: Handoff, loan_id: str, item: Input, bindings_sent: list[Awaitable[Any]]
+    ) -> None:
+        # most inputs send nothing: no coroutine for them
+        if item.alerts:
+            await emit(handoff, loan_id, item.alerts)
+        if item.place is not None:
+            await report_place_move(handoff, loan_id, item.place)
+        if isinstance(item.event, Loan):
+            version = int(item.record.timestamp * 1000)
+            await rebind_devices(handoff, item.event, version, bindings_sent)
+
+    async def reject(loan_id: str, item: Input, reason: str, detail: str) -> None:
+        """Dead-letter one input (a ping of a gps.bound record on its own) and mark its loan."""
+        if item.topic_name == "gps.bound":
+            assert isinstance(item.event, GpsPing)
+            key, value = loan_id.encode(), item.event.model_dump_json().encode()
+            await dead_letter(None, item.topic_name, Rejected(reason, detail), key, value)
+        else:
+            await dead_letter(item.record, item.topic_name, Rejected(reason, detail))
+        quarantine.add(loan_id, "evaluate", reason, detail, time.time())
+
+    async def reapply(loan_id: str, batch: LoanBatch) -> None:
+        """Rebuild a loan's state from its stored state and the batch's inputs, one at a time,
+        each followed by an encoding check: an input that raises or leaves a state that cannot
+        be stored is dead-lettered and the state goes on from before it. Runs only when one
+        did; the common path encodes once per loan and batch."""
+        good = batch.before
+        state = decoded_state(loan_id, good)
+        kept: list[Input] = []
+        for item in batch.inputs:
+            try:
+                apply_input(state, item)
+                good = state.to_bytes()
+            except Exception as exc:
+                log.warning("input refused", extra={"loan_id": loan_id, "error": repr(exc)})
+                await reject(loan_id, item, state_failure(exc), repr(exc))
+                state = decoded_state(loan_id, good)
+                continue
+            kept.append(item)
+        batch.state, batch.inputs, batch.after = state, kept, good
 
     def timed(decoded: InputEvent | PlaceCount, arrival: float | None) -> float | None:
         """The time an input is released at (clock.py): its arrival (the Kafka timestamp) live,
@@ -694,7 +880,14 @@ def build_pipeline(
         return done
 
     async def apply_released(released: list[Held], done: list[Message]) -> None:
-        touched: dict[str, tuple[LoanState, bytes | None, int]] = {}
+        """Apply the released inputs to their loans' states, then check each touched state can
+        be stored, then send what the kept inputs produced, then store the states (Handoff).
+
+        One record or one stored state never fails the batch: an input whose apply or state
+        encoding fails is dead-lettered with the reason and its loan quarantined (quarantine.py);
+        the loan's other inputs and every other loan go on.
+        """
+        touched: dict[str, LoanBatch] = {}
         handoff = Handoff()
         bindings_sent: list[Awaitable[Any]] = []
         outcomes: Counter[tuple[str, str]] = Counter()
@@ -706,35 +899,48 @@ def build_pipeline(
                     del unfinished[record.tp, record.offset]
                     done.append(entry[0])
             observe(topic_name, decoded)
-            if loan_id in touched:
-                state, before, _ = touched[loan_id]
-            else:
-                state, before = load_state(loan_id)
-                touched[loan_id] = (state, before, record.partition)
+            batch = touched.get(loan_id)
+            if batch is None:
+                stored = loan_state.get(loan_id)
+                batch = touched[loan_id] = LoanBatch(stored, record.partition)
+                try:
+                    batch.state = decoded_state(loan_id, stored)
+                except Exception as exc:
+                    batch.failure = repr(exc)
             clock.released(timed(decoded, arrival))
             now = datetime.fromtimestamp(clock.record_now(wall(), record.timestamp), UTC)
-            place_before = engine.place_of(state)
-            try:
-                if isinstance(decoded, PlaceCount):
-                    changes = engine.apply_place_count(state, decoded.place_id, decoded.count, now)
-                else:
-                    # lateness by arrival only live: in a replay a record arrives at its event time
-                    changes = engine.apply(state, decoded, now, arrival if live else None)
-            except Exception as exc:  # the agent never dies on one record
-                log.exception("engine failed on a record", extra={"topic": topic_name})
-                await dead_letter(record, topic_name, Rejected("processing_error", repr(exc)))
+            item = Input(record, topic_name, decoded, now, arrival)
+            if batch.state is None:  # the stored state cannot be read: nothing applies
+                await reject(loan_id, item, "state_undecodable", batch.failure)
                 continue
-            await emit(handoff, loan_id, changes)
-            await report_place_move(handoff, state, place_before)
-            outcomes[topic_name, "applied"] += 1
-            if isinstance(decoded, Loan):
-                await rebind_devices(handoff, decoded, int(record.timestamp * 1000), bindings_sent)
+            try:
+                apply_input(batch.state, item)
+            except Exception as exc:  # the lane never stops on one record
+                log.exception("engine failed on a record", extra={"topic": topic_name})
+                await reject(loan_id, item, "processing_error", repr(exc))
+                await reapply(loan_id, batch)  # the state as it was before this input
+                continue
+            batch.inputs.append(item)
+            batch.after = None  # changed since it was last encoded
+        for loan_id, batch in touched.items():
+            if batch.state is None:
+                continue
+            if batch.after is None:
+                try:
+                    batch.after = batch.state.to_bytes()
+                except StateEncodingError:
+                    await reapply(loan_id, batch)
+            for item in batch.inputs:
+                if item.alerts or item.place is not None or item.topic_name == "loans":
+                    await send_effects(handoff, loan_id, item, bindings_sent)
+                outcomes[item.topic_name, "applied"] += 1
         await handoff.complete()
         for future in bindings_sent:
             meta = future.result()  # type: ignore[attr-defined]
             upstream.sent(TP(meta.topic, meta.partition), meta.offset)
-        for loan_id, (state, before, partition) in touched.items():
-            store_state(loan_id, state, before, partition)
+        for loan_id, batch in touched.items():
+            if batch.state is not None and batch.after is not None:
+                store_state(loan_id, batch.state, batch.before, batch.after, batch.partition)
         count_events(outcomes)
         metrics.deadlines_pending.set(len(deadlines))
 
@@ -775,11 +981,19 @@ def build_pipeline(
         for record in records:
             topic_name = topic_names[record.topic]
             if topic_name == "device-bindings":
-                change = Binding.from_bytes(value_of(record))
-                apply_binding(key_of(record), change, bound, handoff, waiting)
+                try:
+                    change = Binding.from_bytes(value_of(record))
+                    apply_binding(key_of(record), change, bound, handoff, waiting)
+                except Exception as exc:  # one record never stops the lane
+                    log.exception("device binding failed", extra={"device_id": key_of(record)})
+                    await dead_letter(record, topic_name, Rejected("processing_error", repr(exc)))
+                    quarantine.add(key_of(record), "bind_pings", "processing_error", repr(exc),
+                                   time.time())  # fmt: skip
                 continue
             value = value_of(record)
-            decoded = decode("gps.raw", value, window=window, received_at=record.timestamp)
+            decoded = in_bounds(
+                decode("gps.raw", value, window=window, received_at=record.timestamp), record
+            )
             if isinstance(decoded, Rejected):
                 await dead_letter(record, topic_name, decoded)
                 read.append((record.tp, record.offset, None))
@@ -793,8 +1007,17 @@ def build_pipeline(
                 waiting.setdefault(decoded.device_id, []).append(value)
                 outcomes[topic_name, "pending_binding"] += 1
                 continue
+            try:
+                loan_id = loan_bound_by(held)
+            except Exception as exc:  # a binding that cannot be read: the ping waits for a new one
+                log.exception("stored binding unreadable", extra={"device_id": decoded.device_id})
+                quarantine.add(decoded.device_id, "bind_pings", "undecodable", repr(exc),
+                               time.time())  # fmt: skip
+                read.append((record.tp, record.offset, None))
+                waiting.setdefault(decoded.device_id, []).append(value)
+                outcomes[topic_name, "pending_binding"] += 1
+                continue
             read.append((record.tp, record.offset, timed(decoded, record.timestamp)))
-            loan_id = loan_bound_by(held)
             bound[partition_of(loan_id)].append((loan_id, value, arrival_ms))
             outcomes[topic_name, "bound"] += 1
         # Pings of one device stay in order: one record per partition, sent in batch order,
@@ -885,19 +1108,28 @@ def build_pipeline(
 
     async def advance_due(due: list[str], now: datetime) -> None:
         handoff = Handoff()
-        advanced: list[tuple[str, LoanState, bytes | None]] = []
+        advanced: list[tuple[str, LoanState, bytes, bytes]] = []
         for loan_id in due:
             before = loan_state.get(loan_id)
             if not before:
                 continue
-            state = decoded_state(loan_id, before)
-            place_before = engine.place_of(state)
-            await emit(handoff, loan_id, engine.advance(state, now))
-            await report_place_move(handoff, state, place_before)  # a dwell or grace ending
-            advanced.append((loan_id, state, before))
+            try:
+                state = decoded_state(loan_id, before)
+                place_before = engine.place_of(state)
+                alerts = engine.advance(state, now)
+                place_after = engine.place_of(state)
+                after = state.to_bytes()
+            except Exception as exc:  # one loan's state never stops the sweep
+                await quarantine_state(loan_id, before, "deadline", exc)
+                continue
+            await emit(handoff, loan_id, alerts)
+            if place_after != place_before:  # a dwell or grace ending
+                at = state.clock or clock.record_now(wall())
+                await report_place_move(handoff, loan_id, (place_before, place_after, at))
+            advanced.append((loan_id, state, before, after))
         await handoff.complete()  # the alerts first, then the states that record them
-        for loan_id, state, before in advanced:
-            store_state(loan_id, state, before, partition_of(loan_id))
+        for loan_id, state, before, after in advanced:
+            store_state(loan_id, state, before, after, partition_of(loan_id))
         metrics.deadlines_due.inc(len(advanced))
 
     @app.task  # type: ignore[untyped-decorator]
@@ -914,16 +1146,27 @@ def build_pipeline(
 
     @loan_state.on_recover
     async def rebuild_deadlines() -> None:
-        """After recovery (start, rebalance) re-index the deadlines of every loan held."""
-        count = 0
+        """After recovery (start, rebalance) re-index the deadlines of every loan held. A state
+        that cannot be read (or whose deadline cannot be computed) is quarantined and the
+        rebuild goes on: the loan's next record is dead-lettered with the reason."""
+        count = failed = 0
         for loan_id, value in loan_state.items():
-            if value:
+            if not value:
+                continue
+            try:
                 deadline = engine.next_deadline(LoanState.from_bytes(value))
-                if deadline is not None:
-                    deadlines.schedule(partition_of(loan_id), loan_id, deadline.timestamp())
-                    count += 1
-        log.info("deadline index rebuilt", extra={"deadlines": count})
+            except Exception as exc:
+                failed += 1
+                log.exception("stored loan state unusable", extra={"loan_id": loan_id})
+                reason = state_failure(exc)
+                quarantine.add(loan_id, "deadline_rebuild", reason, repr(exc), time.time())
+                continue
+            if deadline is not None:
+                deadlines.schedule(partition_of(loan_id), loan_id, deadline.timestamp())
+                count += 1
+        log.info("deadline index rebuilt", extra={"deadlines": count, "quarantined": failed})
 
     return Pipeline(
-        app=app, engine=engine, metrics=metrics, clock=clock, merge=merge, deadlines=deadlines
-    )
+        app=app, engine=engine, metrics=metrics, clock=clock, merge=merge, deadlines=deadlines,
+        quarantine=quarantine,
+    )  # fmt: skip

@@ -21,6 +21,8 @@ class WorkerMetrics:
     pending_pings: Gauge
     batch_seconds: Histogram
     input_gaps: Counter
+    quarantined: Counter
+    quarantined_keys: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry = REGISTRY) -> WorkerMetrics:
@@ -81,6 +83,18 @@ class WorkerMetrics:
                 "skipwatch_worker_input_gaps_total",
                 "Records the consumer skipped; the partition was sent back to replay them.",
                 ["topic"],
+                registry=registry,
+            ),
+            quarantined=Counter(
+                "skipwatch_worker_quarantined_total",
+                "Records or stored states that made a step fail: dead-lettered, their key "
+                "(loan, place, device) marked, processing went on. By step and reason.",
+                ["step", "reason"],
+                registry=registry,
+            ),
+            quarantined_keys=Gauge(
+                "skipwatch_worker_quarantined_keys",
+                "Keys (loans, places, devices) marked quarantined since the worker started.",
                 registry=registry,
             ),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -14,7 +15,9 @@ from rules.events.bounds import TimeWindow
 
 @dataclass(frozen=True)
 class Rejected:
-    reason: str  # bounded: "undecodable" | "invalid" — a metric label
+    # bounded, a metric label: "undecodable" | "invalid" | "future_timestamp" (the worker's time
+    # bound) | "processing_error" | "state_undecodable" | "unencodable_state" (quarantine.py)
+    reason: str
     detail: str
 
 
@@ -152,7 +155,10 @@ class PlaceMove:
     @classmethod
     def from_bytes(cls, value: bytes) -> PlaceMove:
         data = orjson.loads(value)
-        return cls(str(data["loan_id"]), bool(data["entered"]), float(data["at"]))
+        at = float(data["at"])
+        if not math.isfinite(at):
+            raise ValueError(f"place move time is {at}")
+        return cls(str(data["loan_id"]), bool(data["entered"]), at)
 
 
 @dataclass(frozen=True)

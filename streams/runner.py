@@ -30,7 +30,9 @@ def run_worker(settings: Settings) -> None:
     heartbeat = Heartbeat(settings.worker.loop_stall_s)
     pipeline.app.timer(HEARTBEAT_S)(_beating(heartbeat))
     if settings.worker.metrics_port:
-        app = ops_app(heartbeat, partial(worker_ready, pipeline.app, heartbeat))
+        app = ops_app(
+            heartbeat, partial(worker_ready, pipeline.app, heartbeat, pipeline.quarantine)
+        )
         serve_ops(settings.worker.metrics_host, settings.worker.metrics_port, app)
     log.info(
         "worker starting",

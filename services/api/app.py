@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
@@ -117,7 +118,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # aiokafka binds its producer to the running loop, so it is built here, not above.
         publisher = Publisher(
-            producer if producer is not None else make_producer(settings),
+            producer if producer is not None else partial(make_producer, settings),
             timeout_s=settings.kafka.produce_timeout_s,
         )
         store = (

@@ -6,24 +6,29 @@ over twice the throughput, and the ingest API is built to take ≥ 30,000 pings/
 (DESIGN §9). One drain task per partition hands sealed batches to the producer one at a time:
 aiokafka keeps a single queued batch per partition and its `send_batch` wait for that slot
 misbehaves when several callers contend for it. Partitions are chosen with Kafka's default
-partitioner (murmur2 of the key), the one every other producer of these topics uses, so a device's
-or a loan's records land on the same partition whoever wrote them.
+partitioner (`services.kafka.key_partition`), the one every other producer of these topics uses,
+so a device's or a loan's records land on the same partition whoever wrote them.
+
+The producer is a `services.kafka.RecoveringProducer`: after a fatal error (the idempotent
+producer's OutOfOrderSequenceNumber after a broker restart under load, say) it is replaced, and
+until the new one started `publish` answers "not ready" (the API's 503 with Retry-After) and
+`reachable` is False (readyz 503).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any, Protocol
 
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import murmur2
+
+from services.kafka import RecoveringProducer, key_partition
 
 log = logging.getLogger(__name__)
 
@@ -76,20 +81,15 @@ class PublishResult:
 
 
 class ProducerNotReady(KafkaError):  # type: ignore[misc]  # aiokafka is untyped
-    """The producer has not connected to Kafka yet (it keeps retrying in the background)."""
-
-
-@lru_cache(maxsize=200_000)
-def _key_hash(key: bytes) -> int:
-    # Pure-Python murmur2 costs ~5 µs; device and loan ids repeat, so cache the hash.
-    return int(murmur2(key)) & 0x7FFFFFFF
+    """No producer can persist now: not connected to Kafka yet, or being replaced after a fatal
+    error (it keeps retrying in the background)."""
 
 
 def partition_for(key: bytes | None, partition_count: int) -> int:
-    """Kafka's default partitioner: murmur2(key) mod partitions; random when there is no key."""
+    """Kafka's default partitioner (`key_partition`); random when there is no key."""
     if key is None:
         return random.randrange(partition_count)
-    return _key_hash(key) % partition_count
+    return key_partition(key, partition_count)
 
 
 class _PartitionQueue:
@@ -160,6 +160,19 @@ class _PartitionQueue:
         if self._task is not None:
             await self._task
 
+    def abort(self, exc: BaseException) -> None:
+        """The producer is gone: fail what waits here and stop draining."""
+        if self._task is not None:
+            self._task.cancel()
+        waiting = [acked for _, acked in self._sealed]
+        if self._acked is not None:
+            waiting.append(self._acked)
+        for acked in waiting:
+            if not acked.done():
+                acked.set_exception(exc)
+        self._sealed.clear()
+        self._builder, self._acked = None, None
+
 
 def _settle(acked: asyncio.Future[None], delivery: asyncio.Future[Any]) -> None:
     if acked.done():
@@ -173,59 +186,64 @@ def _settle(acked: asyncio.Future[None], delivery: asyncio.Future[Any]) -> None:
 
 
 class Publisher:
-    """Owns the producer's lifecycle (start retried in the background) and batched, acked writes."""
+    """Owns the producer (a `RecoveringProducer`: started in the background until Kafka takes
+    it, replaced after a fatal error) and batched, acked writes."""
 
     def __init__(
-        self, producer: ProducerLike, *, timeout_s: float, retry_start_every_s: float = 2.0
+        self,
+        producer: ProducerLike | Callable[[], ProducerLike],
+        *,
+        timeout_s: float,
+        retry_start_every_s: float = 2.0,
     ) -> None:
-        self._producer = producer
+        """`producer`: a factory (production: a new producer after a fatal error) or one
+        producer (tests: the same one is started again)."""
+        factory = producer if callable(producer) else (lambda: producer)
+        self._holder: RecoveringProducer[ProducerLike] = RecoveringProducer(
+            factory,
+            name="api",
+            backoff_s=(retry_start_every_s, max(retry_start_every_s, 10.0)),
+            on_replaced=self._replaced,
+        )
         self._timeout_s = timeout_s
-        self._retry_start_every_s = retry_start_every_s
-        self._started = asyncio.Event()
-        self._starter: asyncio.Task[None] | None = None
         self._queues: dict[tuple[str, int], _PartitionQueue] = {}
         # Read once per topic: repartitioning a keyed topic needs a restart anyway (keys move).
         self._partition_counts: dict[str, int] = {}
 
     @property
+    def _producer(self) -> ProducerLike:
+        return self._holder.producer
+
+    @property
     def started(self) -> bool:
-        return self._started.is_set()
+        """Whether a producer can persist now (False while it is replaced)."""
+        return self._holder.ready
+
+    @property
+    def recreated(self) -> int:
+        """Producers replaced after a fatal error since start."""
+        return self._holder.recreated
+
+    def _replaced(self, producer: ProducerLike) -> None:
+        for queue in self._queues.values():
+            queue.abort(ProducerNotReady("the Kafka producer was replaced"))
+        self._queues.clear()
 
     async def start(self) -> None:
         """Connect now if Kafka is there; otherwise keep trying in the background so the API still
         comes up (answering 503 and readyz=503) and heals once Kafka is back."""
-        try:
-            await self._producer.start()
-        except (KafkaError, OSError) as exc:
-            log.warning("Kafka producer could not start; retrying", extra={"error": str(exc)})
-            self._starter = asyncio.create_task(self._keep_starting(), name="producer-start")
-        else:
-            self._started.set()
-
-    async def _keep_starting(self) -> None:
-        while True:
-            await asyncio.sleep(self._retry_start_every_s)
-            try:
-                # A failed bootstrap leaves nothing open, so start() can simply be tried again.
-                await self._producer.start()
-            except (KafkaError, OSError) as exc:
-                log.warning("Kafka producer still not started", extra={"error": str(exc)})
-                continue
-            self._started.set()
-            log.info("Kafka producer started")
-            return
+        await self._holder.start()
 
     async def stop(self) -> None:
-        if self._starter is not None:
-            self._starter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._starter
+        await self._holder.stop_recovery()
         for queue in self._queues.values():
             await queue.close()
         await self._producer.stop()  # flushes what the queues handed over
 
     async def reachable(self, timeout_s: float = 2.0) -> bool:
-        """A real metadata round trip to the brokers (the readiness probe)."""
+        """A producer that can persist and a real metadata round trip to the brokers (the
+        readiness probe)."""
+        self._holder.check(None)  # a sender that died since the last publish
         if not self.started:
             return False
         try:
@@ -240,7 +258,8 @@ class Publisher:
         if not records:
             return result
         if not self.started:
-            result.error = ProducerNotReady("not connected to Kafka yet")
+            self._holder.check(None)
+            result.error = ProducerNotReady("no Kafka producer can persist now")
             return result
         waiting: dict[asyncio.Future[None], list[OutRecord]] = {}
         try:
@@ -267,6 +286,8 @@ class Publisher:
                 result.error = result.error or acked.exception()
                 continue
             result.acked.extend(batch_records)
+        if result.error is not None:
+            self._holder.check(result.error)  # fatal: replace the producer
         return result
 
     async def _partition_count(self, topic: str) -> int:

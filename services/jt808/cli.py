@@ -11,6 +11,7 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -136,16 +137,19 @@ HEARTBEAT_S = 0.5
 
 
 class GatewayHealth:
-    """Live: the event loop runs (`heartbeat`). Ready: the Kafka producer is connected and the
-    JT/T 808 port accepts trackers."""
+    """Live: the event loop runs (`heartbeat`). Ready: the JT/T 808 port accepts trackers and
+    the Kafka producer can persist (not while it is started or replaced after a fatal error)."""
 
     def __init__(self, heartbeat: Heartbeat) -> None:
         self.heartbeat = heartbeat
         self.accepting = False
+        self.persisting: Callable[[], bool] = lambda: True
 
     def ready(self) -> Check:
         if not self.accepting:
             return Check(False, "starting: connecting to Kafka")
+        if not self.persisting():
+            return Check(False, "cannot persist: Kafka producer not connected or being replaced")
         return Check(True, "accepting trackers")
 
 
@@ -179,6 +183,7 @@ async def run_gateway(
             loop.add_signal_handler(sig, stop.set)
     try:
         await gateway.start(host, port)
+        health.persisting = lambda: sink.ready
         health.accepting = True
         await stop.wait()
     finally:

@@ -5,35 +5,19 @@ from __future__ import annotations
 import asyncio
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner, murmur2
+from aiokafka.errors import KafkaConnectionError
 
 from rules.events import GpsPing
-
-
-class KeyHashCache:
-    """aiokafka's DefaultPartitioner (Java-compatible murmur2) with each key's hash kept.
-
-    Same partition for every key as the default; murmur2 is pure Python (several us per
-    key) and the gateway sends the same few thousand device ids over and over.
-    """
-
-    def __init__(self, max_keys: int = 100_000) -> None:
-        self._hashes: dict[bytes, int] = {}
-        self._max_keys = max_keys
-
-    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
-        if key is None:
-            return int(DefaultPartitioner()(key, all_partitions, available))
-        h = self._hashes.get(key)
-        if h is None:
-            if len(self._hashes) >= self._max_keys:
-                self._hashes.clear()
-            h = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
-        return all_partitions[h % len(all_partitions)]
+from services.kafka import KeyPartitioner, RecoveringProducer
 
 
 class KafkaPingSink:
-    """Produces pings to `<prefix>gps.raw` keyed by device_id; returns once Kafka acked all."""
+    """Produces pings to `<prefix>gps.raw` keyed by device_id; returns once Kafka acked all.
+
+    The producer recovers (`services.kafka.RecoveringProducer`): after a fatal error it is
+    replaced, and until then a call raises at once (the gateway does not acknowledge the pings,
+    so the terminals keep them and send them again) and `ready` is False (readyz 503).
+    """
 
     def __init__(
         self,
@@ -44,32 +28,48 @@ class KafkaPingSink:
         linger_ms: int = 5,
     ) -> None:
         self.topic = f"{topic_prefix}gps.raw"
-        # acks=all + idempotence: an acknowledged ping is on every in-sync replica, and a
-        # producer retry does not write it twice.
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_servers,
-            client_id=client_id,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=linger_ms,
-            max_batch_size=256 * 1024,
-            partitioner=KeyHashCache(),
-        )
+
+        def producer() -> AIOKafkaProducer:
+            # acks=all + idempotence: an acknowledged ping is on every in-sync replica, and a
+            # producer retry does not write it twice.
+            return AIOKafkaProducer(
+                bootstrap_servers=bootstrap_servers,
+                client_id=client_id,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=linger_ms,
+                max_batch_size=256 * 1024,
+                partitioner=KeyPartitioner(),
+            )
+
+        self._holder = RecoveringProducer(producer, name="jt808-gateway")
+
+    @property
+    def ready(self) -> bool:
+        """Whether pings can be persisted now."""
+        self._holder.check(None)
+        return self._holder.ready
 
     async def start(self) -> None:
-        await self._producer.start()
+        await self._holder.start()
 
     async def stop(self) -> None:
-        await self._producer.stop()
+        await self._holder.stop()
 
     async def __call__(self, pings: list[GpsPing]) -> None:
-        send = self._producer.send
+        if not self.ready:
+            raise KafkaConnectionError("no Kafka producer can persist now (being replaced)")
+        send = self._holder.producer.send
         topic = self.topic
-        futures = [
-            await send(topic, key=p.device_id.encode(), value=p.model_dump_json().encode())
-            for p in pings
-        ]
-        await asyncio.gather(*futures)
+        try:
+            futures = [
+                await send(topic, key=p.device_id.encode(), value=p.model_dump_json().encode())
+                for p in pings
+            ]
+            await asyncio.gather(*futures)
+        except Exception as exc:
+            self._holder.check(exc)  # fatal: replace the producer
+            raise
 
 
 class MemorySink:

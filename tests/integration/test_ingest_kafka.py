@@ -213,7 +213,10 @@ async def test_payments_contacts_and_loans_keyed_by_loan(ingest: Ingest) -> None
 
 async def test_readyz_is_200_with_kafka_and_redis(ingest: Ingest) -> None:
     response = await ingest.client.get("/readyz")
-    assert response.json() == {"status": "ready", "kafka": True, "dedup": True}
+    body = response.json()
+    # the view is reported, not part of readiness: fresh topics, the projector may still read
+    assert body.pop("view") in {"ok", "rebuilding"}
+    assert body == {"status": "ready", "kafka": True, "dedup": True}
 
 
 def _closed_port() -> int:

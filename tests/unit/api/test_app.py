@@ -19,6 +19,7 @@ async def test_readyz_follows_kafka_reachability(api: Api) -> None:
         "status": "ready",
         "kafka": True,
         "dedup": True,
+        "view": "off",  # no projector with an injected producer
     }
     api.producer.unreachable = True
     response = await api.client.get("/readyz")

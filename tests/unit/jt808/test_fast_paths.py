@@ -7,22 +7,11 @@ from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
-from aiokafka.partitioner import DefaultPartitioner
 
 from services.jt808 import codec
 from services.jt808.mapping import local_time
-from services.jt808.sink import KeyHashCache
 
 pytestmark = pytest.mark.unit
-
-
-def test_cached_partitioner_matches_the_default_partitioner() -> None:
-    rng = random.Random(7)
-    cached, default = KeyHashCache(max_keys=50), DefaultPartitioner()
-    for _ in range(2_000):
-        key = rng.randbytes(rng.randint(0, 24))
-        partitions = list(range(rng.randint(1, 64)))
-        assert cached(key, partitions, partitions) == default(key, partitions, partitions)
 
 
 def test_local_time_equals_replacing_the_zone_including_folds() -> None:

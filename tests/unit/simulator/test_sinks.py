@@ -302,3 +302,44 @@ def test_cli_refuses_bad_options(args: list[str], message: str) -> None:
     result = CliRunner().invoke(app, ["--loans", "1", "--days", "1", *args])
     assert result.exit_code == 2
     assert message in result.output
+
+
+class FailingOnce(FakeProducer):
+    """The sends of its first window fail (a producer that died), then all succeed."""
+
+    def __init__(self, fail_first: int) -> None:
+        super().__init__()
+        self.fail_first = fail_first
+        self.calls = 0
+
+    async def send(
+        self, topic: str, value: bytes | None = None, key: bytes | None = None
+    ) -> asyncio.Future[Any]:
+        self.calls += 1
+        if self.calls > self.fail_first:
+            return await super().send(topic, value, key)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.set_exception(ConnectionError("producer gone"))
+        return future
+
+
+async def test_a_failed_window_is_sent_again_once_recovered_and_given_up_otherwise() -> None:
+    records = list(_small().records())[:25]
+    producer = FailingOnce(fail_first=3)
+    recovered: list[BaseException] = []
+
+    async def recover(error: BaseException) -> bool:
+        recovered.append(error)
+        return True
+
+    sent = await produce_records(records, producer, topic_prefix="", window=10, recover=recover)
+    assert sent == 25 and len(recovered) == 1
+    values = [value for _, _, value in producer.sent]
+    assert set(values) == {r.value_bytes() for r in records}  # every record acknowledged
+    assert len(values) == 25 + 7  # the first window's 7 good sends went again with it
+
+    async def give_up(error: BaseException) -> bool:
+        return False
+
+    with pytest.raises(ConnectionError):
+        await produce_records(records, FailingOnce(3), topic_prefix="", window=10, recover=give_up)
