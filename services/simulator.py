@@ -18,6 +18,7 @@ make the generator, not the system under test, the bottleneck of a benchmark.
 from __future__ import annotations
 
 import asyncio
+import csv
 import heapq
 import math
 import random
@@ -151,6 +152,15 @@ def catalog_places(path: Path = CATALOG_PLACES) -> tuple[Place, ...]:
     if not path.exists():
         return ()
     return load_places(path).places
+
+
+def write_places_csv(places: Iterable[Place], path: Path) -> None:
+    """A place file `rules.places.load_places` reads (the catalog's CSV columns)."""
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(("id", "kind", "name", "lat", "lon", "radius_m"))
+        for p in places:
+            writer.writerow((p.id, p.kind.value, p.name, p.lat, p.lon, p.radius_m))
 
 
 def _places_near(places: Sequence[Place], city: City, within_km: float = 80.0) -> list[Place]:
@@ -423,6 +433,9 @@ class _Planner:
             city.name: _places_near(places, city) or _places_near(generated, city)
             for city in config.cities
         }
+        # Every place the engine must know: the given list and the generated ones it lacked.
+        extra = [p for ps in self.places_by_city.values() for p in ps if p not in places]
+        self.places: tuple[Place, ...] = (*places, *dict.fromkeys(extra))
 
     def plan(self, index: int, scenario: Scenario) -> _Plan:
         cfg = self.config
@@ -918,6 +931,13 @@ class Simulation:
         self._plans = [self._planner.plan(i, s) for i, s in enumerate(scenarios)]
 
     @property
+    def places(self) -> tuple[Place, ...]:
+        """The risk places of this run: the configured list plus the places generated for the
+        cities it does not cover. Give all of them to the engine (``PlaceIndex(sim.places)``,
+        or ``write_places_csv`` for `skipwatch backtest --places` and the worker)."""
+        return self._planner.places
+
+    @property
     def loans(self) -> list[dict[str, Any]]:
         """Loan record values, in loan order."""
         return [p.value for p in self._plans]
@@ -928,15 +948,28 @@ class Simulation:
 
     @property
     def labels(self) -> list[Label]:
-        """Ground truth: one label per skip loan, ordered by when it became unreachable."""
+        """Ground truth of the skips: one label per skip loan, ordered by when it became
+        unreachable, with its kind (the scenario)."""
+        return [label for label in self.truth if label.unreachable_at is not None]
+
+    @property
+    def truth(self) -> list[Label]:
+        """Ground truth of every loan: skips first (by ``unreachable_at``), then the others in
+        loan order with ``unreachable_at`` None; ``kind`` is the scenario."""
         labelled = [p for p in self._plans if p.unreachable_at is not None]
         labelled.sort(key=lambda p: (p.unreachable_at, p.loan_id))
+        good = [p for p in self._plans if p.unreachable_at is None]
         return [
             Label(
                 loan_id=p.loan_id,
-                unreachable_at=datetime.fromtimestamp(int(p.unreachable_at or 0), CN_TZ),
+                unreachable_at=(
+                    datetime.fromtimestamp(int(p.unreachable_at), CN_TZ)
+                    if p.unreachable_at is not None
+                    else None
+                ),
+                kind=p.scenario.value,
             )
-            for p in labelled
+            for p in (*labelled, *good)
         ]
 
     def records(self) -> Iterator[Record]:
