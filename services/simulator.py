@@ -465,7 +465,7 @@ class _Plan:
     washes: list[tuple[float, tuple[float, float]]] = field(default_factory=list)  # weekly
     garage_at_work: bool = False  # underground at work: no fix, pings buffered until it leaves
     reboots: list[float] = field(default_factory=list)
-    ring: tuple[str, int] | None = None  # fraud ring: (group, member)
+    ring: tuple[str, int, int] | None = None  # fraud ring: (group, member, city index)
     closed_at: float | None = None
 
 
@@ -488,22 +488,18 @@ def _assign_scenarios(config: SimulationConfig) -> list[Scenario]:
     return scenarios
 
 
-def _rings(scenarios: Sequence[Scenario], cities: int) -> dict[int, tuple[str, int]]:
-    """Fraud-ring loans in groups of up to four per city: index -> (group, member)."""
-    by_city: dict[int, list[int]] = {}
-    for index, scenario in enumerate(scenarios):
-        if scenario is Scenario.SKIP_FRAUD_RING:
-            by_city.setdefault(index % cities, []).append(index)
-    rings: dict[int, tuple[str, int]] = {}
-    for city, members in by_city.items():
-        for start in range(0, len(members), 4):
-            group = members[start : start + 4]
-            if len(group) == 1 and start:  # no ring of one: it joins the previous group
-                rings[group[0]] = (f"{city}-{start // 4 - 1}", 4)
-                continue
-            for rank, index in enumerate(group):
-                rings[index] = (f"{city}-{start // 4}", rank)
-    return rings
+def _rings(scenarios: Sequence[Scenario], cities: int) -> dict[int, tuple[str, int, int]]:
+    """Fraud-ring loans in groups of two to four, each group in its first member's city:
+    index -> (group, member, city index)."""
+    members = [i for i, s in enumerate(scenarios) if s is Scenario.SKIP_FRAUD_RING]
+    groups = [members[k : k + 4] for k in range(0, len(members), 4)]
+    if len(groups) > 1 and len(groups[-1]) == 1:  # no ring of one: it joins the one before
+        groups[-2] += groups.pop()
+    return {
+        index: (f"ring-{n}", rank, group[0] % cities)
+        for n, group in enumerate(groups)
+        for rank, index in enumerate(group)
+    }
 
 
 class _Planner:
@@ -519,7 +515,7 @@ class _Planner:
             city.name: _places_near(places, city) or _places_near(generated, city)
             for city in config.cities
         }
-        self.rings: dict[int, tuple[str, int]] = {}
+        self.rings: dict[int, tuple[str, int, int]] = {}
         # Every place the engine must know: the given list and the generated ones it lacked.
         extra = [p for ps in self.places_by_city.values() for p in ps if p not in places]
         self.places: tuple[Place, ...] = (*places, *dict.fromkeys(extra))
@@ -527,7 +523,8 @@ class _Planner:
     def plan(self, index: int, scenario: Scenario) -> _Plan:
         cfg = self.config
         rng = random.Random(f"{cfg.seed}:{index}:plan")
-        city = cfg.cities[index % len(cfg.cities)]
+        ring = self.rings.get(index)
+        city = cfg.cities[ring[2] if ring is not None else index % len(cfg.cities)]
         loan_id = f"loan-{index + 1:06d}"
         radius = float(rng.randint(30, 60))
         center = _toward(city.lat, city.lon, rng.uniform(0, 360), rng.uniform(0, 3))
@@ -608,7 +605,7 @@ class _Planner:
             home_fix=Fix.LBS if underground and scenario is not Scenario.BORDER_DRIFT else Fix.GPS,
             avoid=avoid,
             wireless_only=wireless_only,
-            ring=self.rings.get(index),
+            ring=ring,
         )
         if wireless_only:
             plan.wired_stop = -math.inf  # no wired tracker: it never reports
@@ -696,7 +693,7 @@ class _Planner:
         if scenario is Scenario.SKIP_FRAUD_RING:
             # The ring's cars arrive at one lot within a day and a half of each other.
             assert plan.ring is not None
-            group, member = plan.ring
+            group, member, _ = plan.ring
             ring_rng = random.Random(f"{self.config.seed}:ring:{group}")
             lots = [p for p in plan.avoid if p.kind is PlaceKind.SECOND_PLEDGE_LOT] or plan.avoid
             place = ring_rng.choice(lots)
@@ -789,7 +786,8 @@ class _Planner:
 
     @staticmethod
     def _drive_s(a: tuple[float, float], b: tuple[float, float], speed_kmh: float) -> float:
-        return max(300.0, distance_km(*a, *b) / speed_kmh * HOUR)
+        """How long `_Route.drive` takes (the same road factor), so labels match the track."""
+        return max(300.0, distance_km(*a, *b) * _road_factor(speed_kmh) / speed_kmh * HOUR)
 
     def _plan_trips(self, plan: _Plan, rng: random.Random) -> None:
         """One to three day trips 15–50 km beyond the border, home the same evening."""
@@ -979,7 +977,8 @@ class _Planner:
                     dark = rng.choice((Outcome.POWERED_OFF, Outcome.NO_ANSWER))
                     contact(t, Party.BORROWER, Channel.CALL, dark)
                     answer = rng.choice((Outcome.REACHED, Outcome.PROMISE_TO_PAY))
-                    contact(t + rng.uniform(0.5, 3) * HOUR, Party.GUARANTOR, Channel.CALL, answer)
+                    answered = min(t + rng.uniform(0.5, 3) * HOUR, paid_at - 600)
+                    contact(answered, Party.GUARANTOR, Channel.CALL, answer)
                     day += DAY
                 pay(paid_at, PaymentType.PAYMENT_RECEIVED, no, due, amount)
                 continue
@@ -1019,12 +1018,13 @@ class _Planner:
         if scenario is Scenario.CHANGED_PHONE:
             # A new SIM: the old number is invalid for a few days, then the borrower calls in.
             t = _local_midnight(_local_date(rng.uniform(self.start, self.end - 4 * DAY)))
-            for d in range(rng.randint(2, 3)):
+            dark_days = rng.randint(2, 3)
+            for d in range(dark_days):
                 for _ in range(rng.randint(1, 2)):
                     call = t + d * DAY + rng.uniform(9, 18) * HOUR
                     contact(call, Party.BORROWER, Channel.CALL, Outcome.NUMBER_INVALID)
                 contact(t + d * DAY + 20 * HOUR, Party.BORROWER, Channel.SMS, Outcome.UNDELIVERED)
-            back = t + rng.randint(2, 4) * DAY + rng.uniform(9, 18) * HOUR
+            back = t + dark_days * DAY + rng.uniform(9, 18) * HOUR
             contact(back, Party.BORROWER, Channel.CALL, Outcome.REACHED)
         if scenario is Scenario.CHARGED_OFF:
             # The recovery team calls weekly and gets nowhere; no alert is wanted for it.
@@ -1143,6 +1143,12 @@ class _Segment:
         return self.a[0] + (self.b[0] - self.a[0]) * f, self.a[1] + (self.b[1] - self.a[1]) * f
 
 
+def _road_factor(speed_kmh: float) -> float:
+    """Roads are ~30% longer than the straight line in town (~15% between cities): the car
+    covers the line slower."""
+    return 1.3 if speed_kmh < 60 else 1.15
+
+
 class _Route:
     """Appends stays and drives from a moving cursor (time, position)."""
 
@@ -1162,8 +1168,7 @@ class _Route:
             self.t = until
 
     def drive(self, to: tuple[float, float], speed_kmh: float) -> None:
-        # Roads are ~30% longer than the straight line in town; the car covers the line slower.
-        road = 1.3 if speed_kmh < 60 else 1.15
+        road = _road_factor(speed_kmh)
         duration = max(300.0, distance_km(*self.pos, *to) * road / speed_kmh * HOUR)
         effective = distance_km(*self.pos, *to) * road / (duration / HOUR)
         self.segments.append(
@@ -1206,8 +1211,8 @@ def _track(plan: _Plan, rng: random.Random, start: float, end: float) -> Iterato
             leave, back, where, parked = current
             route.stay(leave)
             route.drive(where, rng.uniform(25, 45) if parked else rng.uniform(80, 100))
-            if back < next_midnight:  # out and back the same day (a car wash)
-                route.stay(back)
+            if back < next_midnight:  # out and back the same day (a car wash): that long there
+                route.stay(route.t + (back - leave))
                 route.drive(plan.home, rng.uniform(25, 45))
                 away.pop(0)
             elif parked:

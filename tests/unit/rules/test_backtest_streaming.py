@@ -181,7 +181,8 @@ def test_deadline_index_keeps_one_live_entry_per_loan(simulation: Simulation) ->
         largest = max(largest, len(backtest._heap))
     backtest.finish()
     assert largest <= 2 * len(backtest.states) + 1024
-    assert all(backtest._due[loan] >= at for at, loan in backtest._heap if loan in backtest._due)
+    entries = set(backtest._heap)
+    assert all((at, loan) in entries for loan, at in backtest._due.items())  # each live entry
 
 
 def test_backtest_command_streams_a_simulated_recording(
