@@ -169,10 +169,7 @@ def confusion_chart(confusion: dict[str, dict[str, int]], skip_kinds: Sequence[s
     kinds = sorted(confusion, key=lambda k: (k not in skip_kinds, k))
     outcomes = [o for o in _OUTCOME_COLOURS if any(o in c for c in confusion.values())]
     width, row, left = 560, 22, 300
-    parts = [
-        '<text x="0" y="14" class="title">Loans by kind and outcome (skips: critical caught by'
-        " T+1h / late / warned only / missed; others: critical / warned / quiet)</text>"
-    ]
+    parts = ['<text x="0" y="14" class="title">Loans by kind and outcome</text>']
     for i, kind in enumerate(kinds):
         y = 30 + i * row
         counts = confusion[kind]
@@ -229,7 +226,10 @@ def render(summary: dict[str, Any], command: str) -> str:
         f"({_fmt(summary['events_per_s']['cpu'])} events per CPU second). "
         "T is a skip's <code>unreachable_at</code>; definitions in docs/evaluation/README.md."
         "</p>",
-        "<h2>Confusion by kind</h2>",
+        "<h2>Confusion by kind</h2><p>Skips: <b>caught</b> (a critical firing at some moment"
+        " of [T, T+1h]), <b>late</b> (a critical only after that), <b>warned</b> (warnings"
+        " only), <b>missed</b>. Other loans: <b>critical</b> (a false critical), <b>warned</b>,"
+        " <b>quiet</b>.</p>",
         confusion_chart(ev["confusion"], ev["skip_kinds"]),
         "<h2>Alert volume</h2>",
         volume_chart(ev["daily"], ev["loans"]),

@@ -494,7 +494,8 @@ def _rings(scenarios: Sequence[Scenario], cities: int) -> dict[int, tuple[str, i
     members = [i for i, s in enumerate(scenarios) if s is Scenario.SKIP_FRAUD_RING]
     groups = [members[k : k + 4] for k in range(0, len(members), 4)]
     if len(groups) > 1 and len(groups[-1]) == 1:  # no ring of one: it joins the one before
-        groups[-2] += groups.pop()
+        lone = groups.pop()
+        groups[-1].extend(lone)
     return {
         index: (f"ring-{n}", rank, group[0] % cities)
         for n, group in enumerate(groups)

@@ -19,6 +19,7 @@ from services.simulator import (
     Scenario,
     Simulation,
     SimulationConfig,
+    _rings,
     distance_km,
 )
 
@@ -327,3 +328,18 @@ def test_some_skips_and_travellers_are_wireless_only() -> None:
     assert wireless_only & set(SKIP_SCENARIOS)
     cut = [label for label in sim.labels if label.kind == Scenario.SKIP_TRACKER_CUT.value]
     assert cut
+
+
+@pytest.mark.parametrize("ring_loans", [1, 2, 4, 5, 9, 13, 33])
+def test_every_fraud_ring_loan_is_in_a_ring_of_two_to_five_in_one_city(ring_loans: int) -> None:
+    scenarios = [Scenario.PUNCTUAL, Scenario.SKIP_FRAUD_RING] * ring_loans
+    rings = _rings(scenarios, 3)
+    members = [i for i, s in enumerate(scenarios) if s is Scenario.SKIP_FRAUD_RING]
+    assert sorted(rings) == members
+    groups: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for group, rank, city in rings.values():
+        groups[group].append((rank, city))
+    for group in groups.values():
+        assert len({city for _, city in group}) == 1
+        assert sorted(rank for rank, _ in group) == list(range(len(group)))
+        assert len(group) <= 5 and (len(group) >= 2 or ring_loans == 1)
