@@ -320,8 +320,9 @@ class Evaluation:
         by_kind: dict[str, list[str]] = defaultdict(list)
         for loan in loan_list:
             by_kind[self.kind_of(loan)].append(loan)
+        present = set(loan_list)
         skip_kinds = sorted(
-            {t.kind for t in self.truth.values() if t.is_skip and t.loan_id in set(loan_list)}
+            {t.kind for t in self.truth.values() if t.is_skip and t.loan_id in present}
         )
         rules = sorted(self.rules_seen)
         levels: dict[str, Any] = {}
