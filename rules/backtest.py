@@ -5,31 +5,39 @@ pings, as in production. This module does what the worker does around the engine
 - binds pings to loans through the Loan's devices, keeping pings of unbound devices until
   their Loan arrives;
 - keeps a watermark (max event time seen minus ``lateness``) and passes it as ``now``;
-- keeps a deadline index (a heap of ``next_deadline``) and sweeps only loans that are due;
+- keeps a deadline index and sweeps only loans that are due;
 - keeps ``PlaceOccupancy`` per place and gives each loan at a place the count of cars there.
 
-Pure: records and labels in, alerts and a summary out. The CLI does the file IO.
+It streams: events are fed one at a time (``Backtest.feed``) and alert state changes go to a
+sink as they happen, so memory grows with the number of loans, never with the recording.
+
+The deadline index holds one live entry per loan: ``_due`` maps a loan to the instant of its
+entry in the heap. An entry whose instant no longer matches ``_due`` is stale and skipped when
+popped (lazy deletion); a deadline that moved later keeps its earlier entry, which wakes the
+loan early and is then moved to the real deadline (cheaper than a push per engine call). The
+heap is rebuilt from ``_due`` when stale entries outnumber live ones.
+
+Pure: events and labels in, alerts and a summary out. The CLI does the file IO.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import heapq
-import statistics
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 from rules.engine import Engine, InputEvent
-from rules.events.alert import AlertEvent, AlertStatus
+from rules.events.alert import AlertEvent
 from rules.events.gps import GpsPing
 from rules.events.loan import Loan
 from rules.events.payment import PaymentEvent
-from rules.events.recording import Label
 from rules.places import PlaceOccupancy
 from rules.state import LoanState
+
+AlertSink = Callable[[AlertEvent], None]
 
 
 @dataclass
@@ -39,74 +47,114 @@ class BacktestResult:
     states: dict[str, LoanState] = field(default_factory=dict)
 
 
-class _Runner:
-    def __init__(self, engine: Engine, lateness_s: float) -> None:
+class Backtest:
+    """The worker's loop around the engine, fed one event at a time.
+
+    ``sink`` receives every alert state change in the order the engine produced it.
+    """
+
+    def __init__(self, engine: Engine, sink: AlertSink, *, lateness_s: float = 0.0) -> None:
         self.engine = engine
+        self.sink = sink
         self.lateness_s = lateness_s
         self.states: dict[str, LoanState] = {}
         self.device_loan: dict[str, str] = {}
         self.unbound: dict[str, list[GpsPing]] = defaultdict(list)
         self.waiting_loans: list[Loan] = []
-        self.heap: list[tuple[float, str]] = []
+        self._heap: list[tuple[float, str]] = []
+        self._due: dict[str, float] = {}  # loan -> instant of its live heap entry
         self.occupancy: dict[str, PlaceOccupancy] = {}
         self.watermark: float | None = None
         self.max_ts: float | None = None
-        self.alerts: list[AlertEvent] = []
         self.counts: Counter[str] = Counter()
+        self.by_rule: dict[str, Counter[str]] = defaultdict(Counter)
+        self.alert_events = 0
 
-    def now(self) -> dt.datetime:
+    # -------------------------------------------------------------- bookkeeping
+
+    def _now(self) -> dt.datetime:
         assert self.watermark is not None
         return dt.datetime.fromtimestamp(self.watermark, dt.UTC)
 
-    def state(self, loan_id: str) -> LoanState:
+    def _state(self, loan_id: str) -> LoanState:
         state = self.states.get(loan_id)
         if state is None:
             state = self.states[loan_id] = self.engine.new_state(loan_id)
         return state
 
-    def schedule(self, loan_id: str) -> None:
+    def _emit(self, alerts: list[AlertEvent]) -> None:
+        for alert in alerts:
+            self.alert_events += 1
+            self.by_rule[alert.rule_id][alert.status.value] += 1
+            self.sink(alert)
+
+    def _schedule(self, loan_id: str) -> None:
         deadline = self.engine.next_deadline(self.states[loan_id])
-        if deadline is not None:
-            heapq.heappush(self.heap, (deadline.timestamp(), loan_id))
+        if deadline is None:
+            return  # an existing entry wakes the loan once more and is dropped then
+        at = deadline.timestamp()
+        current = self._due.get(loan_id)
+        if current is not None and current <= at:
+            return  # the earlier entry stays; it is moved on when it pops
+        self._due[loan_id] = at
+        heapq.heappush(self._heap, (at, loan_id))
+        if len(self._heap) > 2 * len(self._due) + 1024:
+            self._heap = [(t, loan) for loan, t in self._due.items()]
+            heapq.heapify(self._heap)
 
-    def sweep(self) -> None:
-        """Advance every loan whose deadline has passed the watermark (and only those)."""
+    def _sweep(self) -> None:
+        """Advance every loan whose deadline has passed the watermark (and only those), in
+        deadline order."""
         assert self.watermark is not None
-        now = self.now()
-        while self.heap and self.heap[0][0] <= self.watermark:
-            _, loan_id = heapq.heappop(self.heap)
+        watermark = self.watermark
+        heap, due = self._heap, self._due
+        now: dt.datetime | None = None
+        while heap and heap[0][0] <= watermark:
+            at, loan_id = heapq.heappop(heap)
+            if due.get(loan_id) != at:
+                continue  # stale: the loan has a newer entry
+            del due[loan_id]
             state = self.states[loan_id]
-            current = self.engine.next_deadline(state)
-            if current is None or current.timestamp() > self.watermark:
-                if current is not None:  # stale entry; the real deadline is later
-                    heapq.heappush(self.heap, (current.timestamp(), loan_id))
+            deadline = self.engine.next_deadline(state)
+            if deadline is None:
                 continue
-            self.run(state, partial(self.engine.advance, state, now))
+            real = deadline.timestamp()
+            if real > at:  # woke early: the deadline moved later; queue it at the real one
+                due[loan_id] = real
+                heapq.heappush(heap, (real, loan_id))
+                continue
+            if now is None:
+                now = self._now()
+            before = self.engine.place_of(state)
+            self._after(state, before, self.engine.advance(state, now))
 
-    def run(self, state: LoanState, step: Callable[[], list[AlertEvent]]) -> None:
-        """One engine call, with the place bookkeeping the worker also does."""
-        before = self.engine.place_of(state)
-        self.alerts.extend(step())
+    def _after(self, state: LoanState, before: str | None, alerts: list[AlertEvent]) -> None:
+        """After one engine call (``before``: the loan's place before it): emit the alerts, do
+        the place bookkeeping the worker also does, reschedule the loan."""
+        self._emit(alerts)
+        loan_id = state.loan_id
         after = self.engine.place_of(state)
         if before != after:
             ts = state.clock or 0.0
             if before is not None:
-                self.place_count(before, self.occupancy_of(before).leave(state.loan_id))
+                self._place_count(before, self._occupancy(before).leave(loan_id))
             if after is not None:
-                self.place_count(after, self.occupancy_of(after).enter(state.loan_id, ts))
-        self.schedule(state.loan_id)
+                self._place_count(after, self._occupancy(after).enter(loan_id, ts))
+        self._schedule(loan_id)
 
-    def occupancy_of(self, place_id: str) -> PlaceOccupancy:
+    def _occupancy(self, place_id: str) -> PlaceOccupancy:
         if place_id not in self.occupancy:
             self.occupancy[place_id] = PlaceOccupancy(place_id)
         return self.occupancy[place_id]
 
-    def place_count(self, place_id: str, count: int) -> None:
-        now = self.now()
-        for loan_id in list(self.occupancy_of(place_id).loans):
+    def _place_count(self, place_id: str, count: int) -> None:
+        now = self._now()
+        for loan_id in list(self._occupancy(place_id).loans):
             other = self.states[loan_id]
-            self.alerts.extend(self.engine.apply_place_count(other, place_id, count, now))
-            self.schedule(loan_id)
+            self._emit(self.engine.apply_place_count(other, place_id, count, now))
+            self._schedule(loan_id)
+
+    # -------------------------------------------------------------- input
 
     def feed(self, event: InputEvent) -> None:
         if isinstance(event, Loan):
@@ -114,17 +162,20 @@ class _Runner:
             if self.watermark is None:
                 self.waiting_loans.append(event)
             else:
-                self.apply_loan(event)
+                self._apply_loan(event)
             return
         ts = event.ts.timestamp()
-        self.max_ts = ts if self.max_ts is None else max(self.max_ts, ts)
+        if self.max_ts is None or ts > self.max_ts:
+            self.max_ts = ts
         mark = ts - self.lateness_s
         if self.watermark is None or mark > self.watermark:
             self.watermark = mark
-        for loan in self.waiting_loans:
-            self.apply_loan(loan)
-        self.waiting_loans.clear()
-        self.sweep()
+        if self.waiting_loans:
+            for loan in self.waiting_loans:
+                self._apply_loan(loan)
+            self.waiting_loans.clear()
+        if self._heap and self._heap[0][0] <= self.watermark:
+            self._sweep()
         if isinstance(event, GpsPing):
             self.counts["gps.raw"] += 1
             loan_id = self.device_loan.get(event.device_id)
@@ -134,20 +185,20 @@ class _Runner:
         else:
             self.counts["payments" if isinstance(event, PaymentEvent) else "contacts"] += 1
             loan_id = event.loan_id
-        self.apply_event(loan_id, event)
+        self._apply_event(loan_id, event)
 
-    def apply_event(self, loan_id: str, event: InputEvent) -> None:
-        state = self.state(loan_id)
-        now = self.now()
-        self.run(state, partial(self.engine.apply, state, event, now))
+    def _apply_event(self, loan_id: str, event: InputEvent) -> None:
+        state = self._state(loan_id)
+        before = self.engine.place_of(state)
+        self._after(state, before, self.engine.apply(state, event, self._now()))
 
-    def apply_loan(self, loan: Loan) -> None:
+    def _apply_loan(self, loan: Loan) -> None:
         for device in loan.devices:
             self.device_loan[device.device_id] = loan.loan_id
-        self.apply_event(loan.loan_id, loan)
+        self._apply_event(loan.loan_id, loan)
         for device in loan.devices:  # pings that arrived before the binding
             for ping in self.unbound.pop(device.device_id, []):
-                self.apply_event(loan.loan_id, ping)
+                self._apply_event(loan.loan_id, ping)
 
     def finish(self) -> None:
         """End of the recording: let the watermark catch up with the last event."""
@@ -155,75 +206,28 @@ class _Runner:
             return
         self.watermark = self.max_ts
         for loan in self.waiting_loans:
-            self.apply_loan(loan)
+            self._apply_loan(loan)
         self.waiting_loans.clear()
-        self.sweep()
+        self._sweep()
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "records": dict(self.counts),
+            "loans": len(self.states),
+            "unbound_pings": sum(len(v) for v in self.unbound.values()),
+            "alert_events": self.alert_events,
+            "by_rule": {rule: dict(c) for rule, c in sorted(self.by_rule.items())},
+            "engine": dict(self.engine.stats),
+        }
 
 
 def run_backtest(
-    events: Iterable[InputEvent],
-    engine: Engine,
-    *,
-    labels: Sequence[Label] | None = None,
-    lateness_s: float = 0.0,
+    events: Iterable[InputEvent], engine: Engine, *, lateness_s: float = 0.0
 ) -> BacktestResult:
-    runner = _Runner(engine, lateness_s)
+    """Run a whole (small) recording and keep its alerts in a list (tests, examples)."""
+    alerts: list[AlertEvent] = []
+    backtest = Backtest(engine, alerts.append, lateness_s=lateness_s)
     for event in events:
-        runner.feed(event)
-    runner.finish()
-    summary: dict[str, Any] = {
-        "records": dict(runner.counts),
-        "loans": len(runner.states),
-        "unbound_pings": sum(len(v) for v in runner.unbound.values()),
-        "alert_events": len(runner.alerts),
-        "by_rule": _by_rule(runner.alerts),
-        "engine": dict(engine.stats),
-    }
-    if labels is not None:
-        summary["evaluation"] = evaluate(runner.alerts, labels, loans=set(runner.states))
-    return BacktestResult(runner.alerts, summary, runner.states)
-
-
-def _by_rule(alerts: Sequence[AlertEvent]) -> dict[str, dict[str, int]]:
-    out: dict[str, Counter[str]] = defaultdict(Counter)
-    for alert in alerts:
-        out[alert.rule_id][alert.status.value] += 1
-    return {rule: dict(counts) for rule, counts in sorted(out.items())}
-
-
-def evaluate(
-    alerts: Sequence[AlertEvent], labels: Sequence[Label], *, loans: set[str]
-) -> dict[str, Any]:
-    """Per rule (and for any rule): precision and recall over loans, and lead time.
-
-    A loan counts as caught by a rule when the rule started firing on it at or before the
-    labelled ``unreachable_at``; lead time is how much earlier. Precision is caught loans over
-    all loans the rule fired on (a rule firing only after the fact is not an early warning).
-    """
-    unreachable = {label.loan_id: label.unreachable_at for label in labels}
-    first_fire: dict[str, dict[str, dt.datetime]] = defaultdict(dict)
-    for alert in alerts:
-        if alert.status is not AlertStatus.FIRING:
-            continue
-        for key in (alert.rule_id, "(any rule)"):
-            seen = first_fire[key].get(alert.loan_id)
-            if seen is None or alert.started_at < seen:
-                first_fire[key][alert.loan_id] = alert.started_at
-    labelled = len([loan for loan in unreachable if loan in loans])
-    out: dict[str, Any] = {"labelled_loans": labelled, "loans": len(loans), "rules": {}}
-    for key in sorted(first_fire):
-        fired = first_fire[key]
-        leads = [
-            (unreachable[loan] - started).total_seconds() / 3600.0
-            for loan, started in fired.items()
-            if loan in unreachable and started <= unreachable[loan]
-        ]
-        out["rules"][key] = {
-            "loans_alerted": len(fired),
-            "caught": len(leads),
-            "precision": round(len(leads) / len(fired), 3) if fired else None,
-            "recall": round(len(leads) / labelled, 3) if labelled else None,
-            "lead_time_hours_median": round(statistics.median(leads), 1) if leads else None,
-            "lead_time_hours_min": round(min(leads), 1) if leads else None,
-        }
-    return out
+        backtest.feed(event)
+    backtest.finish()
+    return BacktestResult(alerts, backtest.summary(), backtest.states)

@@ -10,6 +10,7 @@ import typer
 
 from services import cli_rules as rules_cli
 from services import infra
+from services.cli_evaluate import evaluate_command
 from services.cli_notify import notify_receiver, routes_app, run_dispatcher
 from services.cli_rules import backtest_command
 from services.cli_simulate import simulate_command
@@ -27,6 +28,7 @@ app.add_typer(jt808_cli.app, name="jt808", help="JT/T 808 tools (decode captured
 gateway_app.command("jt808")(jt808_cli.serve)
 app.command("simulate")(simulate_command)
 app.command("backtest")(backtest_command)
+app.command("evaluate")(evaluate_command)
 app.add_typer(rules_cli.app, name="rules", help="Rule files: check them.")
 app.add_typer(routes_app, name="routes", help="Notification routing: where alerts go.")
 app.command("notify-receiver")(notify_receiver)

@@ -5,18 +5,20 @@ Mounted by services/cli.py. All work is done by rules/; this module only reads a
 
 from __future__ import annotations
 
+import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated
 
 import orjson
 import typer
 
-from rules.backtest import run_backtest
 from rules.engine import Engine
-from rules.events.recording import Label, RecordingError, read_recording
+from rules.events.recording import RecordingError
 from rules.places import PlaceFileError, load_places
 from rules.policy import FAMILIES, ways
 from rules.spec import CATALOG_DIR, RuleLoadError, load_rules
+from services.evaluate import Progress, Run, format_evaluation, read_labels, recording_events
 
 app = typer.Typer(help="Rule catalog tools.", no_args_is_help=True)
 
@@ -66,31 +68,44 @@ def backtest_command(
     recording: Annotated[Path, typer.Argument(help="Recording (JSON lines, arrival order).")],
     rules: Annotated[Path | None, typer.Option("--rules", help="Rule directory.")] = None,
     labels: Annotated[
-        Path | None, typer.Option("--labels", help="Ground truth: {loan_id, unreachable_at} lines.")
+        Path | None,
+        typer.Option("--labels", help="Ground truth: {loan_id, unreachable_at, kind} lines."),
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Write AlertEvents as JSON lines.")
     ] = None,
-    places: Annotated[Path | None, typer.Option("--places", help="Place file or dir.")] = None,
+    places: Annotated[
+        Path | None,
+        typer.Option("--places", help="Place file or dir (e.g. what simulate --places-out wrote)."),
+    ] = None,
     lateness: Annotated[float, typer.Option("--lateness", help="Allowed lateness, seconds.")] = 0.0,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress lines on stderr.")] = False,
 ) -> None:
-    """Run the rules engine over a recording; print a summary (and precision/recall with labels)."""
+    """Run the rules engine over a recording, streaming; print a JSON summary (with labels: the
+    evaluation of `skipwatch evaluate`)."""
     try:
         rule_set = load_rules(rules)
         place_index = load_places(places or CATALOG_DIR / "places")
-        engine = Engine(rule_set, place_index)
-        with recording.open(encoding="utf-8") as handle:
-            events = [event for _, event in read_recording(handle)]
-        truth = None
-        if labels is not None:
-            lines = labels.read_text(encoding="utf-8").splitlines()
-            truth = [Label.model_validate_json(line) for line in lines if line.strip()]
-    except (RuleLoadError, PlaceFileError, RecordingError, OSError, ValueError) as exc:
+        truth = read_labels(labels) if labels is not None else None
+        if not recording.is_file():
+            raise OSError(f"{recording}: no such file")
+    except (RuleLoadError, PlaceFileError, OSError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    result = run_backtest(events, engine, labels=truth, lateness_s=lateness)
-    if out is not None:
-        with out.open("wb") as sink:
-            for alert in result.alerts:
-                sink.write(alert.model_dump_json().encode() + b"\n")
-    typer.echo(orjson.dumps(result.summary, option=orjson.OPT_INDENT_2).decode())
+    with ExitStack() as stack:
+        sink = stack.enter_context(out.open("wb")) if out is not None else None
+        run = Run(
+            Engine(rule_set, place_index),
+            labels=truth,
+            alerts_out=sink,
+            progress=None if quiet else Progress(sys.stderr),
+            lateness_s=lateness,
+        )
+        try:
+            summary = run.execute(recording_events(recording))
+        except RecordingError as exc:
+            typer.echo(f"error: {recording}: {exc}", err=True)
+            raise typer.Exit(1) from None
+    if "evaluation" in summary:
+        typer.echo(format_evaluation(summary["evaluation"]), err=True)
+    typer.echo(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())

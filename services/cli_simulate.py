@@ -29,6 +29,7 @@ from services.simulator import (
     format_ts,
     live_records,
     produce_records,
+    write_places_csv,
 )
 
 app = typer.Typer(help="Simulate a used-car loan portfolio (loans, GPS, payments, contacts).")
@@ -144,7 +145,18 @@ def simulate_command(
         Path | None, typer.Option(help="Write the recording (JSON lines) here; '-' for stdout.")
     ] = None,
     labels: Annotated[
-        Path | None, typer.Option(help="Write ground-truth labels (JSON lines) here.")
+        Path | None,
+        typer.Option(
+            help="Write ground truth here: a JSON line per loan {loan_id, unreachable_at, kind}"
+            " (unreachable_at null: not a skip)."
+        ),
+    ] = None,
+    places_out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write every risk place of the run (given + generated) as a place CSV, for"
+            " `backtest --places` and the worker's SKIPWATCH_WORKER__PLACES_DIR."
+        ),
     ] = None,
     kafka: Annotated[
         bool, typer.Option("--kafka", help="Produce to the Kafka topics (SKIPWATCH_KAFKA__*).")
@@ -223,20 +235,25 @@ def simulate_command(
     elif live:
         warp = TimeWarp(simulation.start, time.time(), 60.0 if speed is None else speed)
     records: Iterable[Record] = simulation.records()
-    sim_labels = simulation.labels
+    sim_labels = simulation.truth
     if warp is not None:
         records = live_records(records, warp)
         sim_labels = [
-            Label(
-                loan_id=label.loan_id,
-                unreachable_at=datetime.fromtimestamp(
-                    int(warp.wall(label.unreachable_at.timestamp())), CN_TZ
-                ),
+            label
+            if label.unreachable_at is None
+            else label.model_copy(
+                update={
+                    "unreachable_at": datetime.fromtimestamp(
+                        int(warp.wall(label.unreachable_at.timestamp())), CN_TZ
+                    )
+                }
             )
             for label in sim_labels
         ]
     if labels is not None:
         _write_labels(labels, sim_labels)
+    if places_out is not None:
+        write_places_csv(simulation.places, places_out)
 
     progress = Progress(sys.stderr)
     with ExitStack() as stack:

@@ -18,6 +18,7 @@ make the generator, not the system under test, the bottleneck of a benchmark.
 from __future__ import annotations
 
 import asyncio
+import csv
 import heapq
 import math
 import random
@@ -31,7 +32,17 @@ from typing import Any, Protocol
 
 import orjson
 
-from rules.events import Alarm, Channel, DeviceKind, Fix, Label, Outcome, Party, PaymentType
+from rules.events import (
+    Alarm,
+    Channel,
+    DeviceKind,
+    Fix,
+    Label,
+    LoanStatus,
+    Outcome,
+    Party,
+    PaymentType,
+)
 from rules.places import Place, PlaceKind, load_places
 
 # Asia/Shanghai has been UTC+8 all year since 1991 (no DST): a fixed offset is exact and much
@@ -153,6 +164,15 @@ def catalog_places(path: Path = CATALOG_PLACES) -> tuple[Place, ...]:
     return load_places(path).places
 
 
+def write_places_csv(places: Iterable[Place], path: Path) -> None:
+    """A place file `rules.places.load_places` reads (the catalog's CSV columns)."""
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(("id", "kind", "name", "lat", "lon", "radius_m"))
+        for p in places:
+            writer.writerow((p.id, p.kind.value, p.name, p.lat, p.lon, p.radius_m))
+
+
 def _places_near(places: Sequence[Place], city: City, within_km: float = 80.0) -> list[Place]:
     """Where a borrower would take the car: not impound lots (that is the lender taking it)."""
     return [
@@ -175,12 +195,27 @@ class Scenario(StrEnum):
     SHORT_TRIP = "short_trip"
     MISSED_CALL = "missed_call_then_reached"
     TRACKER_GAP = "tracker_gap_backfill"
+    WIRELESS_ONLY = "wireless_only"  # a punctual borrower whose car has only a wireless tracker
+    TRAVELLER = "traveller"  # business trips of 2–5 days to another city
+    SEASONAL_WORKER = "seasonal_worker"  # works in another city for about a month
+    HOLIDAY_TRIP = "holiday_trip"  # drives to the home town for a public holiday (春节, 劳动节…)
+    REPAIR_SHOP = "repair_shop_near_risk_place"  # 1–3 days at a garage next to a risk place
+    CAR_WASH = "car_wash_near_risk_place"  # weekly half-hour stops next to a risk place
+    UNDERGROUND_GARAGE = "underground_garage"  # parks underground at work: no fix, buffered
+    TRACKER_REBOOT = "tracker_reboot"  # the wired tracker reboots to its factory position
+    BUFFERED_ALARM = "buffered_alarm"  # dead-zone buffers uploaded late, carrying old alarms
+    PAYMENT_REVERSAL = "payment_reversal"  # a payment bounces, then is paid again
+    CHANGED_PHONE = "changed_phone"  # the number goes invalid; reached again on a new one
+    GUARANTOR_ANSWERS = "guarantor_answers"  # borrower dark for days; the guarantor pays
+    CLOSED = "closed"  # paid off mid-window, then the trackers are removed
+    CHARGED_OFF = "charged_off"  # written off before the window: in recovery, not an alert
     # Skips: the loan becomes unreachable at a labelled time.
     SKIP_OUT_OF_REGION = "skip_missed_unreachable_out_of_region"
     SKIP_TRACKER_CUT = "skip_tracker_cut_at_risk_place"
     SKIP_RISK_PLACE_DWELL = "skip_risk_place_dwell"
     SKIP_SEPARATED = "skip_trackers_separated"
     SKIP_OFFLINE_OUT_OF_REGION = "skip_offline_out_of_region"
+    SKIP_FRAUD_RING = "skip_fraud_ring"  # several financed cars gathered at one lot
 
     @property
     def is_skip(self) -> bool:
@@ -193,12 +228,43 @@ SKIP_SCENARIOS: tuple[Scenario, ...] = (
     Scenario.SKIP_RISK_PLACE_DWELL,
     Scenario.SKIP_SEPARATED,
     Scenario.SKIP_OFFLINE_OUT_OF_REGION,
+    Scenario.SKIP_FRAUD_RING,
 )
 NOISE_SCENARIOS: tuple[Scenario, ...] = (
     Scenario.BORDER_DRIFT,
     Scenario.SHORT_TRIP,
     Scenario.MISSED_CALL,
     Scenario.TRACKER_GAP,
+    Scenario.WIRELESS_ONLY,
+    Scenario.TRAVELLER,
+    Scenario.SEASONAL_WORKER,
+    Scenario.HOLIDAY_TRIP,
+    Scenario.REPAIR_SHOP,
+    Scenario.CAR_WASH,
+    Scenario.UNDERGROUND_GARAGE,
+    Scenario.TRACKER_REBOOT,
+    Scenario.BUFFERED_ALARM,
+    Scenario.PAYMENT_REVERSAL,
+    Scenario.CHANGED_PHONE,
+    Scenario.GUARANTOR_ANSWERS,
+    Scenario.CLOSED,
+    Scenario.CHARGED_OFF,
+)
+# Where a tracker reboots to before its first fix: the vendor's factory default, or 0/0.
+_FACTORY_POSITIONS = {
+    "concox": (22.5769, 113.9213),
+    "jimi": (22.5431, 114.0579),
+    "huabao": (0.0, 0.0),
+    "seeworld": (23.1291, 113.2644),
+}
+# Public holidays (first day, days) around which borrowers drive to their home towns.
+HOLIDAYS: tuple[tuple[date, int], ...] = (
+    (date(2026, 2, 15), 9),  # 春节
+    (date(2026, 4, 4), 3),  # 清明
+    (date(2026, 5, 1), 5),  # 劳动节
+    (date(2026, 6, 19), 3),  # 端午
+    (date(2026, 10, 1), 7),  # 国庆
+    (date(2027, 2, 5), 9),  # 春节
 )
 
 
@@ -210,7 +276,7 @@ class SimulationConfig:
     start: datetime = DEFAULT_START
     skip_fraction: float = 0.05
     late_fraction: float = 0.10
-    noise_fraction: float = 0.20
+    noise_fraction: float = 0.30
     # Per record: re-sent with the same event_id / delivered up to two minutes late.
     duplicate_rate: float = 0.002
     out_of_order_rate: float = 0.005
@@ -384,11 +450,23 @@ class _Plan:
     parks_forever: bool = False  # stays at the target (risk place) to the end
     wired_stop: float = math.inf
     wireless_stop: float = math.inf
-    alarm_pings: list[tuple[float, str, tuple[Alarm, ...], float]] = field(default_factory=list)
+    # (time, "w"/"x", alarms, battery, where: None = the target)
+    alarm_pings: list[tuple[float, str, tuple[Alarm, ...], float, tuple[float, float] | None]] = (
+        field(default_factory=list)
+    )
     unreachable_at: float | None = None
     missed_due: date | None = None  # the seed case's missed instalment, before it leaves
     trip_days: dict[date, tuple[float, float]] = field(default_factory=dict)
     gaps: list[tuple[float, float, float]] = field(default_factory=list)
+    gap_alarms: dict[int, Alarm] = field(default_factory=dict)  # gap index -> buffered alarm
+    wireless_only: bool = False
+    # Stays away from home: (leave, back or inf, where, parked there rather than living there)
+    away: list[tuple[float, float, tuple[float, float], bool]] = field(default_factory=list)
+    washes: list[tuple[float, tuple[float, float]]] = field(default_factory=list)  # weekly
+    garage_at_work: bool = False  # underground at work: no fix, pings buffered until it leaves
+    reboots: list[float] = field(default_factory=list)
+    ring: tuple[str, int, int] | None = None  # fraud ring: (group, member, city index)
+    closed_at: float | None = None
 
 
 def _assign_scenarios(config: SimulationConfig) -> list[Scenario]:
@@ -410,6 +488,21 @@ def _assign_scenarios(config: SimulationConfig) -> list[Scenario]:
     return scenarios
 
 
+def _rings(scenarios: Sequence[Scenario], cities: int) -> dict[int, tuple[str, int, int]]:
+    """Fraud-ring loans in groups of two to four, each group in its first member's city:
+    index -> (group, member, city index)."""
+    members = [i for i, s in enumerate(scenarios) if s is Scenario.SKIP_FRAUD_RING]
+    groups = [members[k : k + 4] for k in range(0, len(members), 4)]
+    if len(groups) > 1 and len(groups[-1]) == 1:  # no ring of one: it joins the one before
+        lone = groups.pop()
+        groups[-1].extend(lone)
+    return {
+        index: (f"ring-{n}", rank, group[0] % cities)
+        for n, group in enumerate(groups)
+        for rank, index in enumerate(group)
+    }
+
+
 class _Planner:
     def __init__(self, config: SimulationConfig) -> None:
         self.config = config
@@ -423,11 +516,16 @@ class _Planner:
             city.name: _places_near(places, city) or _places_near(generated, city)
             for city in config.cities
         }
+        self.rings: dict[int, tuple[str, int, int]] = {}
+        # Every place the engine must know: the given list and the generated ones it lacked.
+        extra = [p for ps in self.places_by_city.values() for p in ps if p not in places]
+        self.places: tuple[Place, ...] = (*places, *dict.fromkeys(extra))
 
     def plan(self, index: int, scenario: Scenario) -> _Plan:
         cfg = self.config
         rng = random.Random(f"{cfg.seed}:{index}:plan")
-        city = cfg.cities[index % len(cfg.cities)]
+        ring = self.rings.get(index)
+        city = cfg.cities[ring[2] if ring is not None else index % len(cfg.cities)]
         loan_id = f"loan-{index + 1:06d}"
         radius = float(rng.randint(30, 60))
         center = _toward(city.lat, city.lon, rng.uniform(0, 360), rng.uniform(0, 3))
@@ -441,9 +539,22 @@ class _Planner:
             home = _point_in_region(rng, center, center, (0.5, 12.0), inner, avoid)
         work = _point_in_region(rng, center, home, (3.0, 15.0), inner, avoid)
         has_wireless = scenario is Scenario.SKIP_SEPARATED or rng.random() < 0.7
+        # Wireless-only cars: the portfolio's own kind, and some travellers and skips.
+        draw = rng.random()
+        wireless_only = scenario is Scenario.WIRELESS_ONLY or (
+            scenario
+            in (
+                Scenario.TRAVELLER,
+                Scenario.SKIP_OUT_OF_REGION,
+                Scenario.SKIP_OFFLINE_OUT_OF_REGION,
+                Scenario.SKIP_TRACKER_CUT,
+            )
+            and draw < 0.3
+        )
+        has_wireless = has_wireless or wireless_only
         wired_id = f"dev-{index + 1}-w"
         wireless_id = f"dev-{index + 1}-x" if has_wireless else None
-        devices = [{"device_id": wired_id, "kind": DeviceKind.WIRED.value}]
+        devices = [] if wireless_only else [{"device_id": wired_id, "kind": DeviceKind.WIRED.value}]
         if wireless_id is not None:
             devices.append({"device_id": wireless_id, "kind": DeviceKind.WIRELESS.value})
         region: dict[str, Any] = (
@@ -455,7 +566,7 @@ class _Planner:
         value: dict[str, Any] = {
             "schema_version": 1,
             "loan_id": loan_id,
-            "status": "active",
+            "status": "charged_off" if scenario is Scenario.CHARGED_OFF else "active",
             "borrower": {"name": _name(rng), "phone": _phone(rng)},
             "vehicle": {"vin": _vin(rng), "plate": _plate(rng, city.plate_prefix or "川A")},
             "devices": devices,
@@ -483,11 +594,22 @@ class _Planner:
             wired_vendor=rng.choice(_WIRED_VENDORS),
             wireless_vendor=rng.choice(_WIRELESS_VENDORS),
             parked_interval_s=rng.choice((600.0, 900.0, 1200.0, 1800.0)),
-            wireless_hours=tuple(sorted(rng.sample((7.5, 9.0, 12.0, 15.0, 19.0, 21.5), 3))),
+            wireless_hours=tuple(
+                sorted(
+                    rng.sample(
+                        (7.5, 9.0, 12.0, 15.0, 19.0, 21.5),
+                        rng.choice((1, 2, 3)) if wireless_only else 3,
+                    )
+                )
+            ),
             home_noise_m=250.0 if scenario is Scenario.BORDER_DRIFT else 8.0,
             home_fix=Fix.LBS if underground and scenario is not Scenario.BORDER_DRIFT else Fix.GPS,
             avoid=avoid,
+            wireless_only=wireless_only,
+            ring=ring,
         )
+        if wireless_only:
+            plan.wired_stop = -math.inf  # no wired tracker: it never reports
         if underground and plan.home_fix is Fix.LBS:
             plan.home_noise_m = 120.0  # cell-tower fix in an underground garage
         self._behave(plan, rng, schedule)
@@ -520,8 +642,30 @@ class _Planner:
                 scenario = plan.scenario = Scenario.PUNCTUAL
         if scenario is Scenario.SHORT_TRIP:
             self._plan_trips(plan, rng)
-        elif scenario is Scenario.TRACKER_GAP:
+        elif scenario in (Scenario.TRACKER_GAP, Scenario.BUFFERED_ALARM):
             self._plan_gaps(plan, rng)
+            if scenario is Scenario.BUFFERED_ALARM:
+                # Alarms raised in the dead zone come up with the buffer, long after the fact:
+                # a jump-start's power cut, a knock, a low battery; all over by upload time.
+                for n in range(len(plan.gaps)):
+                    plan.gap_alarms[n] = rng.choice(
+                        (Alarm.POWER_CUT, Alarm.VIBRATION, Alarm.LOW_BATTERY, Alarm.POWER_CUT)
+                    )
+        elif scenario in (Scenario.TRAVELLER, Scenario.SEASONAL_WORKER, Scenario.HOLIDAY_TRIP):
+            self._plan_away(plan, rng)
+        elif scenario is Scenario.REPAIR_SHOP:
+            self._plan_repair(plan, rng)
+        elif scenario is Scenario.CAR_WASH:
+            self._plan_washes(plan, rng)
+        elif scenario is Scenario.UNDERGROUND_GARAGE:
+            plan.garage_at_work = True
+        elif scenario is Scenario.TRACKER_REBOOT:
+            span = self.end - self.start
+            plan.reboots = sorted(
+                self.start + rng.uniform(0.05, 0.95) * span for _ in range(rng.randint(1, 3))
+            )
+        elif scenario is Scenario.CLOSED:
+            self._plan_closure(plan, rng)
         self._plan_business(plan, rng, in_window)
         plan.business.sort(key=lambda item: item[0])
 
@@ -547,8 +691,24 @@ class _Planner:
             first = self.start_date + timedelta(days=max(1, int(0.2 * span / DAY)))
             last = _local_date(self.end - 1.5 * DAY)
             day = first + timedelta(days=rng.randint(0, max(0, (last - first).days)))
-        if scenario in (Scenario.SKIP_TRACKER_CUT, Scenario.SKIP_RISK_PLACE_DWELL):
-            place = rng.choice(plan.avoid)
+        if scenario is Scenario.SKIP_FRAUD_RING:
+            # The ring's cars arrive at one lot within a day and a half of each other.
+            assert plan.ring is not None
+            group, member, _ = plan.ring
+            ring_rng = random.Random(f"{self.config.seed}:ring:{group}")
+            lots = [p for p in plan.avoid if p.kind is PlaceKind.SECOND_PLEDGE_LOT] or plan.avoid
+            place = ring_rng.choice(lots)
+            first = self.start_date + timedelta(days=max(1, int(0.2 * span / DAY)))
+            last = _local_date(self.end - 2.0 * DAY)
+            ring_day = first + timedelta(days=ring_rng.randint(0, max(0, (last - first).days)))
+            day = ring_day + timedelta(days=min(member, 1) * rng.randint(0, 1))
+        if scenario in (
+            Scenario.SKIP_TRACKER_CUT,
+            Scenario.SKIP_RISK_PLACE_DWELL,
+            Scenario.SKIP_FRAUD_RING,
+        ):
+            if scenario is not Scenario.SKIP_FRAUD_RING:
+                place = rng.choice(plan.avoid)
             plan.target = _toward(place.lat, place.lon, rng.uniform(0, 360), place.radius_m / 3e3)
             plan.target_speed_kmh = rng.uniform(30, 45)
             plan.parks_forever = True
@@ -557,16 +717,31 @@ class _Planner:
             arrival = plan.departure + dur
             if scenario is Scenario.SKIP_RISK_PLACE_DWELL:
                 plan.unreachable_at = arrival
+            elif scenario is Scenario.SKIP_FRAUD_RING:
+                plan.unreachable_at = arrival
+                if rng.random() < 0.5:  # the lot's own people take the wired tracker out
+                    cut = arrival + rng.uniform(2.0, 10.0) * HOUR
+                    plan.wired_stop = cut
+                    plan.alarm_pings.append((cut, "w", (Alarm.POWER_CUT,), 95.0, None))
+            elif plan.wireless_only:
+                # Only a wireless tracker to find: it is pulled out and goes silent.
+                assert plan.wireless_id is not None
+                removed = arrival + rng.uniform(0.5, 5.0) * HOUR
+                plan.unreachable_at = removed
+                plan.alarm_pings.append((removed, "x", (Alarm.REMOVAL,), 40.0, None))
+                plan.wireless_stop = removed + 1.0
             else:
                 cut = arrival + rng.uniform(0.5, 5.0) * HOUR
                 plan.unreachable_at = cut
                 plan.wired_stop = cut  # from here on only the alarm pings below
                 # Trackers keep a backup battery: a few alarm pings after the main power goes.
                 for k, battery in enumerate((96.0, 91.0, 85.0)):
-                    plan.alarm_pings.append((cut + 300.0 * k, "w", (Alarm.POWER_CUT,), battery))
+                    plan.alarm_pings.append(
+                        (cut + 300.0 * k, "w", (Alarm.POWER_CUT,), battery, None)
+                    )
                 if plan.wireless_id is not None and rng.random() < 0.6:
                     removed = cut + rng.uniform(10, 60) * 60
-                    plan.alarm_pings.append((removed, "x", (Alarm.REMOVAL,), 40.0))
+                    plan.alarm_pings.append((removed, "x", (Alarm.REMOVAL,), 40.0, None))
                     plan.wireless_stop = removed + 1.0
             return True
         # Far away: another city 150–700 km off (a day's drive at most).
@@ -592,7 +767,8 @@ class _Planner:
         plan.unreachable_at = self._crossing(plan, plan.departure, dur)
         if scenario is Scenario.SKIP_OFFLINE_OUT_OF_REGION:
             silent = plan.departure + dur + rng.uniform(1.0, 6.0) * HOUR
-            plan.wired_stop = plan.wireless_stop = silent
+            plan.wired_stop = min(plan.wired_stop, silent)
+            plan.wireless_stop = silent
         return True
 
     def _crossing(self, plan: _Plan, departure: float, duration: float) -> float:
@@ -611,7 +787,8 @@ class _Planner:
 
     @staticmethod
     def _drive_s(a: tuple[float, float], b: tuple[float, float], speed_kmh: float) -> float:
-        return max(300.0, distance_km(*a, *b) / speed_kmh * HOUR)
+        """How long `_Route.drive` takes (the same road factor), so labels match the track."""
+        return max(300.0, distance_km(*a, *b) * _road_factor(speed_kmh) / speed_kmh * HOUR)
 
     def _plan_trips(self, plan: _Plan, rng: random.Random) -> None:
         """One to three day trips 15–50 km beyond the border, home the same evening."""
@@ -622,6 +799,109 @@ class _Planner:
             bearing = _bearing(*plan.center, dest.lat, dest.lon)
             out = _toward(*plan.center, bearing, plan.radius_km + rng.uniform(15, 50))
             plan.trip_days[day] = out
+
+    def _destination(
+        self, plan: _Plan, rng: random.Random, km: tuple[float, float]
+    ) -> tuple[float, float]:
+        """A point in a real city `km` away from home (the nearest band that has one)."""
+        cities = [
+            c
+            for c in DESTINATION_CITIES
+            if km[0] <= distance_km(c.lat, c.lon, *plan.home) <= km[1] and c.name != plan.city.name
+        ]
+        if not cities:
+            cities = sorted(DESTINATION_CITIES, key=lambda c: distance_km(c.lat, c.lon, *plan.home))
+            cities = cities[len(cities) // 2 :]
+        dest = rng.choice(cities)
+        return _toward(dest.lat, dest.lon, rng.uniform(0, 360), rng.uniform(1, 6))
+
+    def _plan_away(self, plan: _Plan, rng: random.Random) -> None:
+        """Travellers (2–5 day trips), seasonal workers (about a month), holiday trips."""
+        span_days = max(1, int((self.end - self.start) / DAY))
+        trips: list[tuple[date, float]] = []
+        if plan.scenario is Scenario.HOLIDAY_TRIP:
+            holiday = next(
+                (
+                    (first, n)
+                    for first, n in HOLIDAYS
+                    if self.start_date < first and _local_midnight(first) + n * DAY < self.end
+                ),
+                None,
+            )
+            if holiday is not None:  # leave the day before, back on the last day or just after
+                trips.append((holiday[0] - timedelta(days=1), holiday[1] + rng.randint(0, 2)))
+            else:  # annual leave taken at another time
+                trips.append(
+                    (self.start_date + timedelta(days=rng.randrange(span_days)), rng.randint(5, 9))
+                )
+            km = (300.0, 1200.0)
+        elif plan.scenario is Scenario.SEASONAL_WORKER:
+            first = self.start_date + timedelta(days=rng.randint(1, max(1, span_days // 3)))
+            trips.append((first, rng.randint(25, 35)))
+            km = (300.0, 1200.0)
+        else:
+            day = self.start_date + timedelta(days=rng.randint(0, 3))
+            for _ in range(rng.randint(1, 3)):
+                length = rng.randint(2, 5)
+                trips.append((day, length))
+                day += timedelta(days=length + rng.randint(3, 10))
+            km = (150.0, 700.0)
+        for first, days in trips:
+            leave = self._day_time(rng, first, (6.0, 10.0))
+            back = leave + days * DAY + rng.uniform(-2, 4) * HOUR
+            plan.away.append((leave, back, self._destination(plan, rng, km), False))
+
+    def _near_place(self, plan: _Plan, rng: random.Random) -> tuple[float, float]:
+        """A business next to a risk place: 0.5–2 radii from its centre (a third inside it)."""
+        place = rng.choice(plan.avoid)
+        return _toward(
+            place.lat, place.lon, rng.uniform(0, 360), place.radius_m / 1e3 * rng.uniform(0.5, 2)
+        )
+
+    def _plan_repair(self, plan: _Plan, rng: random.Random) -> None:
+        """1–3 days at a garage next to a risk place; the mechanic often disconnects the
+        battery (the wired tracker's power-cut alarm, then it runs on its backup battery)."""
+        span = self.end - self.start
+        shop = self._near_place(plan, rng)
+        leave = self._day_time(
+            rng, _local_date(self.start + rng.uniform(0.1, 0.7) * span), (8.0, 15.0)
+        )
+        back = leave + rng.uniform(1.0, 3.0) * DAY
+        plan.away.append((leave, back, shop, True))
+        if rng.random() < 0.6:
+            cut = leave + rng.uniform(1.0, 4.0) * HOUR
+            plan.alarm_pings.append((cut, "w", (Alarm.POWER_CUT,), 97.0, shop))
+
+    def _plan_washes(self, plan: _Plan, rng: random.Random) -> None:
+        """A car wash next to a risk place, about weekly, 20–40 minutes."""
+        wash = self._near_place(plan, rng)
+        day = self.start_date + timedelta(days=rng.randint(0, 6))
+        while _local_midnight(day) < self.end:
+            t = self._day_time(rng, day, (8.0, 19.0))
+            plan.away.append((t, t + rng.uniform(20, 40) * 60, wash, True))
+            day += timedelta(days=rng.randint(5, 9))
+
+    def _plan_closure(self, plan: _Plan, rng: random.Random) -> None:
+        """Paid off early: the loan record turns `closed`; a day or so later the trackers are
+        taken out (removal alarms, then silence) and the car goes wherever its owner likes."""
+        span = self.end - self.start
+        closed = self._day_time(
+            rng, _local_date(self.start + rng.uniform(0.2, 0.6) * span), (9, 17)
+        )
+        plan.business.append(
+            (float(int(closed)), "loans", {**plan.value, "status": LoanStatus.CLOSED.value})
+        )
+        plan.closed_at = closed
+        removed = closed + rng.uniform(2, 30) * HOUR
+        if not plan.wireless_only:
+            plan.alarm_pings.append((removed, "w", (Alarm.REMOVAL,), 90.0, plan.home))
+            plan.wired_stop = removed + 1
+        if plan.wireless_id is not None:
+            plan.alarm_pings.append((removed + 120, "x", (Alarm.REMOVAL,), 60.0, plan.home))
+            plan.wireless_stop = removed + 121
+        plan.away.append(
+            (removed + DAY, removed + 4 * DAY, self._destination(plan, rng, (150, 700)), False)
+        )
 
     def _plan_gaps(self, plan: _Plan, rng: random.Random) -> None:
         """Coverage gaps of 1–6 h: the wired tracker buffers its fixes and uploads them later.
@@ -647,11 +927,13 @@ class _Planner:
         scenario = plan.scenario
         gone_at = plan.unreachable_at if plan.unreachable_at is not None else math.inf
 
-        def pay(t: float, kind: PaymentType, no: int, due: date, amount: float) -> None:
+        def pay(
+            t: float, kind: PaymentType, no: int, due: date, amount: float, again: str = ""
+        ) -> None:
             if self.start <= t < self.end:
                 value = {
                     "schema_version": 1,
-                    "event_id": f"{plan.loan_id}-p{no}-{kind.value}",
+                    "event_id": f"{plan.loan_id}-p{no}-{kind.value}{again}",
                     "loan_id": plan.loan_id,
                     "ts": format_ts(t),
                     "type": kind.value,
@@ -675,10 +957,32 @@ class _Planner:
                 }
                 plan.business.append((float(int(t)), "contacts", value))
 
+        special = rng.choice(in_window)[0] if in_window else None  # the instalment a case is about
         for no, due, amount in in_window:
             midnight = _local_midnight(due)
+            if plan.closed_at is not None and midnight > plan.closed_at:
+                break  # paid off: nothing falls due any more
             if announces_due:
                 pay(midnight + 300, PaymentType.INSTALLMENT_DUE, no, due, amount)
+            if scenario is Scenario.CHARGED_OFF:
+                continue  # written off: in recovery, nothing is paid
+            if scenario is Scenario.GUARANTOR_ANSWERS and no == special:
+                # The borrower is in hospital / abroad: dark for days; the guarantor answers
+                # every call and pays a few days late.
+                paid_at = midnight + rng.randint(3, 6) * DAY + rng.uniform(10, 18) * HOUR
+                if auto_debit:
+                    pay(midnight + 10 * HOUR, PaymentType.PAYMENT_FAILED, no, due, amount)
+                day = midnight + DAY
+                while day + 9 * HOUR < paid_at:
+                    t = day + rng.uniform(9, 12) * HOUR
+                    dark = rng.choice((Outcome.POWERED_OFF, Outcome.NO_ANSWER))
+                    contact(t, Party.BORROWER, Channel.CALL, dark)
+                    answer = rng.choice((Outcome.REACHED, Outcome.PROMISE_TO_PAY))
+                    answered = min(t + rng.uniform(0.5, 3) * HOUR, paid_at - 600)
+                    contact(answered, Party.GUARANTOR, Channel.CALL, answer)
+                    day += DAY
+                pay(paid_at, PaymentType.PAYMENT_RECEIVED, no, due, amount)
+                continue
             late = scenario is Scenario.LATE_PAYER and rng.random() < 0.85
             if late:
                 paid_at = midnight + rng.randint(2, 7) * DAY + rng.uniform(9, 21) * HOUR
@@ -693,11 +997,43 @@ class _Planner:
             if skip_missed:
                 continue
             pay(paid_at, PaymentType.PAYMENT_RECEIVED, no, due, amount)
+            if scenario is Scenario.PAYMENT_REVERSAL and no == special:
+                # The transfer bounces a day or three later; the borrower answers and pays again.
+                reversed_at = paid_at + rng.uniform(1, 3) * DAY
+                pay(reversed_at, PaymentType.PAYMENT_REVERSED, no, due, amount)
+                call = reversed_at + rng.uniform(2, 20) * HOUR
+                contact(call, Party.BORROWER, Channel.CALL, Outcome.NO_ANSWER)
+                contact(
+                    call + rng.uniform(1, 5) * HOUR,
+                    Party.BORROWER,
+                    Channel.CALL,
+                    Outcome.PROMISE_TO_PAY,
+                )
+                repaid = reversed_at + rng.uniform(2, 5) * DAY
+                pay(repaid, PaymentType.PAYMENT_RECEIVED, no, due, amount, again="-2")
             if late:
                 self._collect_late(rng, contact, midnight, paid_at)
             elif rng.random() < 0.3:
                 contact(midnight - DAY + 10 * HOUR, Party.BORROWER, Channel.SMS, Outcome.DELIVERED)
 
+        if scenario is Scenario.CHANGED_PHONE:
+            # A new SIM: the old number is invalid for a few days, then the borrower calls in.
+            t = _local_midnight(_local_date(rng.uniform(self.start, self.end - 4 * DAY)))
+            dark_days = rng.randint(2, 3)
+            for d in range(dark_days):
+                for _ in range(rng.randint(1, 2)):
+                    call = t + d * DAY + rng.uniform(9, 18) * HOUR
+                    contact(call, Party.BORROWER, Channel.CALL, Outcome.NUMBER_INVALID)
+                contact(t + d * DAY + 20 * HOUR, Party.BORROWER, Channel.SMS, Outcome.UNDELIVERED)
+            back = t + dark_days * DAY + rng.uniform(9, 18) * HOUR
+            contact(back, Party.BORROWER, Channel.CALL, Outcome.REACHED)
+        if scenario is Scenario.CHARGED_OFF:
+            # The recovery team calls weekly and gets nowhere; no alert is wanted for it.
+            day = self.start + rng.uniform(0, 7) * DAY
+            while day < self.end:
+                dark = rng.choice((Outcome.POWERED_OFF, Outcome.NO_ANSWER, Outcome.NUMBER_INVALID))
+                contact(day, Party.BORROWER, Channel.CALL, dark)
+                day += rng.uniform(6, 8) * DAY
         if scenario is Scenario.MISSED_CALL:
             t = rng.uniform(self.start, self.end - DAY)
             t = _local_midnight(_local_date(t)) + rng.uniform(9, 17) * HOUR
@@ -799,12 +1135,19 @@ class _Segment:
     speed_kmh: float  # 0: parked
     noise_m: float
     fix: Fix
+    dead: bool = False  # no coverage (underground): no fix; the wired tracker buffers
 
     def at(self, t: float) -> tuple[float, float]:
         if self.a == self.b:
             return self.a
         f = (t - self.t0) / (self.t1 - self.t0)
         return self.a[0] + (self.b[0] - self.a[0]) * f, self.a[1] + (self.b[1] - self.a[1]) * f
+
+
+def _road_factor(speed_kmh: float) -> float:
+    """Roads are ~30% longer than the straight line in town (~15% between cities): the car
+    covers the line slower."""
+    return 1.3 if speed_kmh < 60 else 1.15
 
 
 class _Route:
@@ -814,17 +1157,19 @@ class _Route:
         self.t, self.pos, self.plan = t, pos, plan
         self.segments: list[_Segment] = []
 
-    def stay(self, until: float) -> None:
+    def stay(self, until: float, dead: bool = False) -> None:
         if until > self.t:
             at_home = self.pos == self.plan.home
             noise = self.plan.home_noise_m if at_home else 8.0
             fix = self.plan.home_fix if at_home else Fix.GPS
-            self.segments.append(_Segment(self.t, until, self.pos, self.pos, 0.0, noise, fix))
+            if dead:
+                noise, fix = 0.0, Fix.NONE
+            segment = _Segment(self.t, until, self.pos, self.pos, 0.0, noise, fix, dead)
+            self.segments.append(segment)
             self.t = until
 
     def drive(self, to: tuple[float, float], speed_kmh: float) -> None:
-        # Roads are ~30% longer than the straight line in town; the car covers the line slower.
-        road = 1.3 if speed_kmh < 60 else 1.15
+        road = _road_factor(speed_kmh)
         duration = max(300.0, distance_km(*self.pos, *to) * road / speed_kmh * HOUR)
         effective = distance_km(*self.pos, *to) * road / (duration / HOUR)
         self.segments.append(
@@ -845,10 +1190,14 @@ def _track(plan: _Plan, rng: random.Random, start: float, end: float) -> Iterato
     home, work = plan.home, plan.work
     day = _local_date(start)
     route = _Route(_local_midnight(day), home, plan)
+    away = sorted(plan.away)
+    parked_away = False  # at a garage rather than living elsewhere
     while route.t < end:
         midnight = _local_midnight(day)
         next_midnight = midnight + DAY
         at = midnight
+        # A stay away that is under way, or one that starts today.
+        current = away[0] if away and away[0][0] < next_midnight else None
         if plan.departure is not None and midnight <= plan.departure < next_midnight:
             assert plan.target is not None
             route.stay(plan.departure)
@@ -859,6 +1208,27 @@ def _track(plan: _Plan, rng: random.Random, start: float, end: float) -> Iterato
                 # A new life elsewhere: the car keeps moving, but around the new city.
                 home = plan.target
                 work = _toward(*home, rng.uniform(0, 360), rng.uniform(3, 10))
+        elif current is not None and current[0] >= midnight:
+            leave, back, where, parked = current
+            route.stay(leave)
+            route.drive(where, rng.uniform(25, 45) if parked else rng.uniform(80, 100))
+            if back < next_midnight:  # out and back the same day (a car wash): that long there
+                route.stay(route.t + (back - leave))
+                route.drive(plan.home, rng.uniform(25, 45))
+                away.pop(0)
+            elif parked:
+                parked_away = True
+            else:
+                home = where
+                work = _toward(*home, rng.uniform(0, 360), rng.uniform(3, 10))
+        elif current is not None and current[1] < next_midnight:
+            _, back, _, _ = current
+            route.stay(max(back, at + rng.uniform(7, 10) * HOUR) if not parked_away else back)
+            route.drive(plan.home, rng.uniform(25, 45) if parked_away else rng.uniform(80, 100))
+            home, work, parked_away = plan.home, plan.work, False
+            away.pop(0)
+        elif parked_away:
+            route.stay(next_midnight)
         elif day in plan.trip_days:
             route.stay(at + rng.uniform(8, 10) * HOUR)
             route.drive(plan.trip_days[day], rng.uniform(70, 95))
@@ -867,7 +1237,7 @@ def _track(plan: _Plan, rng: random.Random, start: float, end: float) -> Iterato
         elif day.weekday() < 5 and rng.random() < 0.9:
             route.stay(at + rng.uniform(7, 9) * HOUR)
             route.drive(work, rng.uniform(25, 45))
-            route.stay(at + rng.uniform(17.5, 19.5) * HOUR)
+            route.stay(at + rng.uniform(17.5, 19.5) * HOUR, dead=plan.garage_at_work)
             if rng.random() < 0.3:
                 route.drive(_errand(plan, rng, home), rng.uniform(25, 45))
                 route.stay(route.t + rng.uniform(0.5, 1.5) * HOUR)
@@ -902,6 +1272,10 @@ def _first(item: _Raw) -> float:
     return item[0]
 
 
+def _first_of(item: tuple[float, Any, Any, Any, Any]) -> float:
+    return item[0]
+
+
 def _arrival(record: Record) -> float:
     return record.arrival
 
@@ -915,7 +1289,15 @@ class Simulation:
         self.start = self._planner.start
         self.end = self._planner.end
         scenarios = _assign_scenarios(config)
+        self._planner.rings = _rings(scenarios, len(config.cities))
         self._plans = [self._planner.plan(i, s) for i, s in enumerate(scenarios)]
+
+    @property
+    def places(self) -> tuple[Place, ...]:
+        """The risk places of this run: the configured list plus the places generated for the
+        cities it does not cover. Give all of them to the engine (``PlaceIndex(sim.places)``,
+        or ``write_places_csv`` for `skipwatch backtest --places` and the worker)."""
+        return self._planner.places
 
     @property
     def loans(self) -> list[dict[str, Any]]:
@@ -928,15 +1310,28 @@ class Simulation:
 
     @property
     def labels(self) -> list[Label]:
-        """Ground truth: one label per skip loan, ordered by when it became unreachable."""
+        """Ground truth of the skips: one label per skip loan, ordered by when it became
+        unreachable, with its kind (the scenario)."""
+        return [label for label in self.truth if label.unreachable_at is not None]
+
+    @property
+    def truth(self) -> list[Label]:
+        """Ground truth of every loan: skips first (by ``unreachable_at``), then the others in
+        loan order with ``unreachable_at`` None; ``kind`` is the scenario."""
         labelled = [p for p in self._plans if p.unreachable_at is not None]
         labelled.sort(key=lambda p: (p.unreachable_at, p.loan_id))
+        good = [p for p in self._plans if p.unreachable_at is None]
         return [
             Label(
                 loan_id=p.loan_id,
-                unreachable_at=datetime.fromtimestamp(int(p.unreachable_at or 0), CN_TZ),
+                unreachable_at=(
+                    datetime.fromtimestamp(int(p.unreachable_at), CN_TZ)
+                    if p.unreachable_at is not None
+                    else None
+                ),
+                kind=p.scenario.value,
             )
-            for p in labelled
+            for p in (*labelled, *good)
         ]
 
     def records(self) -> Iterator[Record]:
@@ -989,6 +1384,8 @@ class Simulation:
         wireless_battery = rng.uniform(45, 100)
         prev_moving = False
         gap_uploads = dict.fromkeys(plan.gaps, 0)
+        reboots, reboot_left = list(plan.reboots), 0
+        factory = _FACTORY_POSITIONS.get(plan.wired_vendor, (0.0, 0.0))
         for seg in _track(plan, rng, start, end):
             lo, hi = max(seg.t0, start), min(seg.t1, end)
             moving = seg.speed_kmh > 0
@@ -1001,12 +1398,27 @@ class Simulation:
                 last_wired = ts
                 wired_seq += 1
                 lat, lon = self._jitter(rng, seg.at(t), seg.noise_m)
+                fix = seg.fix.value
                 speed = round(seg.speed_kmh * rng.uniform(0.7, 1.15), 1) if moving else 0.0
+                if reboots and t >= reboots[0]:
+                    reboots.pop(0)
+                    reboot_left = rng.randint(2, 4)
+                if reboot_left:
+                    # Rebooted: the first reports carry the firmware's default position, some
+                    # flagged as a GPS fix, before the receiver gets a real one.
+                    reboot_left -= 1
+                    lat, lon = factory
+                    fix = rng.choice((Fix.GPS, Fix.NONE)).value
                 forced = None
-                for gap in plan.gaps:
+                alarms: list[str] = []
+                for n, gap in enumerate(plan.gaps):
                     if gap[0] <= t < gap[1]:
                         gap_uploads[gap] += 1
                         forced = gap[2] + gap_uploads[gap] * 0.01
+                        if gap_uploads[gap] == 2 and n in plan.gap_alarms:
+                            alarms = [plan.gap_alarms[n].value]
+                if seg.dead:  # underground: buffered until the car drives out
+                    forced = seg.t1 + 30.0 + wired_seq * 1e-4
                 value = {
                     "schema_version": 1,
                     "event_id": f"{wired}-{wired_seq}",
@@ -1017,11 +1429,11 @@ class Simulation:
                     "lon": lon,
                     "speed_kmh": speed,
                     "heading": heading,
-                    "fix": seg.fix.value,
+                    "fix": fix,
                     "acc_on": moving,
                     "battery_pct": 100.0,
                     "device_kind": DeviceKind.WIRED.value,
-                    "alarms": [],
+                    "alarms": alarms,
                     "backfill": forced is not None,
                 }
                 batch.append((float(ts), "gps.raw", wired, value, forced))
@@ -1036,6 +1448,9 @@ class Simulation:
                     lat, lon = self._jitter(
                         rng, seg.at(next_wireless), 200.0 if indoor else max(seg.noise_m, 10.0)
                     )
+                    wireless_fix = Fix.LBS if indoor else Fix.GPS
+                    if seg.dead:  # no satellites underground: the last known position
+                        (lat, lon), wireless_fix = seg.a, Fix.NONE
                     days_in = (next_wireless - start) / DAY
                     value = {
                         "schema_version": 1,
@@ -1047,7 +1462,7 @@ class Simulation:
                         "lon": lon,
                         "speed_kmh": None,
                         "heading": None,
-                        "fix": (Fix.LBS if indoor else Fix.GPS).value,
+                        "fix": wireless_fix.value,
                         "acc_on": None,
                         "battery_pct": round(max(5.0, wireless_battery - 0.15 * days_in), 1),
                         "device_kind": DeviceKind.WIRELESS.value,
@@ -1068,13 +1483,14 @@ class Simulation:
             midnight += DAY
 
     def _alarm_pings(self, plan: _Plan) -> Iterator[_Raw]:
-        for t, which, alarms, battery in sorted(plan.alarm_pings):
-            if not self.start <= t < self.end or plan.target is None:
+        for t, which, alarms, battery, where in sorted(plan.alarm_pings, key=_first_of):
+            position = where if where is not None else plan.target
+            if not self.start <= t < self.end or position is None:
                 continue
             wired = which == "w"
             device = plan.wired_id if wired else plan.wireless_id
             assert device is not None
-            lat, lon = plan.target
+            lat, lon = position
             value = {
                 "schema_version": 1,
                 "event_id": f"{device}-alarm-{int(t)}",

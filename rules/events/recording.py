@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from rules.events.common import Identifier, Timestamp
 from rules.events.contact import ContactAttempt
@@ -47,8 +47,9 @@ class _Line(BaseModel):
 _LINE = TypeAdapter(_Line)
 
 
-def read_recording(lines: Iterable[str]) -> Iterator[tuple[str, InputEvent]]:
-    """Yield (topic, event) for each non-blank line; a bad line raises RecordingError naming it."""
+def read_recording(lines: Iterable[str | bytes]) -> Iterator[tuple[str, InputEvent]]:
+    """Yield (topic, event) for each non-blank line, one at a time (a file handle streams); a bad
+    line raises RecordingError naming it."""
     from pydantic import ValidationError
 
     from rules.events.common import describe_validation_error
@@ -71,6 +72,15 @@ def recording_line(event: InputEvent) -> str:
 
 
 class Label(BaseModel):
+    """Ground truth for one loan: when it became unreachable (a skip), and what kind of case it
+    is. ``unreachable_at`` is None for a loan labelled as *not* a skip (the simulator labels
+    every loan, so an evaluation can say which kinds of good borrower got alerts)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
     loan_id: Identifier
-    unreachable_at: Timestamp
+    unreachable_at: Timestamp | None = None
+    kind: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+
+    @property
+    def is_skip(self) -> bool:
+        return self.unreachable_at is not None

@@ -10,7 +10,8 @@ import typer
 from typer.testing import CliRunner
 
 from rules.backtest import run_backtest
-from rules.events import AlertStatus, Label, read_recording
+from rules.evaluation import ALL_RULES, EpisodeTracker, Evaluation, Truth
+from rules.events import AlertStatus, Label, Severity, read_recording
 from services.cli_rules import backtest_command
 from tests.unit.rules.rules_factories import fresh_engine
 
@@ -39,15 +40,22 @@ def fired(result: object, loan_id: str) -> set[str]:
 
 
 def test_backtest_catches_both_skips_early() -> None:
-    result = run_backtest(events(), fresh_engine(), labels=labels())  # type: ignore[arg-type]
+    result = run_backtest(events(), fresh_engine())  # type: ignore[arg-type]
     assert "seed-missed-unreachable-out-of-region" in fired(result, "skip-seed")
     assert {"tracker-tamper-at-risk-place", "long-dwell-second-pledge-lot"} <= fired(
         result, "skip-lot"
     )
-    any_rule = result.summary["evaluation"]["rules"]["(any rule)"]
-    assert any_rule["recall"] == 1.0 and any_rule["lead_time_hours_min"] > 0
-    seed = result.summary["evaluation"]["rules"]["seed-missed-unreachable-out-of-region"]
-    assert seed["precision"] == 1.0 and seed["caught"] == 1
+    evaluation = Evaluation({label.loan_id: Truth.from_label(label) for label in labels()})
+    tracker = EpisodeTracker(evaluation.add)
+    for alert in result.alerts:
+        tracker.feed(alert)
+    tracker.finish()
+    crit = evaluation.metrics(Severity.CRITICAL, ALL_RULES, result.states, days=8)
+    assert crit["recall_by_label_1h"] == 1.0 and crit["lead_h_p10"] > 0
+    seed = evaluation.metrics(
+        Severity.CRITICAL, "seed-missed-unreachable-out-of-region", result.states, days=8
+    )
+    assert seed["precision"] == 1.0 and seed["caught_at_label"] == 1
 
 
 def test_cluster_rule_uses_the_cross_loan_aggregate() -> None:
@@ -86,10 +94,11 @@ def test_backtest_command_writes_alerts_and_summary(tmp_path: Path) -> None:
     args = [str(RECORDING), "--labels", str(LABELS), "--out", str(out)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    summary = orjson.loads(result.output)
+    summary = orjson.loads(result.stdout)
     lines = out.read_bytes().splitlines()
     assert len(lines) == summary["alert_events"] > 0
     assert {"alert_id", "evidence", "risk_score"} <= set(orjson.loads(lines[0]))
-    assert summary["evaluation"]["labelled_loans"] == 2
+    assert summary["evaluation"]["skips"] == 2
+    assert "headline: criticals recall@T+1h" in result.stderr
     bad = CliRunner().invoke(app, [str(tmp_path / "missing.jsonl")])
     assert bad.exit_code == 1 and "error:" in bad.output

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rules.events import Label, decode_event, read_recording
-from rules.places import PlaceKind
+from rules.places import PlaceKind, load_places
 from services.cli_simulate import app
 from services.simulator import (
     DEFAULT_START,
@@ -235,6 +235,7 @@ def test_catalog_places_are_read_with_the_rule_engines_loader(tmp_path: Path) ->
 
 def test_cli_writes_a_recording_and_labels(tmp_path: Path) -> None:
     out, labels = tmp_path / "sim.jsonl", tmp_path / "labels.jsonl"
+    places = tmp_path / "places.csv"
     result = CliRunner().invoke(
         app,
         [
@@ -271,6 +272,8 @@ def test_cli_writes_a_recording_and_labels(tmp_path: Path) -> None:
             str(out),
             "--labels",
             str(labels),
+            "--places-out",
+            str(places),
             "--start",
             "2026-05-01T00:00:00+08:00",
         ],
@@ -279,9 +282,21 @@ def test_cli_writes_a_recording_and_labels(tmp_path: Path) -> None:
     lines = out.read_text(encoding="utf-8").splitlines()
     events = list(read_recording(lines))
     assert sum(1 for topic, _ in events if topic == "loans") == 10
+    # Every loan is labelled with its kind; the three skips with the time they went dark.
     written = [Label.model_validate_json(line) for line in labels.read_text().splitlines()]
-    assert len(written) == 3
-    assert all(label.unreachable_at.month == 5 for label in written)
+    assert len(written) == 10 and all(label.kind for label in written)
+    skips = [label for label in written if label.unreachable_at is not None]
+    assert len(skips) == 3
+    assert all(label.unreachable_at and label.unreachable_at.month == 5 for label in skips)
+    assert all(label.kind and label.kind.startswith("skip_") for label in skips)
+    # The places of every simulated city, in a file the engine's loader reads.
+    loaded = load_places(places)
+    cities = {p.id.split("-")[0] for p in loaded.places}
+    assert {"cd", "sim"} <= cities
+    assert {p.id for p in loaded.places if p.id.startswith("sim-")} >= {
+        "sim-shenzhen-second_pledge_lot-1",
+        "sim-zhengzhou-pawn_shop-2",
+    }
 
 
 @pytest.mark.parametrize(
