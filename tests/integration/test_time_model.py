@@ -91,17 +91,17 @@ async def wait_all_read(stack: Stack, produced: dict[str, int], timeout_s: float
 
 
 async def test_a_backlog_gives_the_alert_episodes_of_the_backtest(stack: Stack) -> None:
-    """20 loans × 10 days (seed 11, 30 % skips, the simulator's noise, late and repeated
+    """30 loans × 10 days (seed 11, half of them skips, the simulator's noise, late and repeated
     records), produced whole before the worker starts: the worker reads the small topics
     (payments, contacts) far ahead of the pings; the episodes must still be the backtest's."""
     lateness_s = 0.0
-    config = SimulationConfig(loans=20, days=10, seed=11, skip_fraction=0.3)
+    config = SimulationConfig(loans=30, days=10, seed=11, skip_fraction=0.5)
     records = list(Simulation(config).records())
     events: list[InputEvent] = [
         EVENT_TYPE_BY_TOPIC[r.topic].model_validate(r.value) for r in records
     ]
     want = episodes(run_backtest(events, Engine.default(), lateness_s=lateness_s).alerts)
-    assert len(want) > 50, "the recording must exercise the rules"
+    assert len(want) > 25, "the recording must exercise the rules"
     assert any(AlertStatus.RESOLVED in s for s in want.values()), "episodes that also end"
 
     producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, acks="all", linger_ms=5)
@@ -188,8 +188,10 @@ async def test_wall_clock_outage_longer_than_the_allowed_lateness_loses_no_track
     }
     worker = stack.start_worker(**env)
     wired, wireless = "L-cut-w", "L-cut-x"
-    now = dt.datetime.now(CST).replace(microsecond=0)
     await stack.produce([loan("L-cut", [(wired, "wired"), (wireless, "wireless")], "2027-12-01")])
+    # The pings' times are taken once the loan is in Kafka: a loan has no time of its own and is
+    # applied at its arrival, so a power cut dated before that arrival would start at it.
+    now = dt.datetime.now(CST).replace(microsecond=0) + dt.timedelta(seconds=1)
     pings: list[InputEvent] = []
     for n in range(3):
         when = now - dt.timedelta(seconds=30 - 10 * n)
