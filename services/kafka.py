@@ -33,6 +33,9 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("contacts"),
     TopicSpec("alerts"),
     TopicSpec("deadletter", co_partitioned=False),
+    # Managed risk places (key place id; services/places.py) and their audit trail.
+    TopicSpec("places", compacted=True, co_partitioned=False),
+    TopicSpec("places.audit", compacted=True, co_partitioned=False),
 )
 INPUT_TOPICS = ("loans", "gps.raw", "payments", "contacts")
 # The worker's own repartition topics: pings re-keyed by loan, device→loan bindings, places.

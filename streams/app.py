@@ -48,6 +48,7 @@ from rules.places import PlaceOccupancy, load_places
 from rules.spec import CATALOG_DIR, load_rules
 from rules.state import LoanState
 from services.kafka import TOPICS, WORKER_TOPICS, OffsetProbe, deadletter_headers
+from services.places import PlaceFeed
 from services.settings import EXIT_RESTART, Settings
 from streams.cache import StateCache
 from streams.deadlines import DeadlineIndex
@@ -313,6 +314,24 @@ def build_pipeline(
         await probe.close()
 
     app.on_before_shutdown.connect(close_probe)  # type: ignore[arg-type]
+    # Risk places managed through the `places` topic: read to its end before the first
+    # evaluation, then applied to the engine's index as they come (no restart).
+    place_feed = PlaceFeed(settings, engine.places) if engine.places is not None else None
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def follow_places() -> None:
+        if place_feed is None:
+            return
+        try:
+            await place_feed.start()
+        except Exception:  # evaluation waits for the places: a worker without them is stuck
+            exit_for_restart("the risk places topic could not be read")
+
+    async def stop_place_feed(sender: Any, **kwargs: Any) -> None:
+        if place_feed is not None:
+            await place_feed.stop()
+
+    app.on_before_shutdown.connect(stop_place_feed)  # type: ignore[arg-type]
     # Only topics whose offsets are contiguous: a compacted topic (loans, device-bindings) has
     # holes by design, and a hole there is not a skipped record.
     guarded = {prefix + spec.name for spec in (*TOPICS, *WORKER_TOPICS) if not spec.compacted}
@@ -902,6 +921,8 @@ def build_pipeline(
 
     @app.task  # type: ignore[untyped-decorator]
     async def evaluate() -> None:
+        if place_feed is not None:
+            await place_feed.replayed.wait()
         await run_lane(lanes["evaluate"], evaluate_locked, evaluate_wake)
 
     @app.task  # type: ignore[untyped-decorator]

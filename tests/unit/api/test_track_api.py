@@ -104,7 +104,7 @@ async def test_places_near_a_point_nearest_first(
     assert distances == sorted(distances)
     assert all(p["distance_m"] - p["radius_m"] <= 3000 for p in body["items"])
     far = await http.get("/v1/places", params={"lat": -45.0, "lon": 170.0}, headers=bearer(VIEWER))
-    assert far.json() == {"items": [], "truncated": False}
+    assert far.json() == {"items": [], "total": 0, "truncated": False}
     bad = await http.get("/v1/places", params={"lat": 95, "lon": 0}, headers=bearer(VIEWER))
     assert bad.status_code == 422
     assert (await http.get("/v1/places", params={"lat": 0, "lon": 0})).status_code == 401
