@@ -40,7 +40,7 @@ from services.api.publisher import ProducerLike, Publisher
 from services.api.traccar import TraccarForward
 from services.dashboard import install_dashboard
 from services.kafka import make_producer
-from services.places import MemoryPlaceStore, PlaceStore
+from services.places import PlaceStore
 from services.projector import Projector, ProjectorMetrics
 from services.settings import Settings, get_settings
 from services.store import AlertStore, AlertView
@@ -108,8 +108,7 @@ def create_app(
     default, so several apps in one process do not collide). `alert_view` defaults to the Redis
     view; `projector` (None: `api.projector_enabled`, but off when a producer is injected, i.e.
     there is no real Kafka) runs the Kafka -> Redis projector as a background task.
-    `place_store` (managed risk places) defaults to the Kafka topics, or to memory when a
-    producer is injected (no real Kafka)."""
+    `place_store` (managed risk places) defaults to the Kafka topics, read on first use."""
     settings = settings or get_settings()
     metrics = ApiMetrics(registry)
     projector_metrics = ProjectorMetrics(metrics.registry)
@@ -211,8 +210,6 @@ def create_app(
     app.include_router(webhooks.router)
     app.include_router(silences.router)
     install_notify(app, settings)
-    install_places(
-        app, settings, place_store or (MemoryPlaceStore() if producer is not None else None)
-    )
+    install_places(app, settings, place_store)
     install_dashboard(app, settings)
     return app

@@ -11,6 +11,7 @@ import pytest
 
 from services.api import create_app
 from services.api.dedup import MemoryDedup
+from services.places import MemoryPlaceStore
 from services.track import Track, TrackFix
 from tests.unit.api.support import VENDOR_KEY, VIEWER, FakeProducer, bearer, make_settings
 from tests.unit.api.test_alerts_api import FakeView
@@ -54,6 +55,7 @@ async def client() -> AsyncIterator[tuple[httpx.AsyncClient, FakeTracks]]:
         dedup=MemoryDedup(),
         alert_view=FakeView(),
         track_view=tracks,
+        place_store=MemoryPlaceStore(),
     )
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
