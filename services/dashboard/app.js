@@ -11,6 +11,7 @@
 
 import { age, lang, ruleTitle, setLang, t, translatePage, when } from "./i18n.js";
 import { mountMap } from "./map.js";
+import { mountPlaces } from "./places.js";
 
 const TOKEN_KEY = "skipwatch.token";
 const SEVERITY_RANK = { critical: 2, warning: 1, info: 0 };
@@ -84,12 +85,26 @@ async function api(path, options = {}) {
   return body;
 }
 
+// A raw body (a file being imported) with its own content type.
+async function apiRaw(path, text, contentType) {
+  const response = await fetch(path, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${state.token}`, Accept: "application/json", "Content-Type": contentType },
+    body: text,
+  });
+  const body = await response.json().catch(() => null);
+  if (response.status === 401) signOut(t("login.rejected"));
+  if (!response.ok) throw new ApiError(response.status, body);
+  return body;
+}
+
 // --- sign in / out ---------------------------------------------------------------------------
 
 function showLogin(message = "") {
   $("app").hidden = true;
   $("loan-view").hidden = true;
   $("overview").hidden = true;
+  $("places").hidden = true;
   $("nav").hidden = true;
   $("signout").hidden = true;
   $("login").hidden = false;
@@ -390,7 +405,7 @@ function applyLanguage() {
   render();
   if (state.current) renderAlert(state.current);
   if (state.selected && state.current) loadLoan(state.current.loan_id, state.selected);
-  if (location.hash.startsWith("#/loan/") || location.hash === "#/overview") route();
+  if (location.hash.startsWith("#/loan/") || ["#/overview", "#/places"].includes(location.hash)) route();
 }
 
 // --- live stream (fetch + text/event-stream parser) ------------------------------------------
@@ -838,10 +853,27 @@ async function showOverview() {
   $("overview-title").focus();
 }
 
+// --- risk places (#/places) ----------------------------------------------------------------------
+
+function showPlaces() {
+  $("app").hidden = true;
+  $("loan-view").hidden = true;
+  $("overview").hidden = true;
+  const view = $("places");
+  view.hidden = false;
+  state.placesPage = mountPlaces(view, {
+    api, apiRaw, h, toast, config: state.config, isAdmin: state.role === "admin",
+  });
+  $("places-title").focus();
+}
+
 function route() {
   if (!state.token) return;
   const match = location.hash.match(/^#\/loan\/(.+)$/);
   dropMap("loan-map");
+  state.placesPage?.destroy();
+  state.placesPage = null;
+  $("places").hidden = true;
   for (const link of document.querySelectorAll(".nav a")) {
     link.setAttribute("aria-current", String(link.getAttribute("href") === (location.hash || "#/")
       || (link.getAttribute("href") === "#/" && !!match)));
@@ -851,6 +883,8 @@ function route() {
     showLoanView(decodeURIComponent(match[1]));
   } else if (location.hash === "#/overview") {
     showOverview();
+  } else if (location.hash === "#/places") {
+    showPlaces();
   } else {
     $("loan-view").hidden = true;
     $("overview").hidden = true;
