@@ -48,6 +48,7 @@ from rules.places import PlaceOccupancy, load_places
 from rules.spec import CATALOG_DIR, load_rules
 from rules.state import LoanState
 from services.kafka import TOPICS, WORKER_TOPICS, OffsetProbe, deadletter_headers
+from services.loan_status import StatusThrottle, loan_status
 from services.places import PlaceFeed
 from services.settings import EXIT_RESTART, Settings
 from streams.cache import StateCache
@@ -271,6 +272,8 @@ def build_pipeline(
     loans_topic_name, bindings_topic_name = prefix + "loans", prefix + "device-bindings"
     place_moves_topic = topic("place-moves")
     place_counts_topic = topic("place-counts")
+    status_topic = topic("loan-status")
+    statuses = StatusThrottle()
     topic_names = {
         prefix + n: n
         for n in (
@@ -543,6 +546,13 @@ def build_pipeline(
             devices = orjson.dumps(sorted(current))
             handoff.after_ack.append(lambda: loan_devices.__setitem__(loan.loan_id, devices))
 
+    async def publish_status(handoff: Handoff, state: LoanState) -> None:
+        """The loan's derived status for the API's view, when it changed (throttled)."""
+        status = loan_status(engine, state)
+        if statuses.due(status, wall()):
+            value = status.model_dump_json().encode()
+            await handoff.send(status_topic, key=state.loan_id.encode(), value=value)
+
     async def report_place_move(handoff: Handoff, state: LoanState, before: str | None) -> None:
         """Tell the place aggregate when the vehicle left or entered a risk place."""
         after = engine.place_of(state)
@@ -748,6 +758,8 @@ def build_pipeline(
             outcomes[topic_name, "applied"] += 1
             if isinstance(decoded, Loan):
                 await rebind_devices(handoff, decoded, int(record.timestamp * 1000), bindings_sent)
+        for state, _, _ in touched.values():
+            await publish_status(handoff, state)
         await handoff.complete()
         for future in bindings_sent:
             meta = future.result()  # type: ignore[attr-defined]
@@ -913,6 +925,7 @@ def build_pipeline(
             place_before = engine.place_of(state)
             await emit(handoff, loan_id, engine.advance(state, now))
             await report_place_move(handoff, state, place_before)  # a dwell or grace ending
+            await publish_status(handoff, state)
             advanced.append((loan_id, state, before))
         await handoff.complete()  # the alerts first, then the states that record them
         for loan_id, state, before in advanced:

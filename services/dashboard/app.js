@@ -690,13 +690,20 @@ async function drawMap(containerId, { loan, track, alert }) {
   state.maps.set(containerId, mountMap(container, { config: state.config, loan, track, places, alert }));
 }
 
+function loanSignals(signals) {
+  if (!signals) return "—";
+  const on = ["out_of_region", "offline", "at_risk_place", "overdue", "unreachable"].filter((k) => signals[k]);
+  return on.length ? on.map((k) => t(`ov.signal.${k}`)).join(" · ") : t("loan.signals.none");
+}
+
 function loanFacts(loan) {
   const zone = loan.timezone || "Asia/Shanghai";
   return [
     ["loan.borrower", loan.borrower ? `${loan.borrower.name} · ${loan.borrower.phone}` : "—"],
     ["loan.vehicle", loan.vehicle ? `${loan.vehicle.plate} · ${loan.vehicle.vin}` : "—"],
     ["loan.status", loan.status ? t(`loanstatus.${loan.status}`) : "—"],
-    ["loan.risk", String(loan.risk_score)],
+    ["loan.risk", String(loan.signals ? loan.signals.risk_score : loan.risk_score)],
+    ["loan.signals", loanSignals(loan.signals)],
     ["loan.open_alerts", String(loan.open_alerts.length)],
     ["loan.last_event", loan.last_event_at ? `${when(loan.last_event_at, zone)} (${t("ago", { age: age(loan.last_event_at) })})` : "—"],
     ["loan.timezone", zone],
@@ -813,7 +820,7 @@ async function showOverview() {
       figure("ack-count", o.time_to_ack.count, t("ov.ack.count", { days: o.days }))),
     h("h2", {}, t("ov.signals")),
     h("section", { class: "cards" },
-      ["out_of_region", "offline", "at_risk_place", "overdue"].map((k) =>
+      ["out_of_region", "offline", "at_risk_place", "overdue", "unreachable"].map((k) =>
         figure(`signal-${k}`, o.loans_by_signal[k], t(`ov.signal.${k}`)))),
     h("p", { class: "muted small" }, t("ov.signals.note")),
     h("div", { class: "ov-grid" },
