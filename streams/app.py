@@ -48,7 +48,7 @@ from rules.places import PlaceOccupancy, load_places
 from rules.spec import CATALOG_DIR, load_rules
 from rules.state import LoanState
 from services.kafka import TOPICS, WORKER_TOPICS, OffsetProbe, deadletter_headers
-from services.loan_status import StatusThrottle, loan_status
+from services.loan_status import StatusThrottle, build_status, status_parts
 from services.places import PlaceFeed
 from services.settings import EXIT_RESTART, Settings
 from streams.cache import StateCache
@@ -548,9 +548,9 @@ def build_pipeline(
 
     async def publish_status(handoff: Handoff, state: LoanState) -> None:
         """The loan's derived status for the API's view, when it changed (throttled)."""
-        status = loan_status(engine, state)
-        if statuses.due(status, wall()):
-            value = status.model_dump_json().encode()
+        parts = status_parts(engine, state)
+        if statuses.due(state.loan_id, parts, wall()):
+            value = build_status(state.loan_id, state.clock, parts).model_dump_json().encode()
             await handoff.send(status_topic, key=state.loan_id.encode(), value=value)
 
     async def report_place_move(handoff: Handoff, state: LoanState, before: str | None) -> None:

@@ -8,15 +8,20 @@ import datetime as dt
 import pytest
 
 from rules.engine import Engine
-from services.loan_status import LoanStatus, StatusThrottle, loan_status
+from services.loan_status import (
+    LoanStatus,
+    Parts,
+    StatusThrottle,
+    build_status,
+    loan_status,
+    status_parts,
+)
 from tests.scenarios import CHENGDU, at, contact, loan, ping
 
 pytestmark = pytest.mark.unit
 
 
-def parked_state(
-    engine: Engine, days: int, due: str = "2026-03-01"
-) -> tuple[object, list[LoanStatus]]:
+def parked_state(engine: Engine, days: int, due: str = "2026-03-01") -> tuple[object, list[Parts]]:
     """A loan overdue since 03-01; the car at home (2 km east of the centre) 19:00-08:00 and at
     an office (6 km east) 09:00-18:00, a ping an hour, from 03-02 on; its status after each."""
     state = engine.new_state("L1")
@@ -28,15 +33,19 @@ def parked_state(
             for hour in range(hours + 1):
                 when = start + dt.timedelta(days=day, hours=hour)
                 engine.apply(state, ping("L1-w", when, east, n, speed_kmh=0.0), when)
-                out.append(loan_status(engine, state))
+                out.append(status_parts(engine, state))
                 n += 1
     return state, out
 
 
+def status(parts: Parts) -> LoanStatus:
+    return build_status("L1", 0.0, parts)
+
+
 def test_status_carries_signals_and_resident_points() -> None:
     engine = Engine.default()
-    state, statuses = parked_state(engine, 4)
-    first, last = statuses[0], statuses[-1]
+    state, parts = parked_state(engine, 4)
+    first, last = status(parts[0]), loan_status(engine, state)  # type: ignore[arg-type]
     assert first.signals.days_past_due == 0 and not first.signals.overdue
     assert last.signals.overdue and last.signals.days_past_due >= 1
     assert not last.signals.out_of_region and not last.signals.at_risk_place
@@ -47,6 +56,7 @@ def test_status_carries_signals_and_resident_points() -> None:
     assert abs(kinds["night"].lat - CHENGDU[0]) < 0.01
     assert last.signals.risk_score == engine.risk(state).score  # type: ignore[arg-type]
     assert last.as_of == at(5, 18)
+    assert status(parts[-1]).resident_points == last.resident_points
     for n in range(3):
         when = at(5, 18) + dt.timedelta(minutes=n + 1)
         engine.apply(state, contact("L1", when, "no_answer", n), when)  # type: ignore[arg-type]
@@ -61,26 +71,27 @@ def test_throttle_sends_signal_changes_at_once_and_hours_every_refresh() -> None
     engine = Engine.default()
     _, statuses = parked_state(engine, 4, due="2026-03-25")  # not overdue: the signals hold
     throttle = StatusThrottle(refresh_s=600)
-    assert throttle.due(statuses[0], wall=0.0)
-    assert not throttle.due(statuses[1], wall=1.0)  # the same signals, no resident point yet
-    learned = next(n for n, s in enumerate(statuses) if s.resident_points)
-    assert throttle.due(statuses[learned], wall=2.0)  # a resident point appeared: at once
+    assert throttle.due("L1", statuses[0], wall=0.0)
+    assert not throttle.due("L1", statuses[1], wall=1.0)  # the same signals, no point yet
+    learned = next(n for n, (_, points) in enumerate(statuses) if points)
+    assert throttle.due("L1", statuses[learned], wall=2.0)  # a resident point appeared: at once
+
+    def where(parts: Parts) -> list[tuple[float, float, str]]:
+        return [(p["lat"], p["lon"], p["kind"]) for p in parts[1]]
+
     # The next status whose points differ only in the hours parked there.
     grown = next(
         s
         for s in statuses[learned + 1 :]
-        if s.resident_points != statuses[learned].resident_points
-        and [(p.lat, p.lon, p.kind) for p in s.resident_points]
-        == [(p.lat, p.lon, p.kind) for p in statuses[learned].resident_points]
-        and s.signals == statuses[learned].signals
+        if s[1] != statuses[learned][1]
+        and where(s) == where(statuses[learned])
+        and s[0] == statuses[learned][0]
     )
-    assert not throttle.due(grown, wall=3.0)  # only the hours grew
-    assert throttle.due(grown, wall=700.0)  # ...sent after refresh_s
-    assert not throttle.due(grown, wall=2000.0)  # nothing new at all
-    changed = grown.model_copy(
-        update={"signals": grown.signals.model_copy(update={"out_of_region": True})}
-    )
-    assert throttle.due(changed, wall=2001.0)
+    assert not throttle.due("L1", grown, wall=3.0)  # only the hours grew
+    assert throttle.due("L1", grown, wall=700.0)  # ...sent after refresh_s
+    assert not throttle.due("L1", grown, wall=2000.0)  # nothing new at all
+    changed = ((True, *grown[0][1:]), grown[1])  # out of region now
+    assert throttle.due("L1", changed, wall=2001.0)
 
 
 def test_throttle_forgets_the_oldest_loans() -> None:
@@ -88,6 +99,6 @@ def test_throttle_forgets_the_oldest_loans() -> None:
     _, statuses = parked_state(engine, 1)
     throttle = StatusThrottle(remember=2)
     for n in range(3):
-        assert throttle.due(statuses[0].model_copy(update={"loan_id": f"L{n}"}), wall=0.0)
-    assert not throttle.due(statuses[0].model_copy(update={"loan_id": "L2"}), wall=1.0)
-    assert throttle.due(statuses[0].model_copy(update={"loan_id": "L0"}), wall=1.0)  # forgotten
+        assert throttle.due(f"L{n}", statuses[0], wall=0.0)
+    assert not throttle.due("L2", statuses[0], wall=1.0)
+    assert throttle.due("L0", statuses[0], wall=1.0)  # forgotten: sent again
