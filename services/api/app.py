@@ -37,6 +37,7 @@ from services.api.notify_state import close_notify, install_notify
 from services.api.pipeline import IngestPipeline
 from services.api.places import close_places, install_places
 from services.api.publisher import ProducerLike, Publisher
+from services.api.silence_watch import SilenceWatch, close_silence_watch, install_silence_watch
 from services.api.traccar import TraccarForward
 from services.dashboard import install_dashboard
 from services.kafka import make_producer
@@ -102,13 +103,16 @@ def create_app(
     projector: bool | None = None,
     track_view: TrackView | None = None,
     place_store: PlaceStore | None = None,
+    silence_watch: SilenceWatch | None = None,
 ) -> FastAPI:
     """The API. `producer` (started and stopped by the app) defaults to `make_producer(settings)`;
     `dedup` defaults to Redis at `settings.redis.url`; metrics go to `registry` (a fresh one by
     default, so several apps in one process do not collide). `alert_view` defaults to the Redis
     view; `projector` (None: `api.projector_enabled`, but off when a producer is injected, i.e.
     there is no real Kafka) runs the Kafka -> Redis projector as a background task.
-    `place_store` (managed risk places) defaults to the Kafka topics, read on first use."""
+    `place_store` (managed risk places) defaults to the Kafka topics, read on first use;
+    `silence_watch` (which silences mute an alert) to the silences topic, read in the
+    background from the first alert request on."""
     settings = settings or get_settings()
     metrics = ApiMetrics(registry)
     projector_metrics = ProjectorMetrics(metrics.registry)
@@ -182,6 +186,7 @@ def create_app(
                 await runner.stop()
             await close_notify(app)
             await close_places(app)
+            await close_silence_watch(app)
             await publisher.stop()
             await store.close()
             await view.close()
@@ -211,5 +216,6 @@ def create_app(
     app.include_router(silences.router)
     install_notify(app, settings)
     install_places(app, settings, place_store)
+    install_silence_watch(app, settings, silence_watch)
     install_dashboard(app, settings)
     return app

@@ -139,6 +139,19 @@ class AlertOut(_Out):
     silenced_until: AwareDatetime | None = Field(
         None, description="End of the snooze while the alert is silenced."
     )
+    silenced: bool | None = Field(
+        None,
+        description="An active notification silence (`/v1/silences`) matches the alert now: "
+        "its changes are not notified. Null when the silences were not read yet. (`status: "
+        "silenced` is an operator's snooze; this is the notification silence.)",
+    )
+    silenced_by: list[str] = Field(
+        default_factory=list, description="Ids of the active silences muting the alert."
+    )
+
+    def with_silences(self, ids: list[str] | None) -> AlertOut:
+        return self.model_copy(update={"silenced": None if ids is None else bool(ids),
+                                       "silenced_by": ids or []})  # fmt: skip
 
 
 class AlertPageOut(_Out):

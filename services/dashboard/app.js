@@ -294,6 +294,7 @@ function row(alert) {
   h("td", { class: "mono nowrap" }, alert.loan_id),
   h("td", { class: "num" }, riskCell(alert.risk_score)),
   h("td", {}, h("span", { class: `status ${alert.status}` }, t(`status.${alert.status}`)),
+    alert.silenced ? h("span", { class: "sub muted-flag", "data-silenced": "true", title: alert.silenced_by.join(", ") }, `🔕 ${t("silence.muted")}`) : null,
     alert.assigned ? h("span", { class: "sub" }, `→ ${alert.assigned.assignee}`) : null),
   h("td", { class: "age nowrap", title: when(alert.started_at), "data-started": alert.started_at },
     age(alert.started_at)));
@@ -327,6 +328,11 @@ function refreshAges() {
 }
 
 function upsert(alert) {
+  // The live stream does not say which silences mute an alert (null): keep what the list said.
+  const known = state.alerts.get(alert.id) || (state.current?.id === alert.id ? state.current : null);
+  if (alert.silenced == null && known?.silenced != null) {
+    alert = { ...alert, silenced: known.silenced, silenced_by: known.silenced_by };
+  }
   if (matches(alert)) state.alerts.set(alert.id, alert);
   else state.alerts.delete(alert.id);
   render(alert.id);
@@ -599,6 +605,8 @@ function renderAlert(alert) {
     alert.acknowledged && ["fact.acked", t("by", { who: alert.acknowledged.by, when: when(alert.acknowledged.at, zone) })],
     alert.assigned && ["fact.assigned", t("assigned.by", { assignee: alert.assigned.assignee, by: alert.assigned.by })],
     alert.silenced_until && ["fact.silenced", when(alert.silenced_until, zone)],
+    alert.silenced && ["fact.silence", h("span", { id: "silenced-by", "data-silences": alert.silenced_by.join(" ") },
+      `${t("silence.muted")} · `, h("span", { class: "mono" }, alert.silenced_by.join(", ")))],
     alert.resolved && ["fact.resolved", t("by", { who: alert.resolved.by, when: when(alert.resolved.at, zone) })],
     alert.location && ["fact.position", `${alert.location.lat.toFixed(5)}, ${alert.location.lon.toFixed(5)}`],
   ].filter(Boolean);

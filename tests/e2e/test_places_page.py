@@ -2,7 +2,10 @@
 admin draws a polygon around where a car is parked; the worker picks the place up without a
 restart; the car, staying on, raises the risk-place alert, which appears in the queue.
 
-Screenshots: places.png (the page with the drawn place), places-alert.png (the queue)."""
+Then a silence for the loan: the alert shows it is muted and by which silence.
+
+Screenshots: places.png (the page with the drawn place), places-alert.png (the queue),
+alert-silenced.png."""
 
 from __future__ import annotations
 
@@ -130,6 +133,26 @@ async def test_admin_draws_a_place_and_a_car_parked_inside_raises_the_alert(
                 page.locator("#panel-map path.sw-place-second_pledge_lot")
             ).not_to_have_count(0, timeout=15_000)
             await screenshot(page, tmp_path, "places-alert")
+
+            # A silence for the loan: the alert shows it is muted, and by which silence.
+            async with httpx.AsyncClient(base_url=base, headers=admin) as client:
+                created = await client.post("/v1/silences", json={
+                    "matchers": [f'loan="{LOAN_ID}"'], "comment": "e2e: car being recovered",
+                    "ends_at": (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat(),
+                })  # fmt: skip
+                assert created.status_code == 201, created.text
+                sid = created.json()["id"]
+
+                async def muted() -> bool:
+                    body = (await client.get(f"/v1/alerts/{alert['id']}")).json()
+                    if not body["silenced"]:
+                        await asyncio.sleep(0.3)
+                    return bool(body["silenced"]) and body["silenced_by"] == [sid]
+
+                await wait_until(muted, 60)
+            await row.click()
+            await expect(page.locator("#silenced-by")).to_have_attribute("data-silences", sid)
+            await screenshot(page, tmp_path, "alert-silenced")
             assert not errors, errors
             assert not [c for c in console if "Content Security Policy" in c], console
     finally:
