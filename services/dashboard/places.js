@@ -161,9 +161,14 @@ export function mountPlaces(view, ctx) {
 
   // --- drawing and the form --------------------------------------------------------------------
 
-  function redraw() {
+  function redraw(syncInputs = true) {
     if (drawn) { drawn.remove(); drawn = null; }
     if (!editing) return;
+    if (syncInputs) {
+      const [latIn, lonIn, list] = ["#pl-f-lat", "#pl-f-lon", "#pl-f-vertices"].map((q) => form.querySelector(q));
+      if (latIn && editing.centre) { [latIn.value, lonIn.value] = editing.centre.map(String); }
+      if (list) list.value = editing.vertices.map(([a, b]) => `${a}, ${b}`).join("\n");
+    }
     const kind = form.querySelector("#pl-f-kind").value;
     const style = { className: "sw-draft", color: COLOURS[kind] || "#475467", weight: 3, dashArray: "5 4", fillOpacity: 0.2 };
     if (editing.shape === "circle" && editing.centre) {
@@ -191,17 +196,38 @@ export function mountPlaces(view, ctx) {
       centre: place && !place.polygon ? [place.lat, place.lon] : null,
       vertices: place?.polygon ? place.polygon.map((v) => [...v]) : [],
     };
-    const kind = h("select", { id: "pl-f-kind", onchange: redraw },
+    const kind = h("select", { id: "pl-f-kind", onchange: () => redraw() },
       KINDS.map((k) => h("option", { value: k, selected: (place?.kind || "second_pledge_lot") === k }, t(`place.${k}`))));
     const name = h("input", { id: "pl-f-name", type: "text", required: true, maxlength: "200", value: place?.name || "" });
     const ident = h("input", { id: "pl-f-id", type: "text", spellcheck: "false", maxlength: "64", value: place?.id || "", disabled: !!place });
-    const radius = h("input", { id: "pl-f-radius", type: "number", min: "10", max: "50000", step: "10", value: String(Math.round(place?.radius_m || 150)), oninput: redraw });
+    const radius = h("input", { id: "pl-f-radius", type: "number", min: "10", max: "50000", step: "10", value: String(Math.round(place?.radius_m || 150)), oninput: () => redraw(false) });
+    // Typed coordinates (keyboard users; a list pasted from elsewhere), kept in step with clicks.
+    const fromCentreInputs = () => {
+      const lat = Number(form.querySelector("#pl-f-lat").value);
+      const lon = Number(form.querySelector("#pl-f-lon").value);
+      const typed = form.querySelector("#pl-f-lat").value !== "" && form.querySelector("#pl-f-lon").value !== "";
+      editing.centre = typed && Number.isFinite(lat) && Number.isFinite(lon) ? [lat, lon] : null;
+      redraw(false);
+    };
+    const lat = h("input", { id: "pl-f-lat", type: "number", step: "any", min: "-90", max: "90", oninput: fromCentreInputs });
+    const lon = h("input", { id: "pl-f-lon", type: "number", step: "any", min: "-180", max: "180", oninput: fromCentreInputs });
+    const vertices = h("textarea", {
+      id: "pl-f-vertices", rows: "4", spellcheck: "false",
+      oninput: (e) => {
+        editing.vertices = e.target.value.split("\n")
+          .map((line) => line.split(/[,\s]+/).filter(Boolean).map(Number))
+          .filter((pair) => pair.length === 2 && pair.every(Number.isFinite));
+        redraw(false);
+      },
+    });
     form.replaceChildren(
       h("h2", {}, place ? t("pl.edit.title", { id: place.id }) : t(editing.shape === "circle" ? "pl.new.circle" : "pl.new.polygon")),
       field("pl-f-name", t("pl.name"), name),
       field("pl-f-kind", t("pl.kind"), kind),
       field("pl-f-id", t("pl.id"), ident),
       editing.shape === "circle" ? field("pl-f-radius", t("pl.radius"), radius) : null,
+      editing.shape === "circle" ? h("div", { class: "pl-coords" }, field("pl-f-lat", t("pl.lat"), lat), field("pl-f-lon", t("pl.lon"), lon)) : null,
+      editing.shape === "polygon" ? field("pl-f-vertices", t("pl.vertices"), vertices) : null,
       h("p", { id: "pl-f-error", class: "error", role: "alert" }),
       h("div", { class: "pl-form-actions" },
         h("button", { id: "pl-save", class: "btn primary", type: "submit" }, t("pl.save")),

@@ -97,6 +97,27 @@ async def test_admin_draws_a_place_and_a_car_parked_inside_raises_the_alert(
             await expect(page.locator("#pl-audit li").first).to_contain_text("e2e-lot")
             await screenshot(page, tmp_path, "places")
 
+            # Without a mouse: a circle typed in, and a self-intersecting polygon refused with
+            # the API's reason under the form.
+            await page.locator("#pl-new-circle").click()
+            await page.locator("#pl-f-name").fill("典当行（键盘输入）")
+            await page.locator("#pl-f-kind").select_option("pawn_shop")
+            await page.locator("#pl-f-id").fill("e2e-typed")
+            await page.locator("#pl-f-radius").fill("80")
+            await page.locator("#pl-f-lat").fill(str(lat + 0.01))
+            await page.locator("#pl-f-lon").fill(str(lon))
+            await page.locator("#pl-f-lon").press("Enter")  # submits the form
+            await expect(page.locator("tr[data-id='e2e-typed']")).to_contain_text("80")
+            await page.locator("#pl-new-polygon").click()
+            await page.locator("#pl-f-name").fill("bowtie")
+            bowtie = [(lat, lon), (lat + d, lon + d), (lat, lon + d), (lat + d, lon)]
+            await page.locator("#pl-f-vertices").fill("\n".join(f"{a}, {b}" for a, b in bowtie))
+            await expect(page.locator("#pl-map")).to_have_attribute("data-vertices", "4")
+            await page.locator("#pl-save").click()
+            await expect(page.locator("#pl-f-error")).to_contain_text("Self-intersection")
+            await page.locator("#pl-cancel").click()
+            await expect(page.locator("#pl-form")).to_be_hidden()
+
             admin = {"Authorization": f"Bearer {ADMIN}"}
             async with httpx.AsyncClient(base_url=base, headers=admin) as client:
                 place = (await client.get("/v1/places/e2e-lot")).json()
