@@ -16,6 +16,7 @@ import asyncio
 import datetime as dt
 import logging
 import secrets
+from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
@@ -114,8 +115,14 @@ class PlaceFeed:
     """The worker's reader: keeps `index` (the engine's PlaceIndex) equal to the catalog plus
     the topic, replacing it in place after each batch of changes."""
 
-    def __init__(self, settings: Settings, index: PlaceIndex) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        index: PlaceIndex,
+        on_update: Callable[[int], object] | None = None,
+    ) -> None:
         self.index = index
+        self._on_update = on_update
         self.catalog = {p.id: p for p in index.places}
         self.table = Table(settings, PLACES, PlaceRecord, self._changed)
         self._scheduled = False
@@ -135,6 +142,8 @@ class PlaceFeed:
         places = [place for place, _ in effective_places(self.catalog, self.table.items).values()]
         self.index.replace(places)
         self.updates += 1
+        if self._on_update is not None:
+            self._on_update(len(places))
         log.info("risk places updated",
                  extra={"places": len(places), "generation": self.index.generation})  # fmt: skip
 

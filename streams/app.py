@@ -319,7 +319,10 @@ def build_pipeline(
     app.on_before_shutdown.connect(close_probe)  # type: ignore[arg-type]
     # Risk places managed through the `places` topic: read to its end before the first
     # evaluation, then applied to the engine's index as they come (no restart).
-    place_feed = PlaceFeed(settings, engine.places) if engine.places is not None else None
+    place_feed = None
+    if engine.places is not None:
+        place_feed = PlaceFeed(settings, engine.places, on_update=metrics.risk_places.set)
+        metrics.risk_places.set(len(engine.places))
 
     @app.task  # type: ignore[untyped-decorator]
     async def follow_places() -> None:

@@ -21,6 +21,7 @@ class WorkerMetrics:
     pending_pings: Gauge
     batch_seconds: Histogram
     input_gaps: Counter
+    risk_places: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry = REGISTRY) -> WorkerMetrics:
@@ -81,6 +82,11 @@ class WorkerMetrics:
                 "skipwatch_worker_input_gaps_total",
                 "Records the consumer skipped; the partition was sent back to replay them.",
                 ["topic"],
+                registry=registry,
+            ),
+            risk_places=Gauge(
+                "skipwatch_worker_risk_places",
+                "Risk places in force in this worker (the catalog and the places topic).",
                 registry=registry,
             ),
         )

@@ -12,6 +12,7 @@ import pytest
 from rules.events import AlertEvent, AlertStatus
 from services.api import create_app
 from services.api.dedup import MemoryDedup
+from services.infra import free_port
 from services.settings import Settings
 from tests.integration.conftest import Stack
 from tests.integration.test_pipeline import wait_committed
@@ -41,7 +42,8 @@ async def test_place_drawn_through_the_api_reaches_the_running_worker(
     })  # fmt: skip
     # The API's own producer is a fake (no ingest here); the places go through real Kafka.
     app = create_app(settings, producer=FakeProducer(), dedup=MemoryDedup(), projector=False)
-    worker = stack.start_worker()
+    port = free_port()
+    worker = stack.start_worker(SKIPWATCH_WORKER__METRICS_PORT=str(port))
     await places_updates(stack, 1)  # the topic replayed: the catalog alone
     # Parked 6 km east of Chengdu's centre, away from every catalog place, overdue since 03-01.
     first = [ping("L-draw-w", at(2, 9, m), 6.0, n, speed_kmh=0.0, acc_on=False)
@@ -87,3 +89,6 @@ async def test_place_drawn_through_the_api_reaches_the_running_worker(
     # when the car parked (09:00): the rule's 2 h dwell is met at 11:40.
     assert abs(mine[0].started_at - at(2, 11, 40)) < dt.timedelta(seconds=1)
     assert worker.restarts == 0 and worker.proc is not None and worker.proc.poll() is None
+    async with httpx.AsyncClient() as client:
+        metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    assert "skipwatch_worker_risk_places 14.0" in metrics  # the 13 catalog places + the drawn one
