@@ -162,6 +162,7 @@ class LoanState:
     place_kind: str = ""
     place_since: float | None = None
     place_check: list[float] | None = None  # [lat, lon, clearance_m]
+    place_gen: int = 0  # PlaceIndex.generation place_check was computed with
     place_event: str = ""
     cars_at_place: int = 0
     place_left: list[Any] | None = None  # [place_id, kind, stay began, left at] (re-entry grace)
@@ -219,6 +220,7 @@ class LoanState:
         ("pk", "place_kind", ""),
         ("ps", "place_since", None),
         ("pc", "place_check", None),
+        ("pg", "place_gen", 0),
         ("ple", "place_event", ""),
         ("cp", "cars_at_place", 0),
         ("plf", "place_left", None),

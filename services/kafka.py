@@ -46,6 +46,11 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("contacts"),
     TopicSpec("alerts"),
     TopicSpec("deadletter", co_partitioned=False),
+    # Managed risk places (key place id; services/places.py) and their audit trail.
+    TopicSpec("places", compacted=True, co_partitioned=False),
+    TopicSpec("places.audit", compacted=True, co_partitioned=False),
+    # Each loan's derived status as the worker last saw it (key loan id; services/loan_status.py).
+    TopicSpec("loan-status", compacted=True),
 )
 INPUT_TOPICS = ("loans", "gps.raw", "payments", "contacts")
 # The worker's own repartition topics: pings re-keyed by loan, device→loan bindings, places.

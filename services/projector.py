@@ -1,7 +1,8 @@
 """The projector: reads Kafka and writes the Redis view (services/store.py) the API serves.
 
 It consumes `<prefix>alerts` (every alert state change, from workers and operators) and
-`<prefix>loans` (for loan summaries and device bindings), and, for loan timelines,
+`<prefix>loans` (for loan summaries and device bindings), `<prefix>loan-status` (the worker's
+signals and resident points per loan), and, for loan timelines,
 `<prefix>payments`, `<prefix>contacts` and a sample of `<prefix>gps.raw`, and, for loan tracks
 (services/track.py), every ping on `<prefix>gps.raw`, thinned while parked.
 
@@ -34,12 +35,14 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from rules.events import AlertEvent, ContactAttempt, GpsPing, Loan, PaymentEvent
+from services.loan_status import LoanStatus
 from services.store import AlertStore, TimelineEntry
 from services.track import TrackFix, TrackStore, parse_fix
 
 log = logging.getLogger(__name__)
 
 ALERTS, LOANS, PAYMENTS, CONTACTS, GPS = "alerts", "loans", "payments", "contacts", "gps.raw"
+LOAN_STATUS = "loan-status"  # the worker's derived status per loan (services/loan_status.py)
 # Remembered devices for ping sampling; past this the memory is simply reset (only sampling
 # density suffers, never correctness).
 _MAX_SAMPLED_DEVICES = 200_000
@@ -169,7 +172,7 @@ class Projector:
         self._bootstrap = bootstrap_servers
         self._prefix = topic_prefix
         self._loans_topic = topic_prefix + LOANS
-        self._topics = [ALERTS, LOANS] + ([PAYMENTS, CONTACTS] if timeline else [])
+        self._topics = [ALERTS, LOANS, LOAN_STATUS] + ([PAYMENTS, CONTACTS] if timeline else [])
         if timeline or track is not None:
             self._topics.append(GPS)
         self._ping_interval_s = ping_interval_s
@@ -333,6 +336,8 @@ class Projector:
                 self.metrics.records.labels(LOANS, "applied").inc()
         elif topic in (PAYMENTS, CONTACTS):
             await self._project_loan_events(topic, records)
+        elif topic == LOAN_STATUS:
+            await self._project_statuses(records)
         elif topic == GPS:
             await self._project_pings(records)
 
@@ -346,6 +351,20 @@ class Projector:
             return
         changed = await self.store.apply(event)
         self.metrics.alerts.labels("changed" if changed else "unchanged").inc()
+
+    async def _project_statuses(self, records: list[Any]) -> None:
+        for record in records:
+            loan_id = record.key.decode() if record.key else ""
+            status: LoanStatus | None = None
+            if record.value is not None:
+                try:
+                    status = LoanStatus.model_validate_json(record.value)
+                except ValidationError:
+                    self.metrics.records.labels(LOAN_STATUS, "invalid").inc()
+                    continue
+                loan_id = status.loan_id
+            await self.store.put_loan_status(loan_id, status)
+            self.metrics.records.labels(LOAN_STATUS, "applied").inc()
 
     async def _project_loan_events(self, topic: str, records: list[Any]) -> None:
         entries: dict[str, list[TimelineEntry]] = defaultdict(list)

@@ -22,6 +22,9 @@ Keys (all under `<redis.key_prefix>view:`):
     idx:loan:<loan_id>  ZSET of one loan's alerts
     loan:<loan_id>      the latest Loan from `<prefix>loans`
     devices             HASH device_id -> loan_id (to put pings on a loan's timeline)
+    status:<loan_id>    the latest LoanStatus from `<prefix>loan-status` (the worker's signals and
+                        resident points; services/loan_status.py)
+    signal:<name>       SET of the loans whose latest status shows the signal (overview counts)
     timeline:<loan_id>  ZSET of JSON entries -> event time, capped to the newest N
     offsets             HASH "<topic>:<partition>" -> next offset the projector reads
     built               id of the current build; absent: empty or wiped (rebuild)
@@ -47,6 +50,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, WatchError
 
 from rules.events import AlertEvent, AlertStatus, Loan, Severity
+from services.loan_status import SIGNALS, LoanStatus
 
 log = logging.getLogger(__name__)
 
@@ -325,6 +329,7 @@ class LoanSummary:
     risk_score: int
     last_event_at: dt.datetime | None
     alert_count: int
+    status: LoanStatus | None = None  # the worker's derived status, once it published one
 
 
 @dataclass(frozen=True)
@@ -395,6 +400,10 @@ class AlertView(Protocol):
 
     def changes(self) -> Any:
         """An async context manager yielding an async iterator of changed AlertRecords."""
+        ...
+
+    async def signal_counts(self) -> dict[str, int]:
+        """Loans per current signal, from the worker's loan statuses."""
         ...
 
     async def ping(self) -> bool: ...
@@ -566,10 +575,38 @@ class AlertStore:
         )  # type: ignore[assignment]
         return {d: v.decode() for d, v in zip(device_ids, values, strict=True) if v is not None}
 
+    # loan statuses (the worker's signals and resident points)
+    async def put_loan_status(self, loan_id: str, status: LoanStatus | None) -> None:
+        """The newest status of a loan (None: a tombstone, forget it) and its signal sets."""
+        flags = status.flags() if status is not None else set()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if status is None:
+                pipe.delete(f"{self.prefix}status:{loan_id}")
+            else:
+                pipe.set(f"{self.prefix}status:{loan_id}", status.model_dump_json())
+            for name in SIGNALS:
+                if name in flags:
+                    pipe.sadd(f"{self.prefix}signal:{name}", loan_id)
+                else:
+                    pipe.srem(f"{self.prefix}signal:{name}", loan_id)
+            await pipe.execute()
+
+    async def loan_status(self, loan_id: str) -> LoanStatus | None:
+        raw = await self.redis.get(f"{self.prefix}status:{loan_id}")
+        return LoanStatus.model_validate_json(raw) if raw is not None else None
+
+    async def signal_counts(self) -> dict[str, int]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in SIGNALS:
+                pipe.scard(f"{self.prefix}signal:{name}")
+            counts = await pipe.execute()
+        return dict(zip(SIGNALS, (int(c) for c in counts), strict=True))
+
     async def loan_summary(self, loan_id: str) -> LoanSummary | None:
         loan = await self.get_loan(loan_id)
         alerts = await self.loan_alerts(loan_id)
-        if loan is None and not alerts:
+        status = await self.loan_status(loan_id)
+        if loan is None and not alerts and status is None:
             return None
         open_alerts = [a for a in alerts if a.is_open()]
         newest: list[tuple[bytes, float]] = await self.redis.zrevrange(  # type: ignore[assignment]
@@ -585,6 +622,7 @@ class AlertStore:
             risk_score=max((a.base.risk_score for a in open_alerts), default=0),
             last_event_at=max(times) if times else None,
             alert_count=len(alerts),
+            status=status,
         )
 
     # timelines

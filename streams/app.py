@@ -54,6 +54,8 @@ from services.kafka import (
     deadletter_headers,
     key_partition,
 )
+from services.loan_status import StatusThrottle, build_status, status_parts
+from services.places import PlaceFeed
 from services.settings import EXIT_RESTART, Settings
 from streams.cache import StateCache
 from streams.deadlines import DeadlineIndex
@@ -337,6 +339,8 @@ def build_pipeline(
     loans_topic_name, bindings_topic_name = prefix + "loans", prefix + "device-bindings"
     place_moves_topic = topic("place-moves")
     place_counts_topic = topic("place-counts")
+    status_topic = topic("loan-status")
+    statuses = StatusThrottle()
     topic_names = {
         prefix + n: n
         for n in (
@@ -388,6 +392,27 @@ def build_pipeline(
         await probe.close()
 
     app.on_before_shutdown.connect(close_probe)  # type: ignore[arg-type]
+    # Risk places managed through the `places` topic: read to its end before the first
+    # evaluation, then applied to the engine's index as they come (no restart).
+    place_feed = None
+    if engine.places is not None:
+        place_feed = PlaceFeed(settings, engine.places, on_update=metrics.risk_places.set)
+        metrics.risk_places.set(len(engine.places))
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def follow_places() -> None:
+        if place_feed is None:
+            return
+        try:
+            await place_feed.start()
+        except Exception:  # evaluation waits for the places: a worker without them is stuck
+            exit_for_restart("the risk places topic could not be read")
+
+    async def stop_place_feed(sender: Any, **kwargs: Any) -> None:
+        if place_feed is not None:
+            await place_feed.stop()
+
+    app.on_before_shutdown.connect(stop_place_feed)  # type: ignore[arg-type]
     # Only topics whose offsets are contiguous: a compacted topic (loans, device-bindings) has
     # holes by design, and a hole there is not a skipped record.
     guarded = {prefix + spec.name for spec in (*TOPICS, *WORKER_TOPICS) if not spec.compacted}
@@ -613,6 +638,13 @@ def build_pipeline(
         if current != previous:
             devices = orjson.dumps(sorted(current))
             handoff.after_ack.append(lambda: loan_devices.__setitem__(loan.loan_id, devices))
+
+    async def publish_status(handoff: Handoff, state: LoanState) -> None:
+        """The loan's derived status for the API's view, when it changed (throttled)."""
+        parts = status_parts(engine, state)
+        if statuses.due(state.loan_id, parts, wall()):
+            value = build_status(state.loan_id, state.clock, parts).model_dump_json().encode()
+            await handoff.send(status_topic, key=state.loan_id.encode(), value=value)
 
     async def report_place_move(
         handoff: Handoff, loan_id: str, move_: tuple[str | None, str | None, float]
@@ -934,6 +966,9 @@ def build_pipeline(
                 if item.alerts or item.place is not None or item.topic_name == "loans":
                     await send_effects(handoff, loan_id, item, bindings_sent)
                 outcomes[item.topic_name, "applied"] += 1
+        for batch in touched.values():
+            if batch.state is not None and batch.after is not None:
+                await publish_status(handoff, batch.state)
         await handoff.complete()
         for future in bindings_sent:
             meta = future.result()  # type: ignore[attr-defined]
@@ -1126,6 +1161,7 @@ def build_pipeline(
             if place_after != place_before:  # a dwell or grace ending
                 at = state.clock or clock.record_now(wall())
                 await report_place_move(handoff, loan_id, (place_before, place_after, at))
+            await publish_status(handoff, state)
             advanced.append((loan_id, state, before, after))
         await handoff.complete()  # the alerts first, then the states that record them
         for loan_id, state, before, after in advanced:
@@ -1134,6 +1170,8 @@ def build_pipeline(
 
     @app.task  # type: ignore[untyped-decorator]
     async def evaluate() -> None:
+        if place_feed is not None:
+            await place_feed.replayed.wait()
         await run_lane(lanes["evaluate"], evaluate_locked, evaluate_wake)
 
     @app.task  # type: ignore[untyped-decorator]

@@ -23,6 +23,7 @@ class WorkerMetrics:
     input_gaps: Counter
     quarantined: Counter
     quarantined_keys: Gauge
+    risk_places: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry = REGISTRY) -> WorkerMetrics:
@@ -95,6 +96,11 @@ class WorkerMetrics:
             quarantined_keys=Gauge(
                 "skipwatch_worker_quarantined_keys",
                 "Keys (loans, places, devices) marked quarantined since the worker started.",
+                registry=registry,
+            ),
+            risk_places=Gauge(
+                "skipwatch_worker_risk_places",
+                "Risk places in force in this worker (the catalog and the places topic).",
                 registry=registry,
             ),
         )

@@ -106,7 +106,11 @@ SIGNALS: dict[str, Signal] = {
             "Time since the first fix of the current stay outside; 0s when inside.",
             time_based=True,
         ),
-        Signal("vehicle.at_risk_place", "bool", "Within a risk place's radius (leaves at +100 m)."),
+        Signal(
+            "vehicle.at_risk_place",
+            "bool",
+            "Within a risk place's radius or polygon (leaves at +100 m).",
+        ),
         Signal(
             "vehicle.risk_place_kind",
             "string",

@@ -254,6 +254,13 @@ class Tracking:
         dirty = state.position is None
         lat, lon = ping.lat, ping.lon
         state.position = [ts, lat, lon, quality]
+        places = self.places
+        if places is not None and state.place_gen != places.generation:
+            # The places changed since the clearances were computed (a place was drawn,
+            # edited or deleted): look again.
+            state.place_gen = places.generation
+            state.place_check = None
+            state.clear_zone = None
         state.position_event = ping.event_id
         zone = state.clear_zone
         if zone is None or (abs(zone[0] - lat) + abs(zone[1] - lon)) * _BOUND_PER_DEG >= zone[2]:

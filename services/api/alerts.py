@@ -20,6 +20,7 @@ from services.api.deps import ContextDep, OperatorPrincipal, SettingsDep, Viewer
 from services.api.errors import InvalidRequest, NotFound, ServiceUnavailable, SkipwatchError
 from services.api.publisher import OutRecord
 from services.api.schemas import ErrorBody
+from services.api.silence_watch import SilenceWatchDep
 from services.api.views import AlertOut, AlertPageOut, AssignIn, SnoozeIn, alert_out
 from services.store import (
     MAX_PAGE,
@@ -84,6 +85,7 @@ _ACT_ERRORS: dict[int | str, dict[str, Any]] = {
 async def list_alerts(
     who: ViewerPrincipal,
     view: AlertViewDep,
+    silences: SilenceWatchDep,
     status: Annotated[AlertStatus | None, Query(description="Current status.")] = None,
     severity: Annotated[Severity | None, Query()] = None,
     rule: Annotated[str | None, Query(max_length=128, description="Rule id.")] = None,
@@ -113,7 +115,12 @@ async def list_alerts(
         raise InvalidRequest(str(exc), field="cursor") from None
     masked = masked_for(who)
     return AlertPageOut(
-        items=[alert_out(r, now=now, masked=masked) for r in page.items],
+        items=[
+            alert_out(r, now=now, masked=masked).with_silences(
+                silences.muting(r.effective(now), now)
+            )
+            for r in page.items
+        ],
         next_cursor=page.next_cursor,
     )
 
@@ -155,11 +162,16 @@ async def stream_alerts(
     response_model=AlertOut,
     responses=_READ_ERRORS | {404: {"model": ErrorBody, "description": "No such alert."}},
 )
-async def get_alert(alert_id: AlertId, who: ViewerPrincipal, view: AlertViewDep) -> AlertOut:
+async def get_alert(
+    alert_id: AlertId, who: ViewerPrincipal, view: AlertViewDep, silences: SilenceWatchDep
+) -> AlertOut:
+    """The alert, with `silenced`/`silenced_by`: the notification silences muting it now."""
     record = await view.get(alert_id)
     if record is None:
         raise NotFound(f"no alert {alert_id!r}", field="alert_id")
-    return alert_out(record, now=utcnow(), masked=masked_for(who))
+    now = utcnow()
+    out = alert_out(record, now=now, masked=masked_for(who))
+    return out.with_silences(silences.muting(record.effective(now), now))
 
 
 async def _act(

@@ -36,10 +36,13 @@ from services.api.errors import install_error_handlers
 from services.api.metrics import ApiMetrics, RequestMetricsMiddleware
 from services.api.notify_state import close_notify, install_notify
 from services.api.pipeline import IngestPipeline
+from services.api.places import close_places, install_places
 from services.api.publisher import ProducerLike, Publisher
+from services.api.silence_watch import SilenceWatch, close_silence_watch, install_silence_watch
 from services.api.traccar import TraccarForward
 from services.dashboard import install_dashboard
 from services.kafka import make_producer
+from services.places import PlaceStore
 from services.projector import Projector, ProjectorMetrics
 from services.settings import Settings, get_settings
 from services.store import AlertStore, AlertView
@@ -100,12 +103,17 @@ def create_app(
     alert_view: AlertView | None = None,
     projector: bool | None = None,
     track_view: TrackView | None = None,
+    place_store: PlaceStore | None = None,
+    silence_watch: SilenceWatch | None = None,
 ) -> FastAPI:
     """The API. `producer` (started and stopped by the app) defaults to `make_producer(settings)`;
     `dedup` defaults to Redis at `settings.redis.url`; metrics go to `registry` (a fresh one by
     default, so several apps in one process do not collide). `alert_view` defaults to the Redis
     view; `projector` (None: `api.projector_enabled`, but off when a producer is injected, i.e.
-    there is no real Kafka) runs the Kafka -> Redis projector as a background task."""
+    there is no real Kafka) runs the Kafka -> Redis projector as a background task.
+    `place_store` (managed risk places) defaults to the Kafka topics, read on first use;
+    `silence_watch` (which silences mute an alert) to the silences topic, read in the
+    background from the first alert request on."""
     settings = settings or get_settings()
     metrics = ApiMetrics(registry)
     projector_metrics = ProjectorMetrics(metrics.registry)
@@ -178,6 +186,8 @@ def create_app(
             if runner is not None:
                 await runner.stop()
             await close_notify(app)
+            await close_places(app)
+            await close_silence_watch(app)
             await publisher.stop()
             await store.close()
             await view.close()
@@ -206,5 +216,7 @@ def create_app(
     app.include_router(webhooks.router)
     app.include_router(silences.router)
     install_notify(app, settings)
+    install_places(app, settings, place_store)
+    install_silence_watch(app, settings, silence_watch)
     install_dashboard(app, settings)
     return app

@@ -63,6 +63,11 @@ class NotFound(SkipwatchError):
     code = "not_found"
 
 
+class Conflict(SkipwatchError):
+    status_code = 409
+    code = "conflict"
+
+
 class PayloadTooLarge(SkipwatchError):
     status_code = 413
     code = "payload_too_large"

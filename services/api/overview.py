@@ -5,10 +5,9 @@ current signal; the worst loans by risk score. Every figure is a count over what
 `GET /v1/alerts` returns for the matching filter (a test compares them), read through the same
 `AlertView.list_alerts` pages, so it works on any view and never disagrees with the list.
 
-Signals (out of region, offline, at a risk place, overdue) come from the **evidence of open
-alerts**: the API's view holds alerts, not the worker's per-loan state, so a loan is counted
-under a signal when one of its open alerts shows that state value. Loans without an open alert
-are not counted.
+Loans by current signal (out of region, offline, at a risk place, overdue, unreachable) count
+the worker's **loan statuses** (`<prefix>loan-status`, projected into the view): every loan the
+worker holds, with or without an open alert.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import Counter, defaultdict
-from typing import Annotated, Any
+from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Query
@@ -34,7 +33,6 @@ router = APIRouter(prefix="/v1", tags=["alerts"])
 BUDGET = 50_000
 WORST = 10
 OPEN = (AlertStatus.FIRING, AlertStatus.ACKNOWLEDGED, AlertStatus.SILENCED)
-SIGNALS = ("out_of_region", "offline", "at_risk_place", "overdue")
 
 
 class RuleCount(BaseModel):
@@ -75,7 +73,8 @@ class OverviewOut(BaseModel):
     per_day: list[DayCount] = Field(description="Alerts started per local day, oldest first.")
     time_to_ack: AckTimes = Field(description="started_at → first ack in force, in seconds.")
     loans_by_signal: dict[str, int] = Field(
-        description="Loans with an open alert whose evidence shows the signal."
+        description="Loans whose current status (the worker's, `<prefix>loan-status`) shows "
+        "the signal: out_of_region, offline, at_risk_place, overdue, unreachable."
     )
     worst_loans: list[WorstLoan]
     truncated: bool = Field(description="A question hit the budget; figures are lower bounds.")
@@ -94,32 +93,6 @@ async def _collect(
             return items, False
         if len(items) >= BUDGET:
             return items, True
-
-
-def _truthy(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float):
-        return value > 0
-    return value not in (None, "", [], {})
-
-
-def signals_of(record: AlertRecord) -> set[str]:
-    """The current signals an alert's evidence shows."""
-    found: set[str] = set()
-    for item in record.base.evidence:
-        if item.get("kind") != "state":
-            continue
-        name, value = str(item.get("name", "")), item.get("value")
-        if name.startswith("vehicle.outside_home_region") and _truthy(value):
-            found.add("out_of_region")
-        elif (name.startswith("device.offline") or name == "device.all_offline") and _truthy(value):
-            found.add("offline")
-        elif name in ("vehicle.at_risk_place", "vehicle.risk_place_kind") and _truthy(value):
-            found.add("at_risk_place")
-        elif name == "payment.days_past_due" and isinstance(value, int | float) and value >= 1:
-            found.add("overdue")
-    return found
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -201,11 +174,8 @@ async def overview(
         if ops is not None and ops.acknowledged is not None:
             ack_s.append(max(0.0, (ops.acknowledged.at - r.base.started_at).total_seconds()))
 
-    loans: dict[str, set[str]] = {s: set() for s in SIGNALS}
     worst: dict[str, list[AlertRecord]] = defaultdict(list)
     for r in open_records:
-        for signal in signals_of(r):
-            loans[signal].add(r.base.loan_id)
         worst[r.base.loan_id].append(r)
     ranked = []
     for loan_id, records in worst.items():
@@ -236,7 +206,7 @@ async def overview(
         time_to_ack=AckTimes(
             count=len(ack_s), p50_s=percentile(ack_s, 50), p90_s=percentile(ack_s, 90)
         ),
-        loans_by_signal={s: len(v) for s, v in loans.items()},
+        loans_by_signal=await view.signal_counts(),
         worst_loans=ranked[:WORST],
         truncated=truncated,
     )

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from rules.events import AlertStatus, DeviceKind, LoanStatus, Severity
+from services.loan_status import LoanSignals, ResidentPoint
 from services.store import AlertRecord, LoanSummary, TimelineEntry
 
 # --- masking ------------------------------------------------------------------------------------
@@ -138,6 +139,19 @@ class AlertOut(_Out):
     silenced_until: AwareDatetime | None = Field(
         None, description="End of the snooze while the alert is silenced."
     )
+    silenced: bool | None = Field(
+        None,
+        description="An active notification silence (`/v1/silences`) matches the alert now: "
+        "its changes are not notified. Null when the silences were not read yet. (`status: "
+        "silenced` is an operator's snooze; this is the notification silence.)",
+    )
+    silenced_by: list[str] = Field(
+        default_factory=list, description="Ids of the active silences muting the alert."
+    )
+
+    def with_silences(self, ids: list[str] | None) -> AlertOut:
+        return self.model_copy(update={"silenced": None if ids is None else bool(ids),
+                                       "silenced_by": ids or []})  # fmt: skip
 
 
 class AlertPageOut(_Out):
@@ -273,6 +287,19 @@ class LoanOut(_Out):
         "`{center: [lat, lon], radius_km}`.",
     )
     timezone: str | None = Field(None, description="The loan's IANA time zone.")
+    signals: LoanSignals | None = Field(
+        None,
+        description="The worker's current signals for the loan (`<prefix>loan-status`); null "
+        "until the worker published one.",
+    )
+    signals_as_of: AwareDatetime | None = Field(
+        None, description="The loan's clock when the worker derived `signals`."
+    )
+    resident_points: list[ResidentPoint] = Field(
+        default_factory=list,
+        description="Where the car usually parks (常驻点), learned by the worker: "
+        "`[{lat, lon, kind: night|day, parked_hours, night_hours, day_hours}]`.",
+    )
 
 
 def loan_out(summary: LoanSummary, *, now: dt.datetime, masked: bool) -> LoanOut:
@@ -301,6 +328,9 @@ def loan_out(summary: LoanSummary, *, now: dt.datetime, masked: bool) -> LoanOut
         last_event_at=summary.last_event_at,
         home_region=loan.home_region.model_dump(mode="json") if loan and loan.home_region else None,
         timezone=loan.timezone if loan else None,
+        signals=summary.status.signals if summary.status else None,
+        signals_as_of=summary.status.as_of if summary.status else None,
+        resident_points=summary.status.resident_points if summary.status else [],
     )
 
 

@@ -31,6 +31,7 @@ _ASSETS = (
     "app.js",
     "i18n.js",
     "map.js",
+    "places.js",
     "style.css",
     "favicon.svg",
     "vendor/leaflet/leaflet.js",

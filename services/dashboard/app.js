@@ -11,6 +11,7 @@
 
 import { age, lang, ruleTitle, setLang, t, translatePage, when } from "./i18n.js";
 import { mountMap } from "./map.js";
+import { mountPlaces } from "./places.js";
 
 const TOKEN_KEY = "skipwatch.token";
 const SEVERITY_RANK = { critical: 2, warning: 1, info: 0 };
@@ -84,12 +85,26 @@ async function api(path, options = {}) {
   return body;
 }
 
+// A raw body (a file being imported) with its own content type.
+async function apiRaw(path, text, contentType) {
+  const response = await fetch(path, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${state.token}`, Accept: "application/json", "Content-Type": contentType },
+    body: text,
+  });
+  const body = await response.json().catch(() => null);
+  if (response.status === 401) signOut(t("login.rejected"));
+  if (!response.ok) throw new ApiError(response.status, body);
+  return body;
+}
+
 // --- sign in / out ---------------------------------------------------------------------------
 
 function showLogin(message = "") {
   $("app").hidden = true;
   $("loan-view").hidden = true;
   $("overview").hidden = true;
+  $("places").hidden = true;
   $("nav").hidden = true;
   $("signout").hidden = true;
   $("login").hidden = false;
@@ -279,6 +294,7 @@ function row(alert) {
   h("td", { class: "mono nowrap" }, alert.loan_id),
   h("td", { class: "num" }, riskCell(alert.risk_score)),
   h("td", {}, h("span", { class: `status ${alert.status}` }, t(`status.${alert.status}`)),
+    alert.silenced ? h("span", { class: "sub muted-flag", "data-silenced": "true", title: alert.silenced_by.join(", ") }, `🔕 ${t("silence.muted")}`) : null,
     alert.assigned ? h("span", { class: "sub" }, `→ ${alert.assigned.assignee}`) : null),
   h("td", { class: "age nowrap", title: when(alert.started_at), "data-started": alert.started_at },
     age(alert.started_at)));
@@ -312,6 +328,11 @@ function refreshAges() {
 }
 
 function upsert(alert) {
+  // The live stream does not say which silences mute an alert (null): keep what the list said.
+  const known = state.alerts.get(alert.id) || (state.current?.id === alert.id ? state.current : null);
+  if (alert.silenced == null && known?.silenced != null) {
+    alert = { ...alert, silenced: known.silenced, silenced_by: known.silenced_by };
+  }
   if (matches(alert)) state.alerts.set(alert.id, alert);
   else state.alerts.delete(alert.id);
   render(alert.id);
@@ -390,7 +411,7 @@ function applyLanguage() {
   render();
   if (state.current) renderAlert(state.current);
   if (state.selected && state.current) loadLoan(state.current.loan_id, state.selected);
-  if (location.hash.startsWith("#/loan/") || location.hash === "#/overview") route();
+  if (location.hash.startsWith("#/loan/") || ["#/overview", "#/places"].includes(location.hash)) route();
 }
 
 // --- live stream (fetch + text/event-stream parser) ------------------------------------------
@@ -584,6 +605,8 @@ function renderAlert(alert) {
     alert.acknowledged && ["fact.acked", t("by", { who: alert.acknowledged.by, when: when(alert.acknowledged.at, zone) })],
     alert.assigned && ["fact.assigned", t("assigned.by", { assignee: alert.assigned.assignee, by: alert.assigned.by })],
     alert.silenced_until && ["fact.silenced", when(alert.silenced_until, zone)],
+    alert.silenced && ["fact.silence", h("span", { id: "silenced-by", "data-silences": alert.silenced_by.join(" ") },
+      `${t("silence.muted")} · `, h("span", { class: "mono" }, alert.silenced_by.join(", ")))],
     alert.resolved && ["fact.resolved", t("by", { who: alert.resolved.by, when: when(alert.resolved.at, zone) })],
     alert.location && ["fact.position", `${alert.location.lat.toFixed(5)}, ${alert.location.lon.toFixed(5)}`],
   ].filter(Boolean);
@@ -675,13 +698,20 @@ async function drawMap(containerId, { loan, track, alert }) {
   state.maps.set(containerId, mountMap(container, { config: state.config, loan, track, places, alert }));
 }
 
+function loanSignals(signals) {
+  if (!signals) return "—";
+  const on = ["out_of_region", "offline", "at_risk_place", "overdue", "unreachable"].filter((k) => signals[k]);
+  return on.length ? on.map((k) => t(`ov.signal.${k}`)).join(" · ") : t("loan.signals.none");
+}
+
 function loanFacts(loan) {
   const zone = loan.timezone || "Asia/Shanghai";
   return [
     ["loan.borrower", loan.borrower ? `${loan.borrower.name} · ${loan.borrower.phone}` : "—"],
     ["loan.vehicle", loan.vehicle ? `${loan.vehicle.plate} · ${loan.vehicle.vin}` : "—"],
     ["loan.status", loan.status ? t(`loanstatus.${loan.status}`) : "—"],
-    ["loan.risk", String(loan.risk_score)],
+    ["loan.risk", String(loan.signals ? loan.signals.risk_score : loan.risk_score)],
+    ["loan.signals", loanSignals(loan.signals)],
     ["loan.open_alerts", String(loan.open_alerts.length)],
     ["loan.last_event", loan.last_event_at ? `${when(loan.last_event_at, zone)} (${t("ago", { age: age(loan.last_event_at) })})` : "—"],
     ["loan.timezone", zone],
@@ -798,7 +828,7 @@ async function showOverview() {
       figure("ack-count", o.time_to_ack.count, t("ov.ack.count", { days: o.days }))),
     h("h2", {}, t("ov.signals")),
     h("section", { class: "cards" },
-      ["out_of_region", "offline", "at_risk_place", "overdue"].map((k) =>
+      ["out_of_region", "offline", "at_risk_place", "overdue", "unreachable"].map((k) =>
         figure(`signal-${k}`, o.loans_by_signal[k], t(`ov.signal.${k}`)))),
     h("p", { class: "muted small" }, t("ov.signals.note")),
     h("div", { class: "ov-grid" },
@@ -838,10 +868,27 @@ async function showOverview() {
   $("overview-title").focus();
 }
 
+// --- risk places (#/places) ----------------------------------------------------------------------
+
+function showPlaces() {
+  $("app").hidden = true;
+  $("loan-view").hidden = true;
+  $("overview").hidden = true;
+  const view = $("places");
+  view.hidden = false;
+  state.placesPage = mountPlaces(view, {
+    api, apiRaw, h, toast, config: state.config, isAdmin: state.role === "admin",
+  });
+  $("places-title").focus();
+}
+
 function route() {
   if (!state.token) return;
   const match = location.hash.match(/^#\/loan\/(.+)$/);
   dropMap("loan-map");
+  state.placesPage?.destroy();
+  state.placesPage = null;
+  $("places").hidden = true;
   for (const link of document.querySelectorAll(".nav a")) {
     link.setAttribute("aria-current", String(link.getAttribute("href") === (location.hash || "#/")
       || (link.getAttribute("href") === "#/" && !!match)));
@@ -851,6 +898,8 @@ function route() {
     showLoanView(decodeURIComponent(match[1]));
   } else if (location.hash === "#/overview") {
     showOverview();
+  } else if (location.hash === "#/places") {
+    showPlaces();
   } else {
     $("loan-view").hidden = true;
     $("overview").hidden = true;

@@ -49,6 +49,18 @@ export function wgs84ToGcj02(lat, lon) {
   return [lat + dLat, lon + dLon];
 }
 
+// The inverse, for a point picked on GCJ-02 tiles (drawing a risk place): two fixed-point steps,
+// well under a metre.
+export function gcj02ToWgs84(lat, lon) {
+  let [wLat, wLon] = [lat, lon];
+  for (let i = 0; i < 2; i += 1) {
+    const [gLat, gLon] = wgs84ToGcj02(wLat, wLon);
+    wLat -= gLat - lat;
+    wLon -= gLon - lon;
+  }
+  return [wLat, wLon];
+}
+
 // Nominal accuracy of a fix type, metres (trackers report no radius).
 const ACCURACY_M = { gps: 0, wifi: 50, lbs: 1000, none: 0 };
 const PLACE_COLOURS = {
@@ -133,10 +145,11 @@ export function mountMap(container, data) {
     const colour = PLACE_COLOURS[place.kind] || "#475467";
     const label = text(`${place.name} · ${t(`place.${place.kind}`)}`);
     // The place's real extent, and a marker that stays visible when zoomed out.
-    L.circle(ll(place.lat, place.lon), {
-      radius: place.radius_m, className: `sw-place sw-place-${place.kind}`, color: colour,
-      weight: 2, fillOpacity: 0.2,
-    }).bindTooltip(label).addTo(map);
+    const style = { className: `sw-place sw-place-${place.kind}`, color: colour, weight: 2, fillOpacity: 0.2 };
+    (place.polygon
+      ? L.polygon(place.polygon.map(([lat, lon]) => ll(lat, lon)), style)
+      : L.circle(ll(place.lat, place.lon), { radius: place.radius_m, ...style })
+    ).bindTooltip(label).addTo(map);
     L.circleMarker(ll(place.lat, place.lon), {
       radius: 5, className: "sw-place-marker", color: colour, weight: 2, fillColor: "#ffffff", fillOpacity: 1,
     }).bindTooltip(label).addTo(map);

@@ -32,6 +32,7 @@ from rules.events import AlertEvent, AlertStatus, Severity
 from services import infra
 from services.api import create_app
 from services.kafka import ensure_topics
+from services.loan_status import LoanStatus
 from services.settings import Settings
 
 CHROMIUM = "/usr/bin/chromium"
@@ -134,6 +135,21 @@ def pings() -> list[dict[str, Any]]:
             "lat": lat, "lon": lon,
         })  # fmt: skip
     return out
+
+
+def status(loan_id: str, points: list[tuple[float, float, str]]) -> bytes:
+    """A loan status as the worker publishes it (services/loan_status.py)."""
+    return LoanStatus.model_validate({
+        "loan_id": loan_id, "as_of": NOW,
+        "signals": {"out_of_region": True, "offline": False, "at_risk_place": False,
+                    "overdue": True, "days_past_due": 4, "unreachable": False, "risk_score": 87},
+        "resident_points": [
+            {"lat": lat, "lon": lon, "kind": kind, "parked_hours": 30.0,
+             "night_hours": 20.0 if kind == "night" else 2.0,
+             "day_hours": 10.0 if kind == "night" else 28.0}
+            for lat, lon, kind in points
+        ],
+    }).model_dump_json().encode()  # fmt: skip
 
 
 async def produce(bootstrap: str, records: list[tuple[str, str, bytes]]) -> None:
@@ -257,6 +273,13 @@ async def test_operator_sees_a_live_alert_on_a_map_replays_and_acks_it(
             (topic_prefix + "payments", "L-1001", orjson.dumps(payment)),
             (topic_prefix + "contacts", "L-1001", orjson.dumps(contact)),
             (topic_prefix + "alerts", older.loan_id, older.model_dump_json().encode()),
+            *(
+                (topic_prefix + "loan-status", loan_id, status(loan_id, points))
+                for loan_id, points in (
+                    ("L-1001", [(*HOME, "night"), (30.6700, 104.0600, "day")]),
+                    ("L-2002", []),
+                )
+            ),
         ],
     )
     async with running_api(settings) as base, chromium() as browser:
@@ -394,18 +417,8 @@ async def test_operator_sees_a_live_alert_on_a_map_replays_and_acks_it(
         assert shifted[0] == pytest.approx([39.91640428150164, 116.41024449916938], abs=1e-9)
         assert shifted[1] == [48.8566, 2.3522]
 
-        # The loan view: the big map and the replay, stopped half way. Resident points are
-        # drawn when the loan carries them (here added to the API's answer in the browser).
-        async def with_resident_points(route: Any) -> None:
-            response = await route.fetch()
-            body = await response.json()
-            body["resident_points"] = [
-                {"lat": HOME[0], "lon": HOME[1], "kind": "night"},
-                {"lat": 30.6700, "lon": 104.0600, "kind": "day"},
-            ]
-            await route.fulfill(response=response, json=body)
-
-        await page.route("**/v1/loans/L-1001", with_resident_points)
+        # The loan view: the big map and the replay, stopped half way; the resident points of
+        # the loan's status (`<prefix>loan-status`, produced above as a worker would).
         await page.goto(f"{base}/#/loan/L-1001")
         loan_map = page.locator("#loan-map")
         await expect(loan_map.locator("path.sw-track")).to_have_count(2, timeout=30_000)
@@ -415,7 +428,6 @@ async def test_operator_sees_a_live_alert_on_a_map_replays_and_acks_it(
         await loan_map.locator("input[type=range]").fill(str(maximum // 2))
         await expect(loan_map.locator(".cursor-text")).to_contain_text("km/h")
         await screenshot(page, tmp_path, "04-loan-track-replay")
-        await page.unroute("**/v1/loans/L-1001")
 
         # The overview: its figures are the API's counts for the same data.
         await page.locator("#nav a[href='#/overview']").click()
@@ -440,7 +452,7 @@ async def test_operator_sees_a_live_alert_on_a_map_replays_and_acks_it(
             "status-firing": len(listed["firing"]),
             "status-acknowledged": len(listed["acknowledged"]),
             "ack-count": 1,
-            # Both alerts' evidence: 4 days past due, out of the home region for 1d 2h.
+            # Both loans' statuses: 4 days past due, out of the home region.
             "signal-overdue": 2,
             "signal-out_of_region": 2,
             "signal-at_risk_place": 0,

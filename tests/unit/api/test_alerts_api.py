@@ -15,6 +15,7 @@ import pytest
 from rules.events import AlertEvent, AlertStatus, Severity
 from services.api import create_app
 from services.api.dedup import MemoryDedup
+from services.loan_status import SIGNALS, LoanStatus
 from services.store import (
     AlertPage,
     AlertQuery,
@@ -72,6 +73,7 @@ class FakeView:
     loans: dict[str, LoanSummary] = field(default_factory=dict)
     timelines: dict[str, list[TimelineEntry]] = field(default_factory=dict)
     applied: list[AlertEvent] = field(default_factory=list)
+    statuses: dict[str, LoanStatus] = field(default_factory=dict)
 
     async def get(self, alert_id: str) -> AlertRecord | None:
         return self.records.get(alert_id)
@@ -118,6 +120,10 @@ class FakeView:
             yield
 
         yield nothing()
+
+    async def signal_counts(self) -> dict[str, int]:
+        flags = [status.flags() for status in self.statuses.values()]
+        return {name: sum(name in f for f in flags) for name in SIGNALS}
 
     async def ping(self) -> bool:
         return True

@@ -10,6 +10,7 @@ import pytest
 
 from rules.events import AlertStatus, Severity
 from services.api.overview import percentile
+from services.loan_status import LoanStatus
 from tests.unit.api.support import OPERATOR, VENDOR_KEY, VIEWER, bearer
 from tests.unit.api.test_alerts_api import ViewApi, alert, seed, view_api
 
@@ -35,6 +36,16 @@ async def listed(view_api: ViewApi, **params: Any) -> list[dict[str, Any]]:
         cursor = page["next_cursor"]
         if cursor is None:
             return items
+
+
+def loan_status(loan_id: str, at: dt.datetime, **flags: Any) -> LoanStatus:
+    signals = {
+        "out_of_region": False, "offline": False, "at_risk_place": False, "overdue": False,
+        "days_past_due": 0, "unreachable": False, "risk_score": 10, **flags,
+    }  # fmt: skip
+    return LoanStatus.model_validate(
+        {"loan_id": loan_id, "as_of": at, "signals": signals, "resident_points": []}
+    )
 
 
 def test_percentile_nearest_rank() -> None:
@@ -77,6 +88,14 @@ async def test_overview_figures_match_the_alert_list(view_api: ViewApi) -> None:
     )
     assert snooze.is_success
 
+    for loan_id, flags in {
+        "L1": {"at_risk_place": True, "overdue": True, "days_past_due": 3},
+        "L2": {"out_of_region": True},
+        "L3": {"offline": True, "unreachable": True},
+        "L4": {},
+        "L9": {"out_of_region": True, "overdue": True, "days_past_due": 1},
+    }.items():
+        view_api.view.statuses[loan_id] = loan_status(loan_id, now, **flags)
     body = (await client.get("/v1/overview", headers=bearer(VIEWER))).json()
     assert body["truncated"] is False
 
@@ -112,11 +131,13 @@ async def test_overview_figures_match_the_alert_list(view_api: ViewApi) -> None:
     assert ack["p50_s"] == pytest.approx(3600, abs=30)  # a1: started 1 h before its ack
     assert ack["p90_s"] == pytest.approx(5 * 3600, abs=30)  # a3: 5 h
 
+    # From the worker's loan statuses, loans without an open alert (L9) included.
     assert body["loans_by_signal"] == {
-        "out_of_region": 2,  # L2, L1 (the info alert)
-        "offline": 1,  # L3 (L4's alert is resolved)
+        "out_of_region": 2,  # L2, L9
+        "offline": 1,  # L3
         "at_risk_place": 1,  # L1
-        "overdue": 1,  # L1 (L3 is 0 days past due)
+        "overdue": 2,  # L1, L9
+        "unreachable": 1,  # L3
     }
     worst = body["worst_loans"]
     assert [w["loan_id"] for w in worst] == ["L1", "L3", "L6", "L2", "L5", "L7"]

@@ -11,6 +11,7 @@ import pytest
 
 from services.api import create_app
 from services.api.dedup import MemoryDedup
+from services.places import MemoryPlaceStore
 from services.track import Track, TrackFix
 from tests.unit.api.support import VENDOR_KEY, VIEWER, FakeProducer, bearer, make_settings
 from tests.unit.api.test_alerts_api import FakeView
@@ -54,6 +55,7 @@ async def client() -> AsyncIterator[tuple[httpx.AsyncClient, FakeTracks]]:
         dedup=MemoryDedup(),
         alert_view=FakeView(),
         track_view=tracks,
+        place_store=MemoryPlaceStore(),
     )
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -104,7 +106,7 @@ async def test_places_near_a_point_nearest_first(
     assert distances == sorted(distances)
     assert all(p["distance_m"] - p["radius_m"] <= 3000 for p in body["items"])
     far = await http.get("/v1/places", params={"lat": -45.0, "lon": 170.0}, headers=bearer(VIEWER))
-    assert far.json() == {"items": [], "truncated": False}
+    assert far.json() == {"items": [], "total": 0, "truncated": False}
     bad = await http.get("/v1/places", params={"lat": 95, "lon": 0}, headers=bearer(VIEWER))
     assert bad.status_code == 422
     assert (await http.get("/v1/places", params={"lat": 0, "lon": 0})).status_code == 401
