@@ -116,9 +116,12 @@ def run_dispatcher() -> None:
 
 def notify_receiver(
     secret: Annotated[str, typer.Option(envvar="SKIPWATCH_DEV_RECEIVER_SECRET", help="whsec_...")],
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 9009,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 9009,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (0.0.0.0 in a container).")
+    ] = "127.0.0.1",
 ) -> None:
     """A local webhook receiver that verifies signatures and prints what it gets (development)."""
     from services.notify.devreceiver import serve
 
-    serve("127.0.0.1", port, secret)
+    serve(host, port, secret)

@@ -16,12 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 import yaml
+from prometheus_client.metrics_core import Metric
 
+from services.cli import app as cli_app
+from services.notify.config import load_config
+from services.notify.dispatcher import DispatcherMetrics
 from services.settings import (
     ApiSettings,
     GatewaySettings,
     KafkaSettings,
+    NotifySettings,
     Settings,
     WorkerSettings,
 )
@@ -34,6 +40,7 @@ DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 GRAFANA_DIR = ROOT / "deploy" / "grafana"
 K8S_DIR = ROOT / "deploy" / "k8s"
+NOTIFY_DIR = ROOT / "deploy" / "notify"
 
 # `skipwatch` subcommands a deployment may run, as (command, subcommand-or-None).
 SUBCOMMANDS = {
@@ -42,9 +49,16 @@ SUBCOMMANDS = {
     "simulate": None,
     "gateway": {"jt808"},
     "topics": {"create"},
+    "dispatcher": None,
+    "notify-receiver": None,
 }
-# The webhook dispatcher (DESIGN §7) is not built yet; it will be added with its own service.
-SKIPWATCH_SERVICES = {"topics", "worker", "api", "gateway", "simulator"}
+# Compose services of the skipwatch image that talk to Kafka (and start after `topics`).
+SKIPWATCH_SERVICES = {"topics", "worker", "api", "gateway", "dispatcher", "simulator"}
+# Compose services of the skipwatch image for local use only (no Kafka, no settings).
+DEV_SERVICES = {"receiver"}
+
+# Operations port of the dispatcher (settings notify.metrics_port).
+NOTIFY_METRICS_PORT = NotifySettings().metrics_port
 
 # Metrics port of the gateway (settings gateway.metrics_port).
 GATEWAY_METRICS_PORT = int(getattr(GatewaySettings(), "metrics_port", 9808))
@@ -85,6 +99,16 @@ def _check_subcommand(args: list[str], where: str) -> None:
         flags = dict(zip(args[2::2], args[3::2], strict=False))
         assert int(flags.get("--port", GatewaySettings().port)) == GatewaySettings().port, where
         assert int(flags.get("--metrics-port", GATEWAY_METRICS_PORT)) == GATEWAY_METRICS_PORT
+
+
+def test_subcommands_exist_in_the_cli() -> None:
+    """SUBCOMMANDS (what the deployment files may run) are commands of `skipwatch` itself."""
+    root = typer.main.get_command(cli_app)
+    commands = root.commands  # type: ignore[attr-defined]
+    for name, subs in SUBCOMMANDS.items():
+        assert name in commands, f"`skipwatch {name}` does not exist"
+        if subs is not None:
+            assert subs <= set(commands[name].commands), (name, subs)
 
 
 def _env_settings(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Settings:
@@ -165,14 +189,14 @@ def _container_ports(svc: dict[str, Any]) -> set[int]:
 
 
 def test_compose_has_the_whole_stack(services: dict[str, dict[str, Any]]) -> None:
-    expected = SKIPWATCH_SERVICES | {"kafka", "redis", "prometheus", "grafana"}
+    expected = SKIPWATCH_SERVICES | DEV_SERVICES | {"kafka", "redis", "prometheus", "grafana"}
     assert expected <= set(services)
 
 
 def test_compose_skipwatch_commands_are_real_subcommands(
     services: dict[str, dict[str, Any]],
 ) -> None:
-    for name in SKIPWATCH_SERVICES:
+    for name in SKIPWATCH_SERVICES | DEV_SERVICES:
         svc = services[name]
         assert svc["build"]["dockerfile"] == "deploy/Dockerfile"
         assert (ROOT / svc["build"]["context"] / svc["build"]["dockerfile"]).is_file()
@@ -180,6 +204,8 @@ def test_compose_skipwatch_commands_are_real_subcommands(
     assert _command(services["topics"]["command"]) == ["topics", "create"]
     assert _command(services["gateway"]["command"])[:2] == ["gateway", "jt808"]
     assert _command(services["simulator"]["command"])[0] == "simulate"
+    assert _command(services["dispatcher"]["command"]) == ["dispatcher"]
+    assert _command(services["receiver"]["command"])[0] == "notify-receiver"
 
 
 def test_compose_ports_match_settings_defaults(services: dict[str, dict[str, Any]]) -> None:
@@ -196,6 +222,54 @@ def test_compose_ports_match_settings_defaults(services: dict[str, dict[str, Any
     assert int(env["SKIPWATCH_GATEWAY__PORT"]) == GatewaySettings().port
     assert int(env["SKIPWATCH_WORKER__METRICS_PORT"]) == WorkerSettings().metrics_port
     assert int(_interpolate(env["SKIPWATCH_KAFKA__PARTITIONS"])) == KafkaSettings().partitions
+    assert int(env["SKIPWATCH_NOTIFY__METRICS_PORT"]) == NOTIFY_METRICS_PORT
+    dispatcher = services["dispatcher"]
+    assert NOTIFY_METRICS_PORT in _container_ports(dispatcher)
+    check = dispatcher["environment"]["HEALTHCHECK_URL"]
+    assert check == f"http://127.0.0.1:{NOTIFY_METRICS_PORT}/readyz"
+    assert dispatcher["healthcheck"]["test"]
+
+
+def _mounts(svc: dict[str, Any]) -> dict[str, Path]:
+    """Container path -> repository file of a service's bind mounts."""
+    return {
+        v.split(":")[1]: ROOT / v.split(":")[0]
+        for v in svc.get("volumes", [])
+        if v.startswith("./")
+    }
+
+
+def test_compose_dispatcher_routing(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dispatcher (and the API, for /v1/receivers) read the routing file compose mounts; it
+    is valid, its destinations pass the SSRF allow-list, and the receiver service verifies
+    with the secret the dispatcher signs with, on the port it sends to."""
+    settings = _env_settings(services["dispatcher"]["environment"], monkeypatch)
+    assert settings.notify.metrics_host == "0.0.0.0"  # Prometheus scrapes it from its container
+    assert settings.notify.dashboard_url == "http://localhost:8000"  # the API's published port
+    path = str(settings.notify.routing_config)
+    for name in ("dispatcher", "api"):
+        assert path in _mounts(services[name]), f"{name}: {path} not mounted"
+    routing = load_config(_mounts(services["dispatcher"])[path])
+    assert _mounts(services["api"])[path] == _mounts(services["dispatcher"])[path]
+    receiver = services["receiver"]
+    args = _command(receiver["command"])
+    flags = dict(zip(args[1::2], args[2::2], strict=False))
+    assert flags["--host"] == "0.0.0.0"
+    configs = [c for r in routing.receivers.values() for c in r.webhook_configs]
+    assert configs and not [
+        c for r in routing.receivers.values() for c in (*r.wecom_configs, *r.dingtalk_configs)
+    ], "the compose routing sends to the local receiver only"
+    for config in configs:
+        url = re.match(r"http://([^:/]+):(\d+)/", config.url)
+        assert url, config.url
+        assert url.group(1) == "receiver" and url.group(1) in settings.notify.allow_list
+        assert int(url.group(2)) == int(flags["--port"]) in _container_ports(receiver)
+        assert config.secret == receiver["environment"]["SKIPWATCH_DEV_RECEIVER_SECRET"]
+    assert receiver["environment"]["HEALTHCHECK_URL"] == f"tcp://127.0.0.1:{flags['--port']}"
+    dep = services["dispatcher"]["depends_on"]["receiver"]
+    assert dep["condition"] == "service_healthy"
 
 
 def test_compose_env_is_shared_and_valid(
@@ -257,8 +331,8 @@ def test_compose_start_order(services: dict[str, dict[str, Any]]) -> None:
 
 
 def test_compose_mounts_exist(services: dict[str, dict[str, Any]]) -> None:
-    for name in ("prometheus", "grafana"):
-        for volume in services[name]["volumes"]:
+    for name, svc in services.items():
+        for volume in svc.get("volumes", []):
             source = volume.split(":")[0]
             if source.startswith("./"):
                 assert (ROOT / source).exists(), f"{name}: {source} missing"
@@ -334,13 +408,14 @@ def test_prometheus_targets_are_compose_services(
         for dns in job.get("dns_sd_configs", []):
             for host in dns["names"]:
                 targets.setdefault(host, set()).add(int(dns["port"]))
-    assert {"api", "worker", "gateway"} <= set(targets)
+    assert {"api", "worker", "gateway", "dispatcher"} <= set(targets)
     for host, ports in targets.items():
         assert host in services, f"scrape target {host} is not a compose service"
         if host in SKIPWATCH_SERVICES:
             assert ports <= _container_ports(services[host]), (host, ports)
     assert targets["api"] == {ApiSettings().port}
     assert targets["worker"] == {WorkerSettings().metrics_port}
+    assert targets["dispatcher"] == {NOTIFY_METRICS_PORT}
     # The files Prometheus loads are the ones compose mounts.
     mounted = {v.split(":")[1] for v in services["prometheus"]["volumes"] if v.startswith("./")}
     for rule_file in prometheus["rule_files"]:
@@ -354,12 +429,47 @@ def test_prometheus_alert_rules(rules: list[dict[str, Any]]) -> None:
         "SkipwatchDeadLettersRising",
         "SkipwatchEventTimeLagHigh",
         "SkipwatchWorkerStalled",
+        "SkipwatchNoDispatcher",
+        "SkipwatchNotifyDeliveriesDead",
+        "SkipwatchNotifyBacklogOld",
     ):
         assert wanted in names
     for rule in rules:
         assert rule["labels"]["severity"] in {"info", "warning", "critical"}, rule["alert"]
         assert rule["annotations"]["summary"], rule["alert"]
     _check_metric_names({rule["alert"]: rule["expr"] for rule in rules})
+
+
+def _exported_names(family: Metric) -> set[str]:
+    """The series names Prometheus sees for a metric family of a registry."""
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "gauge": ("",),
+        "histogram": ("_bucket", "_sum", "_count", "_created"),
+        "summary": ("", "_sum", "_count", "_created"),
+    }[family.type]
+    return {family.name + suffix for suffix in suffixes}
+
+
+def test_prometheus_dispatcher_rules_use_its_metrics(rules: list[dict[str, Any]]) -> None:
+    """Every skipwatch_notify_* name an alert rule uses is a series DispatcherMetrics exports,
+    and the rules cover dead-lettered deliveries and the oldest pending delivery."""
+    exported = {
+        name
+        for family in DispatcherMetrics().registry.collect()
+        for name in _exported_names(family)
+    }
+    assert "skipwatch_notify_deliveries_total" in exported
+    used = {
+        name
+        for rule in rules
+        for name in _metric_names(rule["expr"])
+        if name.startswith("skipwatch_notify_")
+    }
+    assert used and used <= exported, used - exported
+    assert {"skipwatch_notify_deliveries_total", "skipwatch_notify_oldest_pending_seconds"} <= used
+    jobs = " ".join(rule["expr"] for rule in rules)
+    assert 'job="skipwatch-dispatcher"' in jobs  # the scrape job's name
 
 
 def test_promql_metric_name_extraction() -> None:
@@ -490,6 +600,7 @@ def test_k8s_workloads(k8s: list[tuple[Path, dict[str, Any]]]) -> None:
         "skipwatch-gateway",
         "skipwatch-worker",
         "skipwatch-topics",
+        "skipwatch-dispatcher",
     }
     for name, workload in workloads.items():
         spec = _pod_spec(workload)
@@ -524,6 +635,65 @@ def test_k8s_workloads(k8s: list[tuple[Path, dict[str, Any]]]) -> None:
         "topics",
         "create",
     ]
+
+
+def _probe_port(container: dict[str, Any], probe: str) -> int:
+    """The container port a probe hits (a named port resolved)."""
+    port = container[probe]["httpGet"]["port"]
+    if isinstance(port, int):
+        return port
+    named = {p["name"]: p["containerPort"] for p in container["ports"] if "name" in p}
+    assert port in named, f"{container['name']}: {probe} names no port {port!r}"
+    return int(named[port])
+
+
+def test_k8s_dispatcher(
+    k8s: list[tuple[Path, dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dispatcher's probes hit its operations port, the one the settings open (reachable
+    from the kubelet and Prometheus); the routing file is mounted where the settings look."""
+    config = _objects(k8s, "ConfigMap")["skipwatch-config"]["data"]
+    settings = _env_settings(config, monkeypatch)
+    notify = settings.notify
+    assert notify.metrics_port == NOTIFY_METRICS_PORT and notify.metrics_host == "0.0.0.0"
+    assert notify.routing_config is not None
+    workload = _objects(k8s, "Deployment")["skipwatch-dispatcher"]
+    spec = _pod_spec(workload)
+    container = spec["containers"][0]
+    assert container["args"] == ["dispatcher"]
+    assert {"configMapRef": {"name": "skipwatch-config"}} in container["envFrom"]
+    assert {p["containerPort"] for p in container["ports"]} == {notify.metrics_port}
+    for probe, path in (
+        ("readinessProbe", "/readyz"),
+        ("livenessProbe", "/healthz"),
+        ("startupProbe", "/healthz"),
+    ):
+        assert container[probe]["httpGet"]["path"] == path, probe
+        assert _probe_port(container, probe) == notify.metrics_port, probe
+    annotations = workload["spec"]["template"]["metadata"]["annotations"]
+    assert int(annotations["prometheus.io/port"]) == notify.metrics_port
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    metrics = _objects(k8s, "Service")["skipwatch-dispatcher-metrics"]
+    assert [p["port"] for p in metrics["spec"]["ports"]] == [notify.metrics_port]
+    # The routing file: where the settings look, in the dispatcher and in the API (/v1/receivers).
+    routing = Path(notify.routing_config)
+    for name in ("skipwatch-dispatcher", "skipwatch-api"):
+        pod = _pod_spec(_objects(k8s, "Deployment")[name])
+        mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        found = [
+            (mount, volumes[mount["name"]])
+            for mount in mounts.values()
+            if routing.parent == Path(mount["mountPath"])
+        ]
+        assert found, f"{name}: nothing mounted at {routing.parent}"
+        mount, volume = found[0]
+        assert "subPath" not in mount  # a subPath mount never sees an updated Secret
+        source = volume.get("secret") or volume.get("configMap")
+        assert source, f"{name}: {mount['name']} is not a Secret or ConfigMap volume"
+        assert [item["path"] for item in source["items"]] == [routing.name]
 
 
 def test_k8s_workers_scale_within_partitions(
