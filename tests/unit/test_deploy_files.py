@@ -451,14 +451,15 @@ def _exported_names(family: Metric) -> set[str]:
     return {family.name + suffix for suffix in suffixes}
 
 
+def _dispatcher_series() -> set[str]:
+    registry = DispatcherMetrics().registry
+    return {name for family in registry.collect() for name in _exported_names(family)}
+
+
 def test_prometheus_dispatcher_rules_use_its_metrics(rules: list[dict[str, Any]]) -> None:
     """Every skipwatch_notify_* name an alert rule uses is a series DispatcherMetrics exports,
     and the rules cover dead-lettered deliveries and the oldest pending delivery."""
-    exported = {
-        name
-        for family in DispatcherMetrics().registry.collect()
-        for name in _exported_names(family)
-    }
+    exported = _dispatcher_series()
     assert "skipwatch_notify_deliveries_total" in exported
     used = {
         name
@@ -541,6 +542,12 @@ def test_grafana_dashboard_queries(services: dict[str, dict[str, Any]]) -> None:
             assert wanted in used, wanted
         assert any(n.startswith("skipwatch_ingest_") for n in used)
         assert any(n.startswith("skipwatch_jt808_") for n in used)
+        notify = {n for n in used if n.startswith("skipwatch_notify_")}
+        assert notify <= _dispatcher_series(), notify - _dispatcher_series()
+        assert {
+            "skipwatch_notify_deliveries_total",
+            "skipwatch_notify_oldest_pending_seconds",
+        } <= notify
 
 
 # --------------------------------------------------------------------------------------------
