@@ -347,6 +347,10 @@ async def test_operator_sees_a_live_alert_on_a_map_replays_and_acks_it(
         await row.locator(".title-btn").click()
         panel = page.locator("#panel")
         await expect(panel.locator("h2")).to_have_text("在二押点长时间停留")
+        # The rule's description in Chinese, from the rule file through GET /v1/rules.
+        await expect(panel.locator(".rule-description")).to_contain_text(
+            "已知二押点停留 6 小时以上"
+        )
         await expect(panel.locator(".evidence")).to_contain_text("payment.days_past_due")
         await expect(panel.locator(".evidence")).to_contain_text("4 days past due")
         await expect(panel.locator(".timeline")).to_contain_text("powered off")
@@ -401,6 +405,7 @@ async def test_operator_sees_a_live_alert_on_a_map_replays_and_acks_it(
         await page.locator("#lang").click()
         await expect(page.locator("#alerts-heading")).to_have_text("Alerts")
         await expect(row).to_contain_text("Long stay at a second-pledge lot")
+        await expect(panel.locator(".rule-description")).to_contain_text("known 二押点 for 6 h")
         await expect(panel.locator("[data-action=ack]")).to_have_text("Acknowledge")
         await expect(page.locator("html")).to_have_attribute("lang", "en")
         await page.reload()
@@ -464,6 +469,17 @@ async def test_operator_sees_a_live_alert_on_a_map_replays_and_acks_it(
             str(len(today))
         )
         await expect(page.locator(".overview table").last).to_contain_text("L-1001")
+        # Dead letters and failed deliveries (read from Kafka) as the API counts them.
+        await expect(page.locator("[data-figure='deadletter-total']")).to_be_visible(timeout=45_000)
+        async with httpx.AsyncClient(base_url=base, headers=operator) as client:
+            failures = (await client.get("/v1/overview/failures")).json()
+        for key, value in {
+            "deadletter-total": failures["dead_letters"]["total"],
+            "deadletter-24h": failures["dead_letters"]["last_24h"],
+            "delivery-dead": failures["deliveries"]["dead"]["total"],
+            "delivery-failed": failures["deliveries"]["failed"]["total"],
+        }.items():
+            await expect(page.locator(f"[data-figure='{key}']")).to_have_text(str(value))
         await screenshot(page, tmp_path, "07-overview")
 
         # The queue: filter by label (with counts), keyboard selection, bulk acknowledge.
