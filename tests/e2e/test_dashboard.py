@@ -31,7 +31,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from rules.events import AlertEvent, AlertStatus, Severity
 from services import infra
 from services.api import create_app
-from services.kafka import ensure_topics
+from services.kafka import deadletter_headers, ensure_topics
 from services.loan_status import LoanStatus
 from services.settings import Settings
 
@@ -152,12 +152,16 @@ def status(loan_id: str, points: list[tuple[float, float, str]]) -> bytes:
     }).model_dump_json().encode()  # fmt: skip
 
 
-async def produce(bootstrap: str, records: list[tuple[str, str, bytes]]) -> None:
+async def produce(
+    bootstrap: str,
+    records: list[tuple[str, str, bytes]],
+    headers: list[tuple[str, bytes]] | None = None,
+) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
         for topic, key, value in records:
-            await producer.send(topic, value, key=key.encode())
+            await producer.send(topic, value, key=key.encode(), headers=headers)
         await producer.flush()
     finally:
         await producer.stop()
@@ -434,7 +438,13 @@ async def test_operator_sees_a_live_alert_on_a_map_replays_and_acks_it(
         await expect(loan_map.locator(".cursor-text")).to_contain_text("km/h")
         await screenshot(page, tmp_path, "04-loan-track-replay")
 
-        # The overview: its figures are the API's counts for the same data.
+        # The overview: its figures are the API's counts for the same data. Two records
+        # dead-lettered (as a worker does) count on it too.
+        await produce(
+            kafka_bootstrap,
+            [(topic_prefix + "deadletter", f"dl-{n}", b"{}") for n in range(2)],
+            headers=deadletter_headers("invalid", topic_prefix + "payments", "e2e"),
+        )
         await page.locator("#nav a[href='#/overview']").click()
         await expect(page.locator("[data-figure=open-total]")).to_be_visible(timeout=30_000)
         async with httpx.AsyncClient(base_url=base, headers=operator) as client:
@@ -473,6 +483,7 @@ async def test_operator_sees_a_live_alert_on_a_map_replays_and_acks_it(
         await expect(page.locator("[data-figure='deadletter-total']")).to_be_visible(timeout=45_000)
         async with httpx.AsyncClient(base_url=base, headers=operator) as client:
             failures = (await client.get("/v1/overview/failures")).json()
+        assert failures["dead_letters"]["by_reason"] == {"invalid": {"total": 2, "last_24h": 2}}
         for key, value in {
             "deadletter-total": failures["dead_letters"]["total"],
             "deadletter-24h": failures["dead_letters"]["last_24h"],
@@ -480,6 +491,7 @@ async def test_operator_sees_a_live_alert_on_a_map_replays_and_acks_it(
             "delivery-failed": failures["deliveries"]["failed"]["total"],
         }.items():
             await expect(page.locator(f"[data-figure='{key}']")).to_have_text(str(value))
+        await expect(page.locator("[data-reason='invalid']")).to_have_text("2")
         await screenshot(page, tmp_path, "07-overview")
 
         # The queue: filter by label (with counts), keyboard selection, bulk acknowledge.
