@@ -362,7 +362,8 @@ async def test_operator_sees_a_live_alert_on_a_map_replays_and_acks_it(
 
         # The map, drawn with every tile failing: assert on Leaflet's SVG layers.
         the_map = panel.locator("#panel-map")
-        await expect(the_map.locator("path.sw-track")).to_have_count(2)  # wired + wireless
+        # The first draw waits for the places reader's replay (slow on a loaded machine).
+        await expect(the_map.locator("path.sw-track")).to_have_count(2, timeout=30_000)
         await expect(the_map.locator("path.sw-home")).to_have_count(1)
         await expect(the_map.locator("path.sw-alert")).to_have_count(1)
         await expect(the_map.locator("path.sw-last")).to_have_count(2)
