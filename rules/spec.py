@@ -87,6 +87,10 @@ class RuleSpec(_Strict):
     severity: Severity
     title: Annotated[str, Field(min_length=1, max_length=200)]
     description: Annotated[str, Field(min_length=1)]
+    # The Chinese (zh-CN) title and description the dashboard shows; optional in the schema,
+    # required of the shipped catalog by `skipwatch rules check` (see `missing_chinese`).
+    title_zh: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    description_zh: Annotated[str, Field(min_length=1)] | None = None
     condition: Annotated[str, Field(min_length=1)]
     for_: Annotated[str, Field(alias="for")] = "0s"
     # Hysteresis on the way out: a firing alert whose condition stops holding resolves only once
@@ -142,6 +146,13 @@ class Rule:
     evidence: tuple[str, ...] = ()
     escalation_evidence: tuple[tuple[str, ...], ...] = ()
     keep_seconds: float = 0.0  # keep_firing_for
+    title_zh: str | None = None
+    description_zh: str | None = None
+
+
+def missing_chinese(rule: Rule) -> list[str]:
+    """The Chinese fields (``title_zh``, ``description_zh``) a rule lacks."""
+    return [name for name in ("title_zh", "description_zh") if not getattr(rule, name)]
 
 
 @dataclass(frozen=True)
@@ -367,6 +378,8 @@ def compile_rule(spec: RuleSpec, file: str) -> Rule:
         evidence=evidence,
         escalation_evidence=escalation_evidence,
         keep_seconds=parse_duration(spec.keep_firing_for),
+        title_zh=spec.title_zh.strip() if spec.title_zh else None,
+        description_zh=spec.description_zh.strip() if spec.description_zh else None,
     )
 
 

@@ -17,7 +17,7 @@ from rules.engine import Engine
 from rules.events.recording import RecordingError
 from rules.places import PlaceFileError, load_places
 from rules.policy import FAMILIES, ways
-from rules.spec import CATALOG_DIR, RuleLoadError, load_rules
+from rules.spec import CATALOG_DIR, RuleLoadError, load_rules, missing_chinese
 from services.evaluate import Progress, Run, format_evaluation, read_labels, recording_events
 
 app = typer.Typer(help="Rule catalog tools.", no_args_is_help=True)
@@ -36,12 +36,20 @@ def check(
 ) -> None:
     """Validate rule files: schema, CEL syntax, variables and types, and the severity policy (a
     critical needs two evidence families, one of them payment or contact, or a hard tamper
-    pattern; see docs/rules.md). Exit 1 on the first error."""
+    pattern; see docs/rules.md), and that every rule carries its Chinese title and description
+    (`title_zh`, `description_zh`: the dashboard's default language). Exit 1 on the first load
+    error, or after listing every rule without Chinese."""
     try:
         rules = load_rules(directory)
     except RuleLoadError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    untranslated = [(rule, missing_chinese(rule)) for rule in rules.rules if missing_chinese(rule)]
+    for rule, fields in untranslated:
+        error = RuleLoadError(rule.file, rule.id, ", ".join(fields), "missing (zh-CN text)")
+        typer.echo(f"error: {error}", err=True)
+    if untranslated:
+        raise typer.Exit(1)
     for rule in rules.rules:
         evidence = _evidence(rule.condition.source)
         escalated = "".join(

@@ -20,11 +20,13 @@ from pydantic.json_schema import models_json_schema
 from rules.events import ContactAttempt, GpsPing, Loan, PaymentEvent
 from services.api import (
     alerts,
+    failures,
     health,
     ingest,
     loans,
     overview,
     places,
+    rules,
     session,
     silences,
     webhooks,
@@ -33,6 +35,7 @@ from services.api.auth import Authenticator
 from services.api.dedup import DedupStore, RedisDedup
 from services.api.deps import ApiContext
 from services.api.errors import install_error_handlers
+from services.api.failures import close_failures, install_failures
 from services.api.metrics import ApiMetrics, RequestMetricsMiddleware
 from services.api.notify_state import close_notify, install_notify
 from services.api.pipeline import IngestPipeline
@@ -186,6 +189,7 @@ def create_app(
             if runner is not None:
                 await runner.stop()
             await close_notify(app)
+            await close_failures(app)
             await close_places(app)
             await close_silence_watch(app)
             await publisher.stop()
@@ -212,10 +216,13 @@ def create_app(
     app.include_router(loans.router)
     app.include_router(places.router)
     app.include_router(session.router)
+    app.include_router(failures.router)
     app.include_router(overview.router)
+    app.include_router(rules.router)
     app.include_router(webhooks.router)
     app.include_router(silences.router)
     install_notify(app, settings)
+    install_failures(app, settings)
     install_places(app, settings, place_store)
     install_silence_watch(app, settings, silence_watch)
     install_dashboard(app, settings)

@@ -9,7 +9,7 @@
 // Labels come from i18n.js (zh-CN by default, English on the switch, remembered); maps from
 // map.js (Leaflet). `#/loan/<id>` shows one loan full width: its map, track replay and timeline.
 
-import { age, lang, ruleTitle, setLang, t, translatePage, when } from "./i18n.js";
+import { age, lang, ruleDescription, ruleTitle, setLang, setRules, t, translatePage, when } from "./i18n.js";
 import { mountMap } from "./map.js";
 import { mountPlaces } from "./places.js";
 
@@ -134,6 +134,8 @@ async function signIn(token) {
     return;
   }
   sessionStorage.setItem(TOKEN_KEY, token);
+  // Rule titles and descriptions in both languages; without them alerts show their own titles.
+  setRules(await api("/v1/rules").catch(() => []));
   $("login").hidden = true;
   $("app").hidden = false;
   $("signout").hidden = false;
@@ -620,8 +622,12 @@ function renderAlert(alert) {
         h("span", { class: `badge ${alert.severity}` }, t(`severity.${alert.severity}`)),
         h("h2", { id: "panel-title", tabindex: "-1" }, title)),
       h("button", { class: "btn ghost close", type: "button", "aria-label": t("close"), onclick: closePanel }, "×")),
-    title !== alert.title ? h("p", { class: "muted orig-title", lang: "zh-CN" }, alert.title) : null,
+    title !== alert.title ? h("p", { class: "muted orig-title", lang: "en" }, alert.title) : null,
     h("p", { class: "summary" }, alert.summary),
+    ruleDescription(alert.rule_id)
+      ? h("details", { class: "rule-description" }, h("summary", {}, t("rule.about")),
+        h("p", {}, ruleDescription(alert.rule_id)))
+      : null,
     h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, t(k)), h("dd", {}, v)])),
     actionBar(alert),
     h("h3", {}, t("map")),
@@ -806,6 +812,9 @@ async function showOverview() {
   const view = $("overview");
   view.hidden = false;
   let o;
+  // Failures are read from Kafka (dead letters, deliveries), not from the view: they fill in
+  // when they come, and when unavailable the rest still shows.
+  const failures = api("/v1/overview/failures").catch(() => null);
   try {
     o = await api("/v1/overview?days=14");
   } catch (err) {
@@ -831,6 +840,7 @@ async function showOverview() {
       ["out_of_region", "offline", "at_risk_place", "overdue", "unreachable"].map((k) =>
         figure(`signal-${k}`, o.loans_by_signal[k], t(`ov.signal.${k}`)))),
     h("p", { class: "muted small" }, t("ov.signals.note")),
+    h("section", { id: "ov-failures", "aria-busy": "true" }, h("h2", {}, t("ov.failures"))),
     h("div", { class: "ov-grid" },
       h("section", {},
         h("h2", {}, t("ov.per_day", { days: o.days })),
@@ -866,6 +876,38 @@ async function showOverview() {
           h("td", { class: "num" }, String(w.open_alerts))))))
       : h("p", { class: "muted" }, t("empty")));
   $("overview-title").focus();
+  const f = await failures;
+  const section = $("ov-failures");
+  if (section && location.hash === "#/overview") {
+    section.replaceChildren(...failuresSection(f).filter(Boolean));
+    section.removeAttribute("aria-busy");
+  }
+}
+
+/** Dead letters by reason and failed notification deliveries (GET /v1/overview/failures). */
+function failuresSection(f) {
+  if (!f) return [h("h2", {}, t("ov.failures")), h("p", { class: "muted", id: "failures-unavailable" }, t("ov.failures.none"))];
+  const d = f.deliveries;
+  const reasons = Object.entries(f.dead_letters.by_reason);
+  return [
+    h("h2", {}, t("ov.failures")),
+    h("section", { class: "cards", "aria-label": t("ov.failures") },
+      figure("deadletter-24h", f.dead_letters.last_24h, t("ov.dl.24h")),
+      figure("deadletter-total", f.dead_letters.total, t("ov.dl.total")),
+      figure("delivery-dead-24h", d.dead.last_24h, t("ov.dd.24h"), d.dead.last_24h ? "critical" : ""),
+      figure("delivery-dead", d.dead.total, t("ov.dd.total")),
+      figure("delivery-failed", d.failed.total, t("ov.df.total")),
+      figure("delivery-pending", d.pending, t("ov.dp"))),
+    reasons.length
+      ? h("table", { class: "grid compact", "aria-label": t("ov.dl.by_reason") },
+        h("thead", {}, h("tr", {}, h("th", { scope: "col" }, t("ov.dl.reason")),
+          h("th", { scope: "col", class: "num" }, t("ov.dl.24h")), h("th", { scope: "col", class: "num" }, t("ov.dl.total")))),
+        h("tbody", {}, reasons.map(([reason, c]) => h("tr", {},
+          h("td", { class: "mono" }, reason),
+          h("td", { class: "num", "data-reason-24h": reason }, String(c.last_24h)),
+          h("td", { class: "num", "data-reason": reason }, String(c.total))))))
+      : null,
+  ];
 }
 
 // --- risk places (#/places) ----------------------------------------------------------------------

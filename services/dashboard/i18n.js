@@ -1,9 +1,10 @@
-// Chinese (default) and English for every label of the dashboard, rule titles by rule id, and
-// times in the loan's time zone with relative ages. The choice is kept in localStorage.
+// Chinese (default) and English for every label of the dashboard, rule titles and descriptions,
+// and times in the loan's time zone with relative ages. The choice is kept in localStorage.
 //
-// Rule titles and descriptions: the rule files carry one language (mostly English), so the
-// dashboard translates by rule id here (RULES). An id missing from the table shows the alert's own
-// title; add a row when a rule is added to rules/catalog/.
+// Rule titles and descriptions come from the rule files, which carry both languages (`title`,
+// `title_zh`, `description`, `description_zh`), through `GET /v1/rules` (setRules, on sign-in).
+// A rule id the catalog does not list (an alert of a rule since removed) shows the alert's own
+// title.
 
 const LANG_KEY = "skipwatch.lang";
 export const LANGS = ["zh-CN", "en"];
@@ -73,7 +74,7 @@ const STRINGS = {
     "act.h1": "1 小时", "act.h4": "4 小时", "act.d1": "1 天", "act.d3": "3 天",
     "done.ack": "已确认", "done.resolve": "已解决", "done.snooze": "已静默", "done.assign": "已指派",
     "readonly": "你的令牌为只读：处理告警需要操作员权限。",
-    "evidence": "证据",
+    "evidence": "证据", "rule.about": "规则说明",
     "risk.score": "风险分",
     "loan": "贷款 {id}",
     "loan.open": "打开贷款视图",
@@ -113,6 +114,10 @@ const STRINGS = {
     "loan.signals": "当前信号", "loan.signals.none": "无",
     "ov.per_day": "每日新增告警（近 {days} 天）", "ov.by_rule": "未关闭告警（按规则）",
     "ov.count": "数量", "ov.worst": "风险最高的贷款",
+    "ov.failures": "死信与通知投递失败", "ov.failures.none": "暂时无法从 Kafka 读取死信和投递记录。",
+    "ov.dl.24h": "死信（24 小时内）", "ov.dl.total": "死信（累计）", "ov.dl.reason": "原因",
+    "ov.dl.by_reason": "死信（按原因）", "ov.dd.24h": "投递失败（24 小时内，重试用尽）",
+    "ov.dd.total": "投递失败（累计，重试用尽）", "ov.df.total": "被拒收的投递（累计）", "ov.dp": "待投递",
     "q.rule": "规则", "q.assignee": "处理人", "q.label": "标签", "q.age": "开始于",
     "q.unassigned": "未指派", "q.age.1h": "1 小时内", "q.age.24h": "24 小时内", "q.age.7d": "7 天内",
     "q.sort": "排序", "q.sort.severity": "严重级别", "q.sort.risk": "风险分", "q.sort.newest": "最新",
@@ -184,7 +189,7 @@ const STRINGS = {
     "act.h1": "1 hour", "act.h4": "4 hours", "act.d1": "1 day", "act.d3": "3 days",
     "done.ack": "Acknowledged", "done.resolve": "Resolved", "done.snooze": "Snoozed", "done.assign": "Assigned",
     "readonly": "Your token is read-only: acting on alerts needs an operator.",
-    "evidence": "Evidence",
+    "evidence": "Evidence", "rule.about": "About this rule",
     "risk.score": "Risk score",
     "loan": "Loan {id}",
     "loan.open": "Open loan view",
@@ -224,6 +229,10 @@ const STRINGS = {
     "loan.signals": "Current signals", "loan.signals.none": "none",
     "ov.per_day": "Alerts started per day (last {days} days)", "ov.by_rule": "Open alerts by rule",
     "ov.count": "Count", "ov.worst": "Worst loans by risk score",
+    "ov.failures": "Dead letters and delivery failures", "ov.failures.none": "Dead letters and deliveries cannot be read from Kafka right now.",
+    "ov.dl.24h": "Dead letters, last 24 h", "ov.dl.total": "Dead letters, total", "ov.dl.reason": "Reason",
+    "ov.dl.by_reason": "Dead letters by reason", "ov.dd.24h": "Deliveries dead, last 24 h (retries exhausted)",
+    "ov.dd.total": "Deliveries dead, total (retries exhausted)", "ov.df.total": "Deliveries refused, total", "ov.dp": "Deliveries pending",
     "q.rule": "Rule", "q.assignee": "Assignee", "q.label": "Label", "q.age": "Started",
     "q.unassigned": "Unassigned", "q.age.1h": "last hour", "q.age.24h": "last 24 h", "q.age.7d": "last 7 days",
     "q.sort": "Sort", "q.sort.severity": "Severity", "q.sort.risk": "Risk score", "q.sort.newest": "Newest",
@@ -233,27 +242,13 @@ const STRINGS = {
   },
 };
 
-// Rule titles and descriptions by rule id (the rule files' text is the English side).
-const RULES = {
-  "overdue-30-days": ["逾期 30 天", "Thirty days past due"],
-  "unreachable-3-days": ["连续 3 天联系不上", "Nobody reached for 3 days of trying"],
-  "tracker-tamper-at-risk-place": ["在风险点断电或拆除定位器", "Tracker power cut or removed at a risk place"],
-  "long-dwell-second-pledge-lot": ["在二押点长时间停留", "Long stay at a second-pledge lot (二押点)"],
-  "risk-place-dwell-overdue": ["逾期且停在典当行、二手车市场或停车场", "At a pawn shop, used-car market or lot with payment overdue"],
-  "financed-cars-cluster-at-lot": ["多辆贷款车聚集在同一停车场", "Several financed cars at the same lot"],
-  "impounded": ["车辆在扣押停车场", "Car at an impound lot"],
-  "seed-missed-unreachable-out-of-region": ["失联预警：逾期 + 手机无法接通 + 车辆离开常驻地", "Missed payment, phone unreachable, car out of region"],
-  "first-missed-all-contacts-failing": ["首期逾期且所有联系人均无应答", "First missed payment and nobody answers"],
-  "offline-day-out-of-region": ["离开常驻地且定位器离线一天", "Trackers silent for a day while out of region"],
-  "overdue-out-of-region": ["逾期且离开常驻地一天", "Overdue and out of region for a day"],
-  "stationary-unusual-place-overdue": ["逾期且在异常地点停放 3 天", "Parked 3 days at an unusual place with payment overdue"],
-  "phone-dead-overdue": ["逾期且借款人手机停机", "Borrower's phone dead while overdue"],
-  "trackers-separated": ["有线与无线定位器相距过远", "Wired and wireless trackers far apart"],
-  "wired-silent-wireless-alive": ["有线定位器离线而无线定位器仍在上报", "Wired tracker silent while the wireless one still reports"],
-  "tracker-power-cut": ["定位器断电", "Tracker power cut"],
-  "tracker-removed": ["定位器拆除或破坏报警", "Tracker removal or tamper alarm"],
-  "all-trackers-offline-overdue": ["逾期且所有定位器离线 2 天", "All trackers silent for 2 days with payment overdue"],
-};
+// The rule catalog by id, from GET /v1/rules.
+let RULES = new Map();
+
+/** Install the rule catalog (the rows of GET /v1/rules). */
+export function setRules(rows) {
+  RULES = new Map(rows.map((r) => [r.id, r]));
+}
 
 let current = LANGS.includes(localStorage.getItem(LANG_KEY)) ? localStorage.getItem(LANG_KEY) : "zh-CN";
 
@@ -272,9 +267,16 @@ export function t(key, vars = {}) {
 
 /** The rule's title in the current language, else the alert's own title. */
 export function ruleTitle(ruleId, fallback) {
-  const row = RULES[ruleId];
+  const row = RULES.get(ruleId);
   if (!row) return fallback;
-  return current === "zh-CN" ? row[0] : row[1];
+  return (current === "zh-CN" && row.title_zh) || row.title;
+}
+
+/** The rule's description in the current language; "" for a rule the catalog does not list. */
+export function ruleDescription(ruleId) {
+  const row = RULES.get(ruleId);
+  if (!row) return "";
+  return (current === "zh-CN" && row.description_zh) || row.description;
 }
 
 /** Fill every [data-i18n] element's text, [data-i18n-placeholder] and [data-i18n-label]. */

@@ -31,7 +31,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from rules.events import AlertEvent, AlertStatus, Severity
 from services import infra
 from services.api import create_app
-from services.kafka import ensure_topics
+from services.kafka import deadletter_headers, ensure_topics
 from services.loan_status import LoanStatus
 from services.settings import Settings
 
@@ -152,12 +152,16 @@ def status(loan_id: str, points: list[tuple[float, float, str]]) -> bytes:
     }).model_dump_json().encode()  # fmt: skip
 
 
-async def produce(bootstrap: str, records: list[tuple[str, str, bytes]]) -> None:
+async def produce(
+    bootstrap: str,
+    records: list[tuple[str, str, bytes]],
+    headers: list[tuple[str, bytes]] | None = None,
+) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
         for topic, key, value in records:
-            await producer.send(topic, value, key=key.encode())
+            await producer.send(topic, value, key=key.encode(), headers=headers)
         await producer.flush()
     finally:
         await producer.stop()
@@ -347,6 +351,10 @@ async def test_operator_sees_a_live_alert_on_a_map_replays_and_acks_it(
         await row.locator(".title-btn").click()
         panel = page.locator("#panel")
         await expect(panel.locator("h2")).to_have_text("在二押点长时间停留")
+        # The rule's description in Chinese, from the rule file through GET /v1/rules.
+        await expect(panel.locator(".rule-description")).to_contain_text(
+            "已知二押点停留 6 小时以上"
+        )
         await expect(panel.locator(".evidence")).to_contain_text("payment.days_past_due")
         await expect(panel.locator(".evidence")).to_contain_text("4 days past due")
         await expect(panel.locator(".timeline")).to_contain_text("powered off")
@@ -354,7 +362,8 @@ async def test_operator_sees_a_live_alert_on_a_map_replays_and_acks_it(
 
         # The map, drawn with every tile failing: assert on Leaflet's SVG layers.
         the_map = panel.locator("#panel-map")
-        await expect(the_map.locator("path.sw-track")).to_have_count(2)  # wired + wireless
+        # The first draw waits for the places reader's replay (slow on a loaded machine).
+        await expect(the_map.locator("path.sw-track")).to_have_count(2, timeout=30_000)
         await expect(the_map.locator("path.sw-home")).to_have_count(1)
         await expect(the_map.locator("path.sw-alert")).to_have_count(1)
         await expect(the_map.locator("path.sw-last")).to_have_count(2)
@@ -401,6 +410,7 @@ async def test_operator_sees_a_live_alert_on_a_map_replays_and_acks_it(
         await page.locator("#lang").click()
         await expect(page.locator("#alerts-heading")).to_have_text("Alerts")
         await expect(row).to_contain_text("Long stay at a second-pledge lot")
+        await expect(panel.locator(".rule-description")).to_contain_text("known 二押点 for 6 h")
         await expect(panel.locator("[data-action=ack]")).to_have_text("Acknowledge")
         await expect(page.locator("html")).to_have_attribute("lang", "en")
         await page.reload()
@@ -429,7 +439,13 @@ async def test_operator_sees_a_live_alert_on_a_map_replays_and_acks_it(
         await expect(loan_map.locator(".cursor-text")).to_contain_text("km/h")
         await screenshot(page, tmp_path, "04-loan-track-replay")
 
-        # The overview: its figures are the API's counts for the same data.
+        # The overview: its figures are the API's counts for the same data. Two records
+        # dead-lettered (as a worker does) count on it too.
+        await produce(
+            kafka_bootstrap,
+            [(topic_prefix + "deadletter", f"dl-{n}", b"{}") for n in range(2)],
+            headers=deadletter_headers("invalid", topic_prefix + "payments", "e2e"),
+        )
         await page.locator("#nav a[href='#/overview']").click()
         await expect(page.locator("[data-figure=open-total]")).to_be_visible(timeout=30_000)
         async with httpx.AsyncClient(base_url=base, headers=operator) as client:
@@ -464,6 +480,19 @@ async def test_operator_sees_a_live_alert_on_a_map_replays_and_acks_it(
             str(len(today))
         )
         await expect(page.locator(".overview table").last).to_contain_text("L-1001")
+        # Dead letters and failed deliveries (read from Kafka) as the API counts them.
+        await expect(page.locator("[data-figure='deadletter-total']")).to_be_visible(timeout=45_000)
+        async with httpx.AsyncClient(base_url=base, headers=operator) as client:
+            failures = (await client.get("/v1/overview/failures")).json()
+        assert failures["dead_letters"]["by_reason"] == {"invalid": {"total": 2, "last_24h": 2}}
+        for key, value in {
+            "deadletter-total": failures["dead_letters"]["total"],
+            "deadletter-24h": failures["dead_letters"]["last_24h"],
+            "delivery-dead": failures["deliveries"]["dead"]["total"],
+            "delivery-failed": failures["deliveries"]["failed"]["total"],
+        }.items():
+            await expect(page.locator(f"[data-figure='{key}']")).to_have_text(str(value))
+        await expect(page.locator("[data-reason='invalid']")).to_have_text("2")
         await screenshot(page, tmp_path, "07-overview")
 
         # The queue: filter by label (with counts), keyboard selection, bulk acknowledge.

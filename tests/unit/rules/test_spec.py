@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rules.spec import RuleLoadError, load_rules, parse_duration
+from rules.spec import RuleLoadError, load_rules, missing_chinese, parse_duration
 from services.cli_rules import app
 
 pytestmark = pytest.mark.unit
@@ -17,7 +17,9 @@ rules:
   - id: overdue
     severity: warning
     title: Overdue
+    title_zh: 逾期
     description: Overdue.
+    description_zh: 已逾期。
     condition: payment.days_past_due >= 3
     for: 1h
 """
@@ -57,6 +59,9 @@ def test_good_file_loads(tmp_path: Path) -> None:
     ("body", "rule_id", "field", "message"),
     [
         pytest.param(rule(extra="1"), "r1", "extra", "Extra inputs", id="unknown-key"),
+        pytest.param(rule(title_cn="逾期"), "r1", "title_cn", "Extra inputs", id="zh-misspelt"),
+        pytest.param(rule(title_zh="''"), "r1", "title_zh", "at least 1", id="zh-empty"),
+        pytest.param(rule(description_zh="[1]"), "r1", "description_zh", "string", id="zh-list"),
         pytest.param(rule(severity="urgent"), "r1", "severity", "Input should be", id="severity"),
         pytest.param(rule(id="'Bad Id'"), "Bad Id", "id", "pattern", id="bad-id"),
         pytest.param(
@@ -171,3 +176,31 @@ def test_check_command(tmp_path: Path) -> None:
     assert failed.exit_code == 1
     assert "rule 'r1': severity" in failed.output
     assert runner.invoke(app, ["check"]).exit_code == 0  # the shipped catalog
+
+
+def test_chinese_title_and_description_load(tmp_path: Path) -> None:
+    (rule_,) = load_rules(write(tmp_path, GOOD)).rules
+    assert (rule_.title_zh, rule_.description_zh) == ("逾期", "已逾期。")
+
+
+def test_every_catalog_rule_carries_chinese() -> None:
+    for rule_ in load_rules().rules:
+        assert missing_chinese(rule_) == [], rule_.id
+        assert any("\u4e00" <= ch <= "\u9fff" for ch in rule_.title_zh or ""), rule_.id
+        assert any("\u4e00" <= ch <= "\u9fff" for ch in rule_.description_zh or ""), rule_.id
+
+
+def test_check_command_rejects_a_rule_without_chinese(tmp_path: Path) -> None:
+    """Loading accepts it (a worker still evaluates it); the check, the CI gate, does not."""
+    english_only = GOOD.replace("    title_zh: 逾期\n", "").replace(
+        "    description_zh: 已逾期。\n", ""
+    )
+    directory = write(tmp_path, english_only)
+    assert missing_chinese(load_rules(directory).rules[0]) == ["title_zh", "description_zh"]
+    result = CliRunner().invoke(app, ["check", str(directory)])
+    assert result.exit_code == 1
+    assert "rule 'overdue': title_zh, description_zh: missing (zh-CN text)" in result.output
+    half = write(tmp_path, GOOD.replace("    description_zh: 已逾期。\n", ""))
+    result = CliRunner().invoke(app, ["check", str(half)])
+    assert result.exit_code == 1
+    assert "rule 'overdue': description_zh: missing" in result.output
