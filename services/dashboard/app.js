@@ -413,7 +413,7 @@ function applyLanguage() {
   render();
   if (state.current) renderAlert(state.current);
   if (state.selected && state.current) loadLoan(state.current.loan_id, state.selected);
-  if (location.hash.startsWith("#/loan/") || ["#/overview", "#/places"].includes(location.hash)) route();
+  if (location.hash.startsWith("#/loan/") || ["#/overview", "#/places"].includes(location.hash)) route(true);
 }
 
 // --- live stream (fetch + text/event-stream parser) ------------------------------------------
@@ -924,8 +924,11 @@ function showPlaces() {
   $("places-title").focus();
 }
 
-function route() {
+function route(force = false) {
   if (!state.token) return;
+  // The places page already showing stays as it is (its map, a drawing in progress) unless the
+  // language changed: sign-in routes once more after loading, which would mount it again.
+  if (!force && location.hash === "#/places" && state.placesPage) return;
   const match = location.hash.match(/^#\/loan\/(.+)$/);
   dropMap("loan-map");
   state.placesPage?.destroy();

@@ -139,7 +139,9 @@ export function mountPlaces(view, ctx) {
     }
     renderRows();
     const bounds = drawPlaces();
-    if (fit && bounds.length) map.fitBounds(L.latLngBounds(bounds), { padding: [24, 24], maxZoom: 15 });
+    // No animation: the first view is where drawing starts (an animated zoom still running would
+    // move the map under the first clicks).
+    if (fit && bounds.length) map.fitBounds(L.latLngBounds(bounds), { padding: [24, 24], maxZoom: 15, animate: false });
     if (isAdmin) loadAudit();
   }
 

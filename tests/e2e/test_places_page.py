@@ -74,8 +74,6 @@ async def test_admin_draws_a_place_and_a_car_parked_inside_raises_the_alert(
                 "([lat, lon]) => document.getElementById('pl-map').swMap.setView([lat, lon], 16, { animate: false })",
                 [lat, lon],
             )
-            box = await page.locator("#pl-map").bounding_box()
-            assert box is not None
             d = 0.0014
             for dlat, dlon in ((-d, -d), (-d, d), (d, d), (d, -d)):
                 x, y = await page.evaluate(
@@ -83,7 +81,8 @@ async def test_admin_draws_a_place_and_a_car_parked_inside_raises_the_alert(
                     ".latLngToContainerPoint([lat, lon]); return [p.x, p.y]; }",
                     [lat + dlat, lon + dlon],
                 )
-                await page.mouse.click(box["x"] + x, box["y"] + y)
+                # relative to the map where it is at the click (the page may still be laying out)
+                await page.locator("#pl-map").click(position={"x": x, "y": y})
             await expect(page.locator("#pl-map")).to_have_attribute("data-vertices", "4")
             await expect(page.locator("#pl-map path.sw-draft")).to_have_count(1)
             await page.locator("#pl-f-name").fill("新画的二押点")
@@ -119,7 +118,7 @@ async def test_admin_draws_a_place_and_a_car_parked_inside_raises_the_alert(
             await expect(page.locator("#pl-form")).to_be_hidden()
 
             admin = {"Authorization": f"Bearer {ADMIN}"}
-            async with httpx.AsyncClient(base_url=base, headers=admin) as client:
+            async with httpx.AsyncClient(base_url=base, headers=admin, timeout=30) as client:
                 place = (await client.get("/v1/places/e2e-lot")).json()
                 assert place["shape"] == "polygon" and len(place["polygon"]) == 4
                 assert place["updated_by"] == "admin"
@@ -156,7 +155,7 @@ async def test_admin_draws_a_place_and_a_car_parked_inside_raises_the_alert(
             await screenshot(page, tmp_path, "places-alert")
 
             # A silence for the loan: the alert shows it is muted, and by which silence.
-            async with httpx.AsyncClient(base_url=base, headers=admin) as client:
+            async with httpx.AsyncClient(base_url=base, headers=admin, timeout=30) as client:
                 created = await client.post("/v1/silences", json={
                     "matchers": [f'loan="{LOAN_ID}"'], "comment": "e2e: car being recovered",
                     "ends_at": (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat(),

@@ -62,10 +62,13 @@ async def test_a_redis_wiped_while_idle_is_rebuilt_without_new_records(
         redis = Redis.from_url(own_redis)
         try:
             await redis.flushall()
+            # Gone, and no record is coming. (A write the projector had in flight may land after
+            # the flush and bring back a key or two; the view's build id does not come back, so
+            # the view reads as wiped all the same.)
+            assert await redis.get(f"{redis_prefix}built") is None
         finally:
             await redis.aclose()
         wiped_at = time.monotonic()
-        assert await list_ids(client, limit=100) == []  # gone, and no record is coming
 
         states: list[str] = []
 
