@@ -701,8 +701,11 @@ class _Planner:
             plan.missed_due = rng.choice(missed)[1]
             day = plan.missed_due + timedelta(days=rng.randint(2, 3))
         else:
+            # Labelled at the first failed call (2–24 h after the act, in calling hours): leave
+            # room for it before the window ends, or the label would fall outside the run.
+            room = 3.0 if scenario in LABELLED_AT_FIRST_FAILED else 1.5
             first = self.start_date + timedelta(days=max(1, int(0.2 * span / DAY)))
-            last = _local_date(self.end - 1.5 * DAY)
+            last = _local_date(self.end - room * DAY)
             day = first + timedelta(days=rng.randint(0, max(0, (last - first).days)))
         if scenario is Scenario.SKIP_FRAUD_RING:
             # The ring's cars arrive at one lot within a day and a half of each other.
@@ -712,7 +715,7 @@ class _Planner:
             lots = [p for p in plan.avoid if p.kind is PlaceKind.SECOND_PLEDGE_LOT] or plan.avoid
             place = ring_rng.choice(lots)
             first = self.start_date + timedelta(days=max(1, int(0.2 * span / DAY)))
-            last = _local_date(self.end - 2.0 * DAY)
+            last = _local_date(self.end - 4.0 * DAY)  # + a day for the last member's arrival
             ring_day = first + timedelta(days=ring_rng.randint(0, max(0, (last - first).days)))
             day = ring_day + timedelta(days=min(member, 1) * rng.randint(0, 1))
         if scenario in (
