@@ -488,6 +488,19 @@ def _assign_scenarios(config: SimulationConfig) -> list[Scenario]:
     return scenarios
 
 
+# Skips whose first act is the car's or a tracker's (parked at a lot, a tracker gone quiet, a
+# drive away) while instalments are paid up and no call is due: the borrower goes dark then, but
+# is *unreachable* only from the first collection attempt that fails (docs/simulator.md).
+LABELLED_AT_FIRST_FAILED = frozenset(
+    {
+        Scenario.SKIP_RISK_PLACE_DWELL,
+        Scenario.SKIP_FRAUD_RING,
+        Scenario.SKIP_SEPARATED,
+        Scenario.SKIP_OFFLINE_OUT_OF_REGION,
+    }
+)
+
+
 def _rings(scenarios: Sequence[Scenario], cities: int) -> dict[int, tuple[str, int, int]]:
     """Fraud-ring loans in groups of two to four, each group in its first member's city:
     index -> (group, member, city index)."""
@@ -688,8 +701,11 @@ class _Planner:
             plan.missed_due = rng.choice(missed)[1]
             day = plan.missed_due + timedelta(days=rng.randint(2, 3))
         else:
+            # Labelled at the first failed call (2–24 h after the act, in calling hours): leave
+            # room for it before the window ends, or the label would fall outside the run.
+            room = 3.0 if scenario in LABELLED_AT_FIRST_FAILED else 1.5
             first = self.start_date + timedelta(days=max(1, int(0.2 * span / DAY)))
-            last = _local_date(self.end - 1.5 * DAY)
+            last = _local_date(self.end - room * DAY)
             day = first + timedelta(days=rng.randint(0, max(0, (last - first).days)))
         if scenario is Scenario.SKIP_FRAUD_RING:
             # The ring's cars arrive at one lot within a day and a half of each other.
@@ -699,7 +715,7 @@ class _Planner:
             lots = [p for p in plan.avoid if p.kind is PlaceKind.SECOND_PLEDGE_LOT] or plan.avoid
             place = ring_rng.choice(lots)
             first = self.start_date + timedelta(days=max(1, int(0.2 * span / DAY)))
-            last = _local_date(self.end - 2.0 * DAY)
+            last = _local_date(self.end - 4.0 * DAY)  # + a day for the last member's arrival
             ring_day = first + timedelta(days=ring_rng.randint(0, max(0, (last - first).days)))
             day = ring_day + timedelta(days=min(member, 1) * rng.randint(0, 1))
         if scenario in (
@@ -1074,9 +1090,14 @@ class _Planner:
             # Lenders react to a tracker alarm or a missed instalment within a day or so.
             day = _local_midnight(_local_date(plan.unreachable_at + rng.uniform(2, 24) * HOUR))
         attempt = 0
+        gone = plan.unreachable_at
+        first_failed: float | None = None
         while day < self.end:
             for _ in range(rng.randint(2, 3)):
                 t = day + rng.uniform(9, 20) * HOUR
+                if plan.missed_due is None and t < gone + 2 * HOUR:
+                    continue  # the lender reacts 2–24 h after the act, never before it
+                first_failed = t if first_failed is None else min(first_failed, t)
                 if attempt == 0:
                     outcome = Outcome.NO_ANSWER
                 elif attempt < 4:
@@ -1088,14 +1109,18 @@ class _Planner:
                 contact(t, Party.BORROWER, Channel.CALL, outcome)
                 attempt += 1
             other = rng.choice((Party.GUARANTOR, Party.EMERGENCY_CONTACT))
-            contact(
-                day + rng.uniform(14, 19) * HOUR,
-                other,
-                Channel.CALL,
-                rng.choice((Outcome.NO_ANSWER, Outcome.REJECTED, Outcome.BUSY)),
-            )
-            contact(day + 20 * HOUR, Party.BORROWER, Channel.SMS, Outcome.UNDELIVERED)
+            t = day + rng.uniform(14, 19) * HOUR
+            outcome = rng.choice((Outcome.NO_ANSWER, Outcome.REJECTED, Outcome.BUSY))
+            if plan.missed_due is not None or t >= gone + 2 * HOUR:
+                contact(t, other, Channel.CALL, outcome)
+            if plan.missed_due is not None or day + 20 * HOUR >= gone + 2 * HOUR:
+                contact(day + 20 * HOUR, Party.BORROWER, Channel.SMS, Outcome.UNDELIVERED)
             day += DAY
+        # The borrower went dark at `gone` (payments stop, the phone is off), but nobody can
+        # tell until someone tries: unreachable from the first attempt that fails.
+        in_window = first_failed is not None and first_failed < self.end
+        if plan.scenario in LABELLED_AT_FIRST_FAILED and in_window:
+            plan.unreachable_at = first_failed
 
 
 def _point_in_region(

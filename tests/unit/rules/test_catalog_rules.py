@@ -164,6 +164,22 @@ CASES: dict[str, tuple[Case, Case]] = {
         Case([ping(at(0)), *hourly_pings(2, 10, SECOND_PLEDGE_LOT)], at(10)),
         Case([ping(at(0)), *hourly_pings(2, 7, SECOND_PLEDGE_LOT), *hourly_pings(7, 10)], at(10)),
     ),
+    "risk-place-stay-unanswered": (
+        Case(
+            [ping(at(0)), *hourly_pings(2, 10, USED_CAR_MARKET), contact(at(9), "no_answer")],
+            at(10),
+        ),
+        # The borrower answers (the streak ends): a sale the borrower can explain.
+        Case(
+            [
+                ping(at(0)),
+                *hourly_pings(2, 10, USED_CAR_MARKET),
+                contact(at(8), "no_answer"),
+                contact(at(9), "reached"),
+            ],
+            at(10),
+        ),
+    ),
     "risk-place-dwell-overdue": (
         Case([ping(at(0)), *hourly_pings(112, 116, USED_CAR_MARKET)], at(116)),
         # The same visit before the due date.
@@ -206,8 +222,9 @@ CASES: dict[str, tuple[Case, Case]] = {
         Case([ping(at(0)), *(wireless(h) for h in (1, 3, 7))], at(7)),
     ),
     "wired-silent-wireless-alive": (
-        Case([ping(at(0)), *(wireless(h) for h in (0, 3, 6))], at(7)),
-        Case([ping(at(0)), *(wireless(h) for h in (0, 3))], at(5.9)),
+        Case([ping(at(0)), *(wireless(h) for h in (0, 3, 6, 9, 12))], at(12.1)),
+        # Silent for a working day (an underground car park without coverage): not yet.
+        Case([ping(at(0)), *(wireless(h) for h in (0, 3, 6, 9))], at(11.9)),
     ),
     "tracker-power-cut": (
         Case(every(1 / 6, 0, 0.5, HOME, alarms=("power_cut",)), at(0.5)),

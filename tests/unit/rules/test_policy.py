@@ -124,7 +124,11 @@ def test_rules_check_prints_each_rules_evidence() -> None:
     line = next(x for x in lines if " first-missed-all-contacts" in x)
     assert line.split()[-1] == "payment+contact"
     line = next(x for x in lines if " long-dwell-second-pledge-lot" in x)
-    assert line.endswith("vehicle  -> critical payment+vehicle | contact+vehicle")
+    assert line.endswith("vehicle  -> critical payment+vehicle")
+    line = next(x for x in lines if " trackers-separated" in x)
+    assert line.endswith("tracker  -> critical payment+tracker | contact+tracker")
+    line = next(x for x in lines if " risk-place-stay-unanswered" in x)
+    assert line.split()[1:] == ["critical", "risk-place-stay-unanswered", "contact+vehicle"]
     line = next(x for x in lines if " tracker-tamper-at-risk-place" in x)
     assert line.endswith("vehicle+tracker(tamper)")
 

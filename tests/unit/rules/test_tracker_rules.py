@@ -64,8 +64,16 @@ def test_offline_day_out_of_region_respects_tracker_kind(
         pytest.param([ping(at(0)), wireless(1, HOME), wireless(3, HOME), wireless(7, HOME),
                       *(contact(at(7 + n / 4), "no_answer") for n in range(4))], 8.5,
                      {"wired-silent-away"}, id="wired-silent-borrower-unreachable"),
-        pytest.param([ping(at(0)), wireless(1, HOME), wireless(3, HOME), wireless(7, HOME)], 7,
+        pytest.param([ping(at(0)), wireless(1, HOME), wireless(3, HOME), wireless(7, HOME),
+                      wireless(11, HOME)], 12.5,
                      {"wired-silent-wireless-alive"}, id="wired-silent-only-a-warning"),
+        # The failing shape of the flapping warning: an underground car park at work without
+        # coverage, the wired tracker's fixes buffered for a working day, then uploaded.
+        pytest.param([ping(at(0)), wireless(1, HOME), wireless(5, HOME), wireless(9, HOME),
+                      ping(at(10.5)), *(ping(at(h), HOME, backfill=True) for h in (1, 4, 8))],
+                     11, set(), id="wired-buffered-through-a-working-day"),
+        pytest.param([ping(at(0)), wireless(1, HOME), wireless(5, HOME), wireless(9, HOME)], 11,
+                     set(), id="wired-silent-11h-at-home"),
         pytest.param([ping(at(0)), wireless(1, HOME), wireless(3, HOME), ping(at(5)),
                       wireless(7)], 7, set(), id="wired-alive"),
     ],

@@ -15,6 +15,7 @@ from rules.events import GpsPing, Label, Loan, PaymentEvent, read_recording
 from rules.places import Place, PlaceKind
 from services.simulator import (
     DEFAULT_START,
+    LABELLED_AT_FIRST_FAILED,
     NOISE_SCENARIOS,
     SKIP_SCENARIOS,
     Record,
@@ -222,7 +223,7 @@ def test_out_of_region_skips_leave_at_the_label_and_stay_out(
     labels = {label.loan_id: label.unreachable_at.timestamp() for label in sim.labels}
     checked = 0
     for loan_id, scenario in sim.scenarios.items():
-        if scenario not in (Scenario.SKIP_OUT_OF_REGION, Scenario.SKIP_OFFLINE_OUT_OF_REGION):
+        if scenario is not Scenario.SKIP_OUT_OF_REGION:
             continue
         lat, lon, radius = _region(loans[loan_id])
         t = labels[loan_id]
@@ -231,6 +232,37 @@ def test_out_of_region_skips_leave_at_the_label_and_stay_out(
         assert before and after
         assert all(distance_km(p.value["lat"], p.value["lon"], lat, lon) < radius for p in before)
         assert all(distance_km(p.value["lat"], p.value["lon"], lat, lon) > radius for p in after)
+        checked += 1
+    assert checked >= 1
+
+
+def test_skips_started_by_the_car_are_unreachable_from_the_first_failed_attempt(
+    sim: Simulation, records: list[Record]
+) -> None:
+    """Parked at a lot, a tracker gone quiet, a drive away with paid-up instalments: the borrower
+    goes dark then, and is unreachable from the first collection attempt that fails (no call
+    fails before the borrower has gone; none succeeds after)."""
+    loans = {loan["loan_id"]: loan for loan in sim.loans}
+    labels = {label.loan_id: label.unreachable_at.timestamp() for label in sim.labels}
+    pings = _pings_by_loan(records)
+    checked = 0
+    for loan_id, scenario in sim.scenarios.items():
+        if scenario not in LABELLED_AT_FIRST_FAILED:
+            continue
+        calls = sorted(
+            r.event_time
+            for r in records
+            if r.topic == "contacts"
+            and r.key == loan_id
+            and r.value["party"] == "borrower"
+            and r.value["channel"] == "call"
+        )
+        assert calls and calls[0] == labels[loan_id]
+        if scenario is Scenario.SKIP_OFFLINE_OUT_OF_REGION:
+            # The car had already left when the first call failed.
+            lat, lon, radius = _region(loans[loan_id])
+            before = [p for p in pings[loan_id] if p.event_time <= labels[loan_id]]
+            assert distance_km(before[-1].value["lat"], before[-1].value["lon"], lat, lon) > radius
         checked += 1
     assert checked >= 2
 
