@@ -50,10 +50,13 @@ def test_bad_secrets_are_refused_with_the_reason(secret: str, problem: str) -> N
 
 
 def test_signature_verifies_with_the_official_library() -> None:
+    # the official library checks the timestamp against the real clock (5 min tolerance):
+    # sign at the moment of the test, not when the module was imported
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     secret = new_secret()
-    headers = webhook_headers([SigningKey(secret)], msg_id="msg_abc", body=BODY, now=NOW)
+    headers = webhook_headers([SigningKey(secret)], msg_id="msg_abc", body=BODY, now=now)
     assert headers["webhook-id"] == "msg_abc"
-    assert headers["webhook-timestamp"] == str(int(NOW.timestamp()))
+    assert headers["webhook-timestamp"] == str(int(now.timestamp()))
     assert headers["webhook-signature"].startswith("v1,")
     assert Webhook(secret).verify(BODY, headers) == {
         "type": "alert.firing",
@@ -67,18 +70,21 @@ def test_signature_verifies_with_the_official_library() -> None:
 
 
 def test_rotation_overlap_verifies_with_both_secrets_then_only_the_new() -> None:
+    # the official library checks the timestamp against the real clock (5 min tolerance):
+    # sign at the moment of the test, not when the module was imported
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     old, new = new_secret(), new_secret()
-    keys = rotate([SigningKey(old)], new, now=NOW, overlap=dt.timedelta(hours=24))
-    during = webhook_headers(keys, msg_id="msg_1", body=BODY, now=NOW + dt.timedelta(hours=1))
+    keys = rotate([SigningKey(old)], new, now=now, overlap=dt.timedelta(hours=24))
+    during = webhook_headers(keys, msg_id="msg_1", body=BODY, now=now + dt.timedelta(hours=1))
     assert len(during["webhook-signature"].split(" ")) == 2
     # Verify needs a timestamp near the real clock; sign "now" for that check.
-    during_now = webhook_headers(keys, msg_id="msg_1", body=BODY, now=NOW)
+    during_now = webhook_headers(keys, msg_id="msg_1", body=BODY, now=now)
     Webhook(old).verify(BODY, during_now)
     Webhook(new).verify(BODY, during_now)
-    after = webhook_headers(keys, msg_id="msg_1", body=BODY, now=NOW + dt.timedelta(hours=25))
+    after = webhook_headers(keys, msg_id="msg_1", body=BODY, now=now + dt.timedelta(hours=25))
     assert len(after["webhook-signature"].split(" ")) == 1
     assert after["webhook-signature"] == Webhook(new).sign(
-        "msg_1", NOW + dt.timedelta(hours=25), BODY
+        "msg_1", now + dt.timedelta(hours=25), BODY
     )
 
 
