@@ -24,7 +24,7 @@ import logging
 from collections import Counter
 from typing import Annotated
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import ConsumerRecord
 from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, Field
 
@@ -33,7 +33,7 @@ from services.api.deps import ViewerPrincipal
 from services.api.errors import ServiceUnavailable
 from services.api.notify_state import NotifyContextDep
 from services.api.schemas import ErrorBody
-from services.notify.state import partitions_of
+from services.notify.state import TopicFollower
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,17 +61,14 @@ def reason_of(headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...] |
     return "unknown"
 
 
-class DeadLetterTally:
+class DeadLetterTally(TopicFollower):
     """Counts of `<prefix>deadletter` by reason: all of them, and their timestamps (ms) for the
     sliding 24 h (only those of the last 24 h are kept)."""
 
     def __init__(self, settings: Settings) -> None:
-        self.topic = settings.topic("deadletter")
+        super().__init__(settings, settings.topic("deadletter"), "deadletter-tally")
         self.total: Counter[str] = Counter()
         self._recent: list[tuple[int, str]] = []
-        self._settings = settings
-        self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
 
     def add(self, timestamp_ms: int, reason: str, now: dt.datetime) -> None:
         self.total[reason] += 1
@@ -85,50 +82,10 @@ class DeadLetterTally:
         self._recent = [(ts, reason) for ts, reason in self._recent if ts >= cutoff]
         return Counter(reason for _, reason in self._recent)
 
-    async def start(self) -> None:
-        """Read the topic to its end, then tail it in the background."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.kafka.bootstrap_servers,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            client_id=f"{self._settings.kafka.client_id}-deadletter-tally",
-        )
-        await consumer.start()
-        self._consumer = consumer
-        partitions = await partitions_of(self._settings.kafka.bootstrap_servers, self.topic)
-        tps = [TopicPartition(self.topic, p) for p in partitions]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        while not all([await consumer.position(tp) >= ends[tp] for tp in tps]):
-            await self._read(consumer, 200)
-        self._task = asyncio.create_task(self._tail(consumer), name=f"tally-{self.topic}")
-
-    async def _read(self, consumer: AIOKafkaConsumer, timeout_ms: int) -> None:
-        batches = await consumer.getmany(timeout_ms=timeout_ms, max_records=2000)
+    def handle(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         now = utcnow()
-        for records in batches.values():
-            for record in records:
-                self.add(record.timestamp, reason_of(record.headers), now)
-
-    async def _tail(self, consumer: AIOKafkaConsumer) -> None:
-        while True:
-            try:
-                await self._read(consumer, 500)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("reading %s failed; retrying", self.topic)
-                await asyncio.sleep(1.0)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
+        for record in records:
+            self.add(record.timestamp, reason_of(record.headers), now)
 
 
 def _ms(moment: dt.datetime) -> int:

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import BaseModel, ValidationError
 
@@ -63,37 +63,29 @@ async def partitions_of(bootstrap_servers: str, topic: str, timeout_s: float = 3
         await admin.close()
 
 
-class Table(Generic[M]):
-    """A compacted topic as a dict, kept current by a tailing consumer. `on_change` is called
-    for every record read (after the replay too), with the key and the model or None (deleted)."""
+class TopicFollower:
+    """Reads a topic from its beginning to its end (the replay, `start` returns after it), then
+    follows it in a background task. Subclasses handle the records of each fetched batch."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        name: str,
-        model: type[M],
-        on_change: Callable[[str, M | None], None] | None = None,
-        wanted: Callable[[str, bytes], bool] | None = None,
-    ) -> None:
-        self.topic = settings.topic(name)
-        self.items: dict[str, M] = {}
+    def __init__(self, settings: Settings, topic: str, client_suffix: str) -> None:
+        self.topic = topic
         self._settings = settings
-        self._model = model
-        self._on_change = on_change
-        # Records for which this says False are not decoded (a reader's own writes read back).
-        self._wanted = wanted
+        self._client_id = f"{settings.kafka.client_id}-{client_suffix}"
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self.replayed = asyncio.Event()
 
+    def handle(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        raise NotImplementedError
+
     async def start(self) -> None:
-        """Read the topic to its end (the replay), then keep tailing in the background."""
+        """Read the topic to its end (the replay), then keep following it in the background."""
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._settings.kafka.bootstrap_servers,
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            client_id=f"{self._settings.kafka.client_id}-notify-table",
+            client_id=self._client_id,
         )
         await consumer.start()
         self._consumer = consumer
@@ -108,29 +100,12 @@ class Table(Generic[M]):
                 break
             await self._read(consumer, 200)
         self.replayed.set()
-        self._task = asyncio.create_task(self._tail(consumer), name=f"table-{self.topic}")
+        self._task = asyncio.create_task(self._tail(consumer), name=f"follow-{self.topic}")
 
     async def _read(self, consumer: AIOKafkaConsumer, timeout_ms: int) -> None:
         batches = await consumer.getmany(timeout_ms=timeout_ms, max_records=2000)
         for records in batches.values():
-            for record in records:
-                self._apply(record.key.decode() if record.key else "", record.value)
-
-    def _apply(self, key: str, value: bytes | None) -> None:
-        if value is None:
-            self.items.pop(key, None)
-            item: M | None = None
-        else:
-            if self._wanted is not None and not self._wanted(key, value):
-                return
-            try:
-                item = self._model.model_validate_json(value)
-            except ValidationError as exc:
-                log.warning("skipping an invalid record in %s: %s", self.topic, str(exc)[:300])
-                return
-            self.items[key] = item
-        if self._on_change is not None:
-            self._on_change(key, item)
+            self.handle(records)
 
     async def _tail(self, consumer: AIOKafkaConsumer) -> None:
         while True:
@@ -149,6 +124,46 @@ class Table(Generic[M]):
                 await self._task
         if self._consumer is not None:
             await self._consumer.stop()
+
+
+class Table(TopicFollower, Generic[M]):
+    """A compacted topic as a dict, kept current by a tailing consumer. `on_change` is called
+    for every record read (after the replay too), with the key and the model or None (deleted)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        name: str,
+        model: type[M],
+        on_change: Callable[[str, M | None], None] | None = None,
+        wanted: Callable[[str, bytes], bool] | None = None,
+    ) -> None:
+        super().__init__(settings, settings.topic(name), "notify-table")
+        self.items: dict[str, M] = {}
+        self._model = model
+        self._on_change = on_change
+        # Records for which this says False are not decoded (a reader's own writes read back).
+        self._wanted = wanted
+
+    def handle(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        for record in records:
+            self._apply(record.key.decode() if record.key else "", record.value)
+
+    def _apply(self, key: str, value: bytes | None) -> None:
+        if value is None:
+            self.items.pop(key, None)
+            item: M | None = None
+        else:
+            if self._wanted is not None and not self._wanted(key, value):
+                return
+            try:
+                item = self._model.model_validate_json(value)
+            except ValidationError as exc:
+                log.warning("skipping an invalid record in %s: %s", self.topic, str(exc)[:300])
+                return
+            self.items[key] = item
+        if self._on_change is not None:
+            self._on_change(key, item)
 
 
 class Writer:
