@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 import orjson
 
@@ -42,11 +43,10 @@ def _identity(text: str) -> str:
     return text
 
 
-@dataclass(frozen=True, slots=True)
-class AlertMeta:
+class AlertMeta(NamedTuple):
     """What search needs of one alert. `status` is the status once any snooze has ended;
     `silenced_until` (epoch s) the end of a snooze in force, so the status at any moment is known
-    without the record."""
+    without the record. A tuple: thousands are decoded per request."""
 
     id: str
     rule_id: str
@@ -57,7 +57,7 @@ class AlertMeta:
     risk_score: int
     started_at: float
     assignee: str | None
-    labels: Mapping[str, str] = field(default_factory=dict)
+    labels: dict[str, str]
 
     def status_at(self, now: float) -> str:
         if (
@@ -73,24 +73,11 @@ class AlertMeta:
         return self.status != AlertStatus.RESOLVED
 
     def dumps(self) -> bytes:
-        return orjson.dumps(
-            [
-                self.id,
-                self.rule_id,
-                self.loan_id,
-                self.severity,
-                self.status,
-                self.silenced_until,
-                self.risk_score,
-                self.started_at,
-                self.assignee,
-                self.labels,
-            ]
-        )
+        return orjson.dumps(list(self))
 
     @classmethod
     def loads(cls, raw: bytes | str) -> AlertMeta:
-        return cls(*orjson.loads(raw))
+        return cls._make(orjson.loads(raw))
 
 
 class Sort(StrEnum):
@@ -176,37 +163,46 @@ class AlertQuery:
     def resolved_only(self) -> bool:
         return self.statuses == {AlertStatus.RESOLVED}
 
-    def failing(self, meta: AlertMeta, now: float, display: Display) -> list[str]:
-        """The dimensions whose filter `meta` fails (`label:<key>` per label key); "" for the
-        loan and time window, which are no facets. Stops at two: more never counts anywhere."""
-        out: list[str] = []
-        if self.loan_id is not None and meta.loan_id != self.loan_id:
-            return ["", ""]
-        if (self.since is not None and meta.started_at < self.since.timestamp()) or (
-            self.until is not None and meta.started_at >= self.until.timestamp()
-        ):
-            return ["", ""]
-        if self.rules and meta.rule_id not in self.rules:
-            out.append("rule")
-        if self.severities and meta.severity not in self.severities:
-            out.append("severity")
-        if self.statuses and meta.status_at(now) not in self.statuses:
-            out.append("status")
-            if len(out) > 1:
-                return out
-        if self.assignees:
-            shown = UNASSIGNED if meta.assignee is None else display.assignee(meta.assignee)
-            if shown not in self.assignees:
-                out.append("assignee")
-                if len(out) > 1:
-                    return out
-        for key, values in self.labels.items():
-            value = meta.labels.get(key)
-            if value is None or display.label(value) not in values:
-                out.append(f"label:{key}")
-                if len(out) > 1:
-                    return out
-        return out
+    def checker(self, now: float, display: Display) -> Callable[[AlertMeta], list[str]]:
+        """`failing(meta)`: the dimensions whose filter `meta` fails (`label:<key>` per label
+        key); two empty names for the loan and time window, which are no facets. It stops at two:
+        an alert failing two filters counts nowhere. Built once per request: it runs per alert."""
+        rules, severities, statuses = self.rules, self.severities, self.statuses
+        assignees, labels, loan_id = self.assignees, list(self.labels.items()), self.loan_id
+        low = self.since.timestamp() if self.since is not None else None
+        high = self.until.timestamp() if self.until is not None else None
+        show_assignee, show_label = display.assignee, display.label
+        silenced, resolved = AlertStatus.SILENCED.value, AlertStatus.RESOLVED.value
+        outside = ["", ""]
+
+        def failing(meta: AlertMeta) -> list[str]:
+            if (loan_id is not None and meta.loan_id != loan_id) or (
+                (low is not None and meta.started_at < low)
+                or (high is not None and meta.started_at >= high)
+            ):
+                return outside
+            out: list[str] = []
+            if rules and meta.rule_id not in rules:
+                out.append("rule")
+            if severities and meta.severity not in severities:
+                out.append("severity")
+            if statuses:
+                until, status = meta.silenced_until, meta.status
+                if until is not None and until > now and status != resolved:
+                    status = silenced
+                if status not in statuses:
+                    out.append("status")
+            if assignees:
+                who = meta.assignee
+                if (UNASSIGNED if who is None else show_assignee(who)) not in assignees:
+                    out.append("assignee")
+            for key, values in labels:
+                value = meta.labels.get(key)
+                if value is None or show_label(value) not in values:
+                    out.append(f"label:{key}")
+            return out
+
+        return failing
 
 
 @dataclass(frozen=True)
@@ -233,8 +229,9 @@ def search(
     moment = now.timestamp()
     total = 0
     keys: list[SortKey] = []
+    failing = query.checker(moment, display)
     for meta in metas:
-        if query.failing(meta, moment, display):
+        if failing(meta):
             continue
         total += 1
         key = sort_key(meta, sort)
@@ -279,8 +276,9 @@ def facets(
     status: Counter[str] = Counter()
     assignee: Counter[str] = Counter()
     label: dict[str, Counter[str]] = {}
+    check = query.checker(moment, display)
     for meta in metas:
-        failing = query.failing(meta, moment, display)
+        failing = check(meta)
         if len(failing) > 1:
             continue
         only = failing[0] if failing else None

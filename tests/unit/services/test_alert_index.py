@@ -53,7 +53,7 @@ def ids(metas: list[AlertMeta], query: AlertQuery, **kw: Any) -> list[str]:
 
 
 def brute(metas: list[AlertMeta], query: AlertQuery) -> set[str]:
-    """The filters spelled out one by one, independently of `AlertQuery.failing`."""
+    """The filters spelled out one by one, independently of `AlertQuery.checker`."""
     now = NOW.timestamp()
     out = set()
     for m in metas:
