@@ -534,9 +534,40 @@ async def test_operator_sees_a_live_alert_on_a_map_replays_and_acks_it(
         await page.keyboard.press("Enter")
         await expect(page.locator("#panel h2")).to_have_text("定位器断电")
 
-        # Server-side filters and counts over more than a page: 130 older alerts and, older
-        # still, the only alert of its rule. The first page (100 rows) does not hold it; the
-        # rule filter's count is the API's, and choosing it lists exactly that alert.
+        assert errors == []
+        blocked = [m for m in console if "Content Security Policy" in m]
+        assert blocked == []
+        # The only console errors are the tiles that could not be fetched.
+        assert all(
+            "ERR_CONNECTION_REFUSED" in m or "Failed to load resource" in m for m in console
+        ), console
+
+        # A viewer: masked personal data, no action buttons.
+        viewer_page = await browser.new_page(viewport={"width": 1360, "height": 900})
+        await sign_in(viewer_page, base, VIEWER)
+        await viewer_page.locator("#f-status").select_option("acknowledged")
+        viewer_row = viewer_page.locator(f"tr[data-id='{fresh.alert_id}']")
+        await viewer_row.locator(".title-btn").click()
+        viewer_panel = viewer_page.locator("#panel")
+        await expect(viewer_panel).to_contain_text("张* · +86138****8000")
+        await expect(viewer_panel).not_to_contain_text("张三")
+        await expect(viewer_panel.locator("#panel-map path.sw-track")).to_have_count(2)
+        await expect(viewer_panel.locator("[data-action]")).to_have_count(0)
+        await screenshot(viewer_page, tmp_path, "05-viewer-masked")
+
+        # A phone's width: the queue and the alert stack, the map still draws.
+        phone = await browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
+        await sign_in(phone, base, OPERATOR)
+        await phone.locator(f"tr[data-id='{fresh.alert_id}'] .title-btn").click()
+        await expect(phone.locator("#panel-map path.sw-track")).to_have_count(2)
+        width = await phone.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"the page scrolls sideways at phone width ({width}px)"
+        await screenshot(phone, tmp_path, "06-phone")
+
+        # Server-side filters and counts over more than a page (last, so the other screenshots
+        # keep a short queue): 130 older alerts and, older still, the only alert of its rule.
+        # The first page (100 rows) does not hold it; the rule filter's count is the API's, and
+        # choosing it lists exactly that alert.
         filler = [
             alert(n, alert_id=f"e2e-fill-{n:03d}", loan_id=f"L-9{n:03d}", rule_id="offline-7d",
                   severity=Severity.INFO, risk_score=5, started_at=NOW - dt.timedelta(days=2, minutes=n))
@@ -588,31 +619,3 @@ async def test_operator_sees_a_live_alert_on_a_map_replays_and_acks_it(
         await expect(page.locator("#more")).to_be_hidden()
         await expect(page.locator("#rows tr").last).to_have_attribute("data-id", "e2e-needle")
         assert errors == []
-        blocked = [m for m in console if "Content Security Policy" in m]
-        assert blocked == []
-        # The only console errors are the tiles that could not be fetched.
-        assert all(
-            "ERR_CONNECTION_REFUSED" in m or "Failed to load resource" in m for m in console
-        ), console
-
-        # A viewer: masked personal data, no action buttons.
-        viewer_page = await browser.new_page(viewport={"width": 1360, "height": 900})
-        await sign_in(viewer_page, base, VIEWER)
-        await viewer_page.locator("#f-status").select_option("acknowledged")
-        viewer_row = viewer_page.locator(f"tr[data-id='{fresh.alert_id}']")
-        await viewer_row.locator(".title-btn").click()
-        viewer_panel = viewer_page.locator("#panel")
-        await expect(viewer_panel).to_contain_text("张* · +86138****8000")
-        await expect(viewer_panel).not_to_contain_text("张三")
-        await expect(viewer_panel.locator("#panel-map path.sw-track")).to_have_count(2)
-        await expect(viewer_panel.locator("[data-action]")).to_have_count(0)
-        await screenshot(viewer_page, tmp_path, "05-viewer-masked")
-
-        # A phone's width: the queue and the alert stack, the map still draws.
-        phone = await browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
-        await sign_in(phone, base, OPERATOR)
-        await phone.locator(f"tr[data-id='{fresh.alert_id}'] .title-btn").click()
-        await expect(phone.locator("#panel-map path.sw-track")).to_have_count(2)
-        width = await phone.evaluate("document.documentElement.scrollWidth")
-        assert width <= 390, f"the page scrolls sideways at phone width ({width}px)"
-        await screenshot(phone, tmp_path, "06-phone")
