@@ -17,9 +17,10 @@ converge to the same record. The effective status is computed when read (a snooz
 Keys (all under `<redis.key_prefix>view:`):
 
     alert:<id>          JSON record {"base": AlertEvent, "ops": OperatorState | null}
-    idx:all             ZSET alert id -> started_at (epoch s): the listing order, newest first
-    idx:open            ZSET of alerts not resolved (firing, acknowledged, silenced)
-    idx:loan:<loan_id>  ZSET of one loan's alerts
+    meta:open           HASH alert id -> AlertMeta (services/alert_index.py) of the alerts not
+                        resolved (firing, acknowledged, silenced): what list and facets search
+    meta:resolved       HASH alert id -> AlertMeta of the resolved alerts
+    idx:loan:<loan_id>  ZSET of one loan's alerts -> started_at (epoch s)
     loan:<loan_id>      the latest Loan from `<prefix>loans`
     devices             HASH device_id -> loan_id (to put pings on a loan's timeline)
     status:<loan_id>    the latest LoanStatus from `<prefix>loan-status` (the worker's signals and
@@ -28,13 +29,12 @@ Keys (all under `<redis.key_prefix>view:`):
     timeline:<loan_id>  ZSET of JSON entries -> event time, capped to the newest N
     offsets             HASH "<topic>:<partition>" -> next offset the projector reads
     built               id of the current build; absent: empty or wiped (rebuild)
+    layout              LAYOUT of the build; another one (an older version's view): rebuild
     changes             pub/sub channel: every changed alert record (for SSE)
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import logging
 import uuid
@@ -50,6 +50,17 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, WatchError
 
 from rules.events import AlertEvent, AlertStatus, Loan, Severity
+from services.alert_index import (
+    OPEN_STATUSES,
+    PLAIN,
+    AlertMeta,
+    AlertQuery,
+    Display,
+    Facets,
+    Sort,
+    facets,
+    search,
+)
 from services.loan_status import SIGNALS, LoanStatus
 
 log = logging.getLogger(__name__)
@@ -63,12 +74,10 @@ LABEL_OPERATOR = "skipwatch/operator"  # the whole OperatorState as JSON
 ORIGIN_OPERATOR = "operator"
 
 DEFAULT_TIMELINE_CAP = 200
+# Page size limit of `GET /v1/alerts`.
 MAX_PAGE = 500
-# Index entries one list request may examine before answering with a partial page and a cursor:
-# keeps a filtered query over a large view bounded in time.
-SCAN_BUDGET = 5000
-_CHUNK = 250
-_OPEN_STATUSES = frozenset({AlertStatus.FIRING, AlertStatus.ACKNOWLEDGED, AlertStatus.SILENCED})
+# The view's key layout: a view built by a version with another layout is rebuilt from Kafka.
+LAYOUT = "2"
 
 
 class Action(StrEnum):
@@ -178,6 +187,23 @@ class AlertRecord:
             return self.ops.at
         return self.base.updated_at
 
+    def meta(self) -> AlertMeta:
+        """The compact entry search reads (services/alert_index.py)."""
+        ops = self.ops_in_force()
+        silenced = ops.silenced if ops is not None else None
+        return AlertMeta(
+            id=self.base.alert_id,
+            rule_id=self.base.rule_id,
+            loan_id=self.base.loan_id,
+            severity=self.base.severity.value,
+            status=self.status(dt.datetime.max.replace(tzinfo=UTC)).value,
+            silenced_until=silenced.until.timestamp() if silenced is not None else None,
+            risk_score=self.base.risk_score,
+            started_at=self.base.started_at.timestamp(),
+            assignee=self.ops.assigned.assignee if self.ops and self.ops.assigned else None,
+            labels={k: v for k, v in self.base.labels.items() if not k.startswith("skipwatch/")},
+        )
+
     def effective(self, now: dt.datetime) -> AlertEvent:
         """The alert as people see it now: base event with the operator status applied."""
         return self.base.model_copy(
@@ -272,49 +298,10 @@ def operator_event(
 
 
 @dataclass(frozen=True)
-class AlertQuery:
-    status: AlertStatus | None = None
-    severity: Severity | None = None
-    rule_id: str | None = None
-    loan_id: str | None = None
-    since: dt.datetime | None = None  # started_at >= since
-    until: dt.datetime | None = None  # started_at < until
-
-    def matches(self, record: AlertRecord, now: dt.datetime) -> bool:
-        base = record.base
-        return (
-            (self.status is None or record.status(now) is self.status)
-            and (self.severity is None or base.severity is self.severity)
-            and (self.rule_id is None or base.rule_id == self.rule_id)
-            and (self.loan_id is None or base.loan_id == self.loan_id)
-        )
-
-
-@dataclass(frozen=True)
 class AlertPage:
     items: list[AlertRecord]
-    # Present when more may follow (also after a page cut short by the scan budget).
-    next_cursor: str | None
-
-
-class InvalidCursor(ValueError):
-    pass
-
-
-def encode_cursor(score: float, alert_id: str) -> str:
-    raw = orjson.dumps([score, alert_id])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[float, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        score, alert_id = orjson.loads(raw)
-    except (binascii.Error, ValueError, TypeError) as exc:
-        raise InvalidCursor("cursor is not one this API returned") from exc
-    if not isinstance(score, int | float) or not isinstance(alert_id, str):
-        raise InvalidCursor("cursor is not one this API returned")
-    return float(score), alert_id
+    next_cursor: str | None  # present when more follow
+    total: int  # alerts matching the query, over all pages
 
 
 # --- loans and timelines ------------------------------------------------------------------------
@@ -389,8 +376,21 @@ class AlertView(Protocol):
     async def apply(self, event: AlertEvent) -> AlertRecord | None: ...
 
     async def list_alerts(
-        self, query: AlertQuery, *, now: dt.datetime, cursor: str | None = None, limit: int = 50
-    ) -> AlertPage: ...
+        self,
+        query: AlertQuery,
+        *,
+        now: dt.datetime,
+        sort: Sort = Sort.NEWEST,
+        cursor: str | None = None,
+        limit: int = 50,
+        display: Display = PLAIN,
+    ) -> AlertPage:
+        """Raises alert_index.InvalidCursor."""
+        ...
+
+    async def facets(
+        self, query: AlertQuery, *, now: dt.datetime, display: Display = PLAIN
+    ) -> Facets: ...
 
     async def loan_summary(self, loan_id: str) -> LoanSummary | None: ...
 
@@ -440,13 +440,13 @@ class AlertStore:
     def _timeline_key(self, loan_id: str) -> str:
         return f"{self.prefix}timeline:{loan_id}"
 
-    @property
-    def _all(self) -> str:
-        return f"{self.prefix}idx:all"
+    def _meta_key(self, open_: bool) -> str:
+        return f"{self.prefix}meta:{'open' if open_ else 'resolved'}"
 
-    @property
-    def _open(self) -> str:
-        return f"{self.prefix}idx:open"
+    def _write_meta(self, pipe: Any, record: AlertRecord) -> None:
+        meta = record.meta()
+        pipe.hset(self._meta_key(meta.is_open), meta.id, meta.dumps())
+        pipe.hdel(self._meta_key(not meta.is_open), meta.id)
 
     # alerts
     async def get(self, alert_id: str) -> AlertRecord | None:
@@ -466,18 +466,19 @@ class AlertStore:
                     current = AlertRecord.loads(raw) if raw is not None else None
                     record = merge(current, event)
                     if record is None:
-                        await pipe.unwatch()  # type: ignore[no-untyped-call]
+                        # Nothing changed; the search entry is still (re)written, so a view
+                        # replayed over an older layout gains it (idempotent).
+                        assert current is not None
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        self._write_meta(pipe, current)
+                        await pipe.execute()
                         return None
                     score = record.base.started_at.timestamp()
                     dumped = record.dumps()
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.set(key, dumped)
-                    pipe.zadd(self._all, {event.alert_id: score})
                     pipe.zadd(self._loan_index(record.base.loan_id), {event.alert_id: score})
-                    if record.is_open():
-                        pipe.zadd(self._open, {event.alert_id: score})
-                    else:
-                        pipe.zrem(self._open, event.alert_id)
+                    self._write_meta(pipe, record)
                     self._add_timeline(
                         pipe, record.base.loan_id, [alert_timeline_entry(event, record)]
                     )
@@ -487,56 +488,62 @@ class AlertStore:
                 except WatchError:
                     continue
 
-    async def list_alerts(
-        self, query: AlertQuery, *, now: dt.datetime, cursor: str | None = None, limit: int = 50
-    ) -> AlertPage:
-        """Newest `started_at` first. Keyset pagination on (started_at, alert id), so alerts that
-        arrive or change while a client pages never shift or repeat the pages it has not read."""
-        limit = max(1, min(limit, MAX_PAGE))
+    async def _metas(self, query: AlertQuery, *, read_open: bool = False) -> list[AlertMeta]:
+        """The search entries a query has to look at: one loan's (through its index), else the
+        open ones, the resolved ones, or both, as its status filter needs (`read_open`: the open
+        ones in any case)."""
+        keys = [
+            self._meta_key(open_)
+            for open_ in (True, False)
+            if not (query.open_only and not open_)
+            and not (query.resolved_only and open_ and not read_open)
+        ]
+        raws: list[bytes | str | None] = []
         if query.loan_id is not None:
-            index = self._loan_index(query.loan_id)
-        elif query.status in _OPEN_STATUSES:
-            index = self._open
+            ids: list[bytes] = await self.redis.zrange(self._loan_index(query.loan_id), 0, -1)  # type: ignore[assignment]
+            if not ids:
+                return []
+            for key in keys:
+                raws += await self.redis.hmget(key, ids)
         else:
-            index = self._all
-        high: str = "+inf" if query.until is None else f"({query.until.timestamp()!r}"
-        after: tuple[float, str] | None = None
-        if cursor is not None:
-            after = decode_cursor(cursor)
-            if query.until is None or after[0] < query.until.timestamp():
-                high = repr(after[0])
-        low = "-inf" if query.since is None else repr(query.since.timestamp())
+            for key in keys:
+                raws += await self.redis.hvals(key)
+        return [AlertMeta.loads(raw) for raw in raws if raw is not None]
 
-        items: list[AlertRecord] = []
-        last: tuple[float, str] | None = None
-        offset = scanned = 0
-        while len(items) < limit and scanned < SCAN_BUDGET:
-            chunk: list[tuple[bytes, float]] = await self.redis.zrevrangebyscore(  # type: ignore[assignment]
-                index, high, low, start=offset, num=_CHUNK, withscores=True
-            )
-            if not chunk:
-                return AlertPage(items, None)
-            offset += len(chunk)
-            entries = [(m.decode(), s) for m, s in chunk]
-            if after is not None:
-                # Same score as the cursor: Redis orders those by member, descending.
-                entries = [(m, s) for m, s in entries if s != after[0] or m < after[1]]
-            raws = (
-                await self.redis.mget([self._alert_key(m) for m, _ in entries]) if entries else []
-            )
-            for (alert_id, score), raw in zip(entries, raws, strict=True):
-                scanned += 1
-                last = (score, alert_id)
-                if raw is None:
-                    continue
-                record = AlertRecord.loads(raw)
-                if query.matches(record, now):
-                    items.append(record)
-                    if len(items) == limit:
-                        break
-            if len(chunk) < _CHUNK and len(items) < limit:
-                return AlertPage(items, None)
-        return AlertPage(items, encode_cursor(*last) if last is not None else None)
+    async def list_alerts(
+        self,
+        query: AlertQuery,
+        *,
+        now: dt.datetime,
+        sort: Sort = Sort.NEWEST,
+        cursor: str | None = None,
+        limit: int = 50,
+        display: Display = PLAIN,
+    ) -> AlertPage:
+        """One page in `sort` order (services/alert_index.py: keyset pages, so alerts that arrive
+        or change while a client pages never shift the pages it has not read). Reads the whole
+        search index the query needs: O(open alerts) for the queue."""
+        page = search(
+            await self._metas(query),
+            query,
+            now=now,
+            sort=sort,
+            cursor=cursor,
+            limit=max(1, limit),
+            display=display,
+        )
+        raws = await self.redis.mget([self._alert_key(i) for i in page.ids]) if page.ids else []
+        items = [AlertRecord.loads(raw) for raw in raws if raw is not None]
+        return AlertPage(items, page.next_cursor, page.total)
+
+    async def facets(
+        self, query: AlertQuery, *, now: dt.datetime, display: Display = PLAIN
+    ) -> Facets:
+        """Reads the open alerts, and the resolved ones unless the status filter is open
+        statuses only (then `resolved` is not counted: the queue never pays for history)."""
+        counted = OPEN_STATUSES if query.open_only else frozenset(AlertStatus)
+        metas = await self._metas(query, read_open=True)
+        return facets(metas, query, now=now, display=display, statuses=counted)
 
     async def loan_alerts(self, loan_id: str, limit: int = 200) -> list[AlertRecord]:
         ids: list[bytes] = await self.redis.zrevrange(self._loan_index(loan_id), 0, limit - 1)  # type: ignore[assignment]
@@ -648,9 +655,12 @@ class AlertStore:
 
     # projector bookkeeping
     async def generation(self) -> str | None:
-        """The id of the view's current build, or None when the view is empty or was wiped."""
-        raw = await self.redis.get(f"{self.prefix}built")
-        return _text(raw) if raw is not None else None
+        """The id of the view's current build, or None when the view is empty, was wiped, or
+        was built with another key layout (an older version): then it is rebuilt."""
+        raw, layout = await self.redis.mget([f"{self.prefix}built", f"{self.prefix}layout"])
+        if raw is None or layout is None or _text(layout) != LAYOUT:
+            return None
+        return _text(raw)
 
     async def start_generation(self) -> str:
         """Begin a rebuild from scratch: forget every stored position, then mark a new build."""
@@ -658,6 +668,7 @@ class AlertStore:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(f"{self.prefix}offsets")
             pipe.set(f"{self.prefix}built", generation.encode())
+            pipe.set(f"{self.prefix}layout", LAYOUT)
             await pipe.execute()
         return generation
 

@@ -15,30 +15,33 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from rules.events import AlertEvent, AlertStatus, Severity
+from services.alert_index import UNASSIGNED, AlertQuery, Display, InvalidCursor, Sort
 from services.api.auth import Principal, Role
 from services.api.deps import ContextDep, OperatorPrincipal, SettingsDep, ViewerPrincipal
-from services.api.errors import InvalidRequest, NotFound, ServiceUnavailable, SkipwatchError
+from services.api.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
 from services.api.publisher import OutRecord
 from services.api.schemas import ErrorBody
 from services.api.silence_watch import SilenceWatchDep
-from services.api.views import AlertOut, AlertPageOut, AssignIn, SnoozeIn, alert_out
+from services.api.views import (
+    AlertOut,
+    AlertPageOut,
+    AssignIn,
+    FacetsOut,
+    SnoozeIn,
+    alert_out,
+    mask_free_text,
+    mask_text,
+)
 from services.store import (
     MAX_PAGE,
     Action,
     AlertNotFound,
-    AlertQuery,
     AlertView,
-    InvalidCursor,
     InvalidTransition,
     act_on_alert,
 )
 
 router = APIRouter(prefix="/v1", tags=["alerts"])
-
-
-class Conflict(SkipwatchError):
-    status_code = 409
-    code = "conflict"
 
 
 def get_alert_view(request: Request) -> AlertView:
@@ -57,6 +60,83 @@ def utcnow() -> dt.datetime:
 def masked_for(principal: Principal) -> bool:
     """Viewers see names and phone numbers masked; operators and admins see them whole."""
     return not principal.has_role(Role.OPERATOR)
+
+
+# Viewers filter and count assignees and label values as they see them (masked).
+_MASKED = Display(assignee=mask_free_text, label=mask_text)
+
+
+def display_for(principal: Principal) -> Display:
+    return _MASKED if masked_for(principal) else Display()
+
+
+_MAX_VALUES = 50  # values per repeatable filter
+
+
+def _values(name: str, values: list[str] | None) -> frozenset[str]:
+    given = values or []
+    if len(given) > _MAX_VALUES:
+        raise InvalidRequest(f"at most {_MAX_VALUES} `{name}` values", field=name)
+    for value in given:
+        if not value or len(value) > 128:
+            raise InvalidRequest(f"`{name}` values are 1 to 128 characters", field=name)
+    return frozenset(given)
+
+
+def alert_query(
+    status: Annotated[
+        list[AlertStatus] | None,
+        Query(
+            description="Current status; repeat for either (`status=firing&status=acknowledged`)."
+        ),
+    ] = None,
+    severity: Annotated[list[Severity] | None, Query(description="Repeatable.")] = None,
+    rule: Annotated[list[str] | None, Query(description="Rule id; repeatable.")] = None,
+    assignee: Annotated[
+        list[str] | None,
+        Query(
+            description=f"Assignee as shown (masked for viewers); `{UNASSIGNED}`: nobody. "
+            "Repeatable."
+        ),
+    ] = None,
+    label: Annotated[
+        list[str] | None,
+        Query(
+            description="`key=value` of an alert label (e.g. `team=recovery`); repeatable: "
+            "values of one key are alternatives, different keys all apply."
+        ),
+    ] = None,
+    loan: Annotated[str | None, Query(min_length=1, max_length=128, description="Loan id.")] = None,
+    since: Annotated[
+        dt.datetime | None, Query(description="Started at or after (RFC 3339 with offset).")
+    ] = None,
+    until: Annotated[dt.datetime | None, Query(description="Started before (RFC 3339).")] = None,
+) -> AlertQuery:
+    """The filters `GET /v1/alerts` and `GET /v1/alerts/facets` share."""
+    for name, moment in (("since", since), ("until", until)):
+        if moment is not None and moment.tzinfo is None:
+            raise InvalidRequest(f"{name} must carry a UTC offset (RFC 3339)", field=name)
+    if since is not None and until is not None and until <= since:
+        raise InvalidRequest("`until` must be after `since`", field="until")
+    labels: dict[str, set[str]] = {}
+    for pair in _values("label", label):
+        key, sep, value = pair.partition("=")
+        if not sep or not key or not value:
+            raise InvalidRequest(f"label {pair!r} is not `key=value`", field="label")
+        labels.setdefault(key, set()).add(value)
+    return AlertQuery(
+        rules=_values("rule", rule),
+        severities=frozenset(severity or ()),
+        statuses=frozenset(status or ()),
+        assignees=_values("assignee", assignee),
+        labels={k: frozenset(v) for k, v in labels.items()},
+        loan_id=loan,
+        since=since,
+        until=until,
+    )
+
+
+AlertQueryDep = Annotated[AlertQuery, Depends(alert_query)]
 
 
 _READ_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -78,39 +158,38 @@ _ACT_ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.get(
     "/alerts",
-    summary="List alerts, newest first",
+    summary="List alerts: filter, sort, page",
     response_model=AlertPageOut,
-    responses=_READ_ERRORS | {422: {"model": ErrorBody, "description": "A bad filter or cursor."}},
+    responses=_READ_ERRORS
+    | {422: {"model": ErrorBody, "description": "A bad filter, sort, limit or cursor."}},
 )
 async def list_alerts(
     who: ViewerPrincipal,
     view: AlertViewDep,
     silences: SilenceWatchDep,
-    status: Annotated[AlertStatus | None, Query(description="Current status.")] = None,
-    severity: Annotated[Severity | None, Query()] = None,
-    rule: Annotated[str | None, Query(max_length=128, description="Rule id.")] = None,
-    loan: Annotated[str | None, Query(max_length=128, description="Loan id.")] = None,
-    since: Annotated[
-        dt.datetime | None, Query(description="Started at or after (RFC 3339 with offset).")
-    ] = None,
-    until: Annotated[dt.datetime | None, Query(description="Started before.")] = None,
+    query: AlertQueryDep,
+    sort: Annotated[
+        Sort,
+        Query(
+            description="`-started_at` newest first (default), `started_at` oldest first, "
+            "`-severity`/`severity`, `-risk_score`/`risk_score`. Ties: newest first, then id."
+        ),
+    ] = Sort.NEWEST,
     cursor: Annotated[
         str | None, Query(max_length=512, description="`next_cursor` of the previous page.")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"At most {MAX_PAGE}.")] = 50,
 ) -> AlertPageOut:
-    """Alerts ordered by `started_at`, newest first, optionally filtered. Pagination is by an
-    opaque cursor over (started_at, id): pages do not shift when alerts arrive meanwhile. Keep the
-    same filters when passing a cursor."""
-    for name, value in (("since", since), ("until", until)):
-        if value is not None and value.tzinfo is None:
-            raise InvalidRequest(f"{name} must carry a UTC offset (RFC 3339)", field=name)
-    query = AlertQuery(
-        status=status, severity=severity, rule_id=rule, loan_id=loan, since=since, until=until
-    )
+    """Alerts matching every filter given, in `sort` order, with `total` (all pages). Pages are
+    keyset pages over the sort key and the alert id: alerts that arrive meanwhile never shift or
+    repeat the pages not read yet. Keep the filters and the sort when passing a cursor. Each
+    request reads the view's search index for the statuses asked (open alerts for the queue):
+    see docs/api.md for the cost."""
     now = utcnow()
     try:
-        page = await view.list_alerts(query, now=now, cursor=cursor, limit=limit)
+        page = await view.list_alerts(
+            query, now=now, sort=sort, cursor=cursor, limit=limit, display=display_for(who)
+        )
     except InvalidCursor as exc:
         raise InvalidRequest(str(exc), field="cursor") from None
     masked = masked_for(who)
@@ -122,7 +201,23 @@ async def list_alerts(
             for r in page.items
         ],
         next_cursor=page.next_cursor,
+        total=page.total,
     )
+
+
+@router.get(
+    "/alerts/facets",
+    summary="Alert counts per rule, severity, status, assignee and label value",
+    response_model=FacetsOut,
+    responses=_READ_ERRORS | {422: {"model": ErrorBody, "description": "A bad filter."}},
+)
+async def alert_facets(who: ViewerPrincipal, view: AlertViewDep, query: AlertQueryDep) -> FacetsOut:
+    """Counts over every alert in the view (not a page), for the same filters as `GET
+    /v1/alerts`. Each dimension is counted under all the *other* filters, so an option's count
+    is what choosing it lists; `total` is what the filters as given list."""
+    now = utcnow()
+    counted = await view.facets(query, now=now, display=display_for(who))
+    return FacetsOut.of(counted, now=now)
 
 
 @router.get(

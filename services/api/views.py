@@ -11,9 +11,10 @@ import datetime as dt
 import re
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rules.events import AlertStatus, DeviceKind, LoanStatus, Severity
+from services.alert_index import UNASSIGNED, Facets
 from services.loan_status import LoanSignals, ResidentPoint
 from services.store import AlertRecord, LoanSummary, TimelineEntry
 
@@ -157,9 +158,49 @@ class AlertOut(_Out):
 class AlertPageOut(_Out):
     items: list[AlertOut]
     next_cursor: str | None = Field(
-        description="Pass as `cursor` for the next page; null when there is nothing more. A page "
-        "may hold fewer than `limit` items (a filter examined its budget) and still have one."
+        description="Pass as `cursor` (with the same filters and sort) for the next page; null "
+        "when there is nothing more."
     )
+    total: int = Field(ge=0, description="Alerts matching the filters, over all pages.")
+
+
+class FacetsOut(_Out):
+    """Alert counts for a set of filters, over the whole view. Each dimension is counted under
+    every filter except its own (`rule` counts ignore the `rule` filter, ...), so each count is
+    what choosing that value would list; `total` matches all the filters."""
+
+    as_of: AwareDatetime = Field(description="The moment the statuses were read at.")
+    total: int = Field(ge=0, description="Alerts matching all the filters.")
+    rule: dict[str, int] = Field(description="Rule id → alerts; most first.")
+    severity: dict[Severity, int] = Field(description="Every severity, zeros included.")
+    status: dict[AlertStatus, int] = Field(
+        description="Every status, zeros included; with a status filter of open statuses only "
+        "(firing, acknowledged, silenced) `resolved` is left out: it is not counted, so the "
+        "queue never reads the resolved history."
+    )
+    assignee: dict[str, int] = Field(
+        description="Assignee (masked for viewers) → alerts; `unassigned`: nobody; most first."
+    )
+    label: dict[str, dict[str, int]] = Field(
+        description="Label key → value (masked for viewers) → alerts; the 50 most frequent "
+        "values per key."
+    )
+    label_other: dict[str, int] = Field(
+        description="Label key → alerts whose value is not among the listed ones (omitted: 0)."
+    )
+
+    @classmethod
+    def of(cls, facets: Facets, *, now: dt.datetime) -> FacetsOut:
+        return cls(
+            as_of=now,
+            total=facets.total,
+            rule=facets.rule,
+            severity={Severity(k): v for k, v in facets.severity.items()},
+            status={AlertStatus(k): v for k, v in facets.status.items()},
+            assignee=facets.assignee,
+            label=facets.label,
+            label_other=facets.label_other,
+        )
 
 
 def alert_out(record: AlertRecord, *, now: dt.datetime, masked: bool) -> AlertOut:
@@ -213,8 +254,16 @@ def alert_out(record: AlertRecord, *, now: dt.datetime, masked: bool) -> AlertOu
 class AssignIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     assignee: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^\S(.*\S)?$")] = Field(
-        description="Collector or team name, e.g. `collector-07` or `华东催收组`."
+        description="Collector or team name, e.g. `collector-07` or `华东催收组` (not "
+        f"`{UNASSIGNED}`: the queue's filter for nobody)."
     )
+
+    @field_validator("assignee")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value.casefold() == UNASSIGNED:
+            raise ValueError(f"`{UNASSIGNED}` is reserved (the filter for alerts nobody owns)")
+        return value
 
 
 MAX_SNOOZE_MINUTES = 30 * 24 * 60

@@ -16,9 +16,8 @@ from fastapi import APIRouter, Path, Query, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from rules.events import Severity
-from services.api.alerts import Conflict
 from services.api.deps import AdminPrincipal, SettingsDep
-from services.api.errors import InvalidRequest, NotFound
+from services.api.errors import Conflict, InvalidRequest, NotFound
 from services.api.notify_state import NotifyContextDep, NotifyStateDep
 from services.api.schemas import ErrorBody
 from services.notify import service

@@ -16,14 +16,19 @@ import { mountPlaces } from "./places.js";
 const TOKEN_KEY = "skipwatch.token";
 const SEVERITY_RANK = { critical: 2, warning: 1, info: 0 };
 const OPEN = ["firing", "acknowledged"];
-const PAGE = 200;
+const PAGE = 100;
+const UNASSIGNED = "unassigned"; // the API's filter value for alerts nobody is assigned to
 const STALL_MS = 45_000; // no bytes for this long (heartbeats come every 15 s): reconnect
 
 const $ = (id) => document.getElementById(id);
 const state = {
   token: sessionStorage.getItem(TOKEN_KEY),
   alerts: new Map(),
-  cursors: new Map(), // status -> next_cursor of the lists shown
+  order: [], // ids of the rows, in the API's order
+  next: null, // next_cursor of the list shown
+  facets: null, // GET /v1/alerts/facets for the filters shown
+  labelFacets: null, // the same without the label filter (the label options' counts)
+  ageTotals: null, // alerts listed per start window
   selected: null,
   stream: null, // AbortController of the running stream
   generation: 0, // bumps on every (re)list, so late answers of older lists are dropped
@@ -117,6 +122,8 @@ function signOut(message = "") {
   state.token = null;
   state.stream?.abort();
   state.alerts.clear();
+  state.order = [];
+  state.next = null;
   setLive("off");
   showLogin(message);
 }
@@ -146,6 +153,15 @@ async function signIn(token) {
 }
 
 // --- listing ---------------------------------------------------------------------------------
+//
+// Every filter, the sort and the counts are the server's (GET /v1/alerts and /v1/alerts/facets):
+// the queue shows pages of what the API lists for the filters chosen, "load more" asks for the
+// next page, and each option's count is the API's count over the whole portfolio. A live change
+// updates, adds or removes one row (its membership is checked here against the same filters)
+// and asks the API for fresh counts.
+
+const AGES = { "1h": 3600, "24h": 86400, "7d": 7 * 86400 };
+const SORTS = { severity: "-severity", risk: "-risk_score", newest: "-started_at", oldest: "started_at" };
 
 function filters() {
   const status = $("f-status").value;
@@ -153,37 +169,71 @@ function filters() {
     statuses: status === "open" ? OPEN : [status],
     severity: $("f-severity").value,
     loan: $("f-loan").value.trim(),
+    rule: $("q-rule").value,
+    assignee: $("q-assignee").value,
+    label: $("q-label").value,
+    age: $("q-age").value,
+    sort: $("q-sort").value,
   };
 }
 
-function matches(alert) {
-  const f = filters();
-  return f.statuses.includes(alert.status)
-    && (!f.severity || alert.severity === f.severity)
-    && (!f.loan || alert.loan_id === f.loan);
+const sinceOf = (age) => (AGES[age] ? new Date(Date.now() - AGES[age] * 1000).toISOString() : "");
+
+/** The API's filter parameters for `f`. */
+function filterQuery(f) {
+  const q = new URLSearchParams();
+  for (const s of f.statuses) q.append("status", s);
+  for (const name of ["severity", "loan", "rule", "assignee", "label"]) if (f[name]) q.set(name, f[name]);
+  const since = sinceOf(f.age);
+  if (since) q.set("since", since);
+  return q;
 }
 
-function listUrl(status, cursor) {
-  const f = filters();
-  const q = new URLSearchParams({ status, limit: String(PAGE) });
-  if (f.severity) q.set("severity", f.severity);
-  if (f.loan) q.set("loan", f.loan);
+function listUrl(f, cursor = null) {
+  const q = filterQuery(f);
+  q.set("sort", SORTS[f.sort] || SORTS.severity);
+  q.set("limit", String(PAGE));
   if (cursor) q.set("cursor", cursor);
   return `/v1/alerts?${q}`;
 }
 
+const facetsUrl = (f) => `/v1/alerts/facets?${filterQuery(f)}`;
+
+/** Does one (live) alert belong in the list for `f`? The same rules the API applies. */
+function matches(alert, f = filters()) {
+  const since = sinceOf(f.age);
+  return f.statuses.includes(alert.status)
+    && (!f.severity || alert.severity === f.severity)
+    && (!f.loan || alert.loan_id === f.loan)
+    && (!f.rule || alert.rule_id === f.rule)
+    && (!f.assignee || (f.assignee === UNASSIGNED ? !alert.assigned : alert.assigned?.assignee === f.assignee))
+    && (!f.label || labelPairs(alert).includes(f.label))
+    && (!since || Date.parse(alert.started_at) >= Date.parse(since));
+}
+
+const labelPairs = (alert) => Object.entries(alert.labels || {}).map(([k, v]) => `${k}=${v}`);
+
+/** The API's order (services/alert_index.py): the sort key, then newest first, then id. */
+function compare(a, b, sort = filters().sort) {
+  const started = Date.parse(b.started_at) - Date.parse(a.started_at);
+  const id = a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+  if (sort === "oldest") return -started || id;
+  if (sort === "newest") return started || id;
+  const primary = sort === "risk" ? b.risk_score - a.risk_score
+    : SEVERITY_RANK[b.severity] - SEVERITY_RANK[a.severity];
+  return primary || started || id;
+}
+
 async function reload() {
   const generation = ++state.generation;
-  const { statuses } = filters();
+  const f = filters();
   try {
-    const pages = await Promise.all(statuses.map((s) => api(listUrl(s))));
+    const [page] = await Promise.all([api(listUrl(f)), loadCounts(generation)]);
     if (generation !== state.generation) return;
     state.alerts.clear();
-    state.cursors.clear();
-    pages.forEach((page, i) => {
-      for (const alert of page.items) state.alerts.set(alert.id, alert);
-      if (page.next_cursor) state.cursors.set(statuses[i], page.next_cursor);
-    });
+    for (const alert of page.items) state.alerts.set(alert.id, alert);
+    state.order = page.items.map((a) => a.id);
+    state.next = page.next_cursor;
     render();
   } catch (err) {
     if (err.status !== 401) toast(t("err.load", { msg: err.message }), true);
@@ -191,76 +241,87 @@ async function reload() {
 }
 
 async function loadMore() {
+  if (!state.next) return;
   const generation = state.generation;
-  const pending = [...state.cursors];
-  const pages = await Promise.all(pending.map(([s, c]) => api(listUrl(s, c))));
+  try {
+    const page = await api(listUrl(filters(), state.next));
+    if (generation !== state.generation) return;
+    for (const alert of page.items) {
+      if (!state.alerts.has(alert.id)) state.order.push(alert.id);
+      state.alerts.set(alert.id, alert);
+    }
+    state.next = page.next_cursor;
+    render();
+  } catch (err) {
+    if (err.status !== 401) toast(t("err.load", { msg: err.message }), true);
+  }
+}
+
+/** The counts: facets for the filters, the label options without the label filter (one label is
+ * chosen at a time) and the total per start window. */
+async function loadCounts(generation = state.generation) {
+  const f = filters();
+  const total = (g) => api(`/v1/alerts?${filterQuery(g)}&limit=1`).then((p) => p.total);
+  const [facets, labels, ...ages] = await Promise.all([
+    api(facetsUrl(f)),
+    f.label ? api(facetsUrl({ ...f, label: "" })) : null,
+    ...["", ...Object.keys(AGES)].map((age) => (age === f.age ? null : total({ ...f, age }))),
+  ]);
   if (generation !== state.generation) return;
-  pages.forEach((page, i) => {
-    for (const alert of page.items) state.alerts.set(alert.id, alert);
-    if (page.next_cursor) state.cursors.set(pending[i][0], page.next_cursor);
-    else state.cursors.delete(pending[i][0]);
-  });
-  render();
+  state.facets = facets;
+  state.labelFacets = labels || facets;
+  state.ageTotals = Object.fromEntries(["", ...Object.keys(AGES)].map((age, i) => [age, age === f.age ? facets.total : ages[i]]));
+  renderCounts();
 }
 
-// Queue filters applied to the loaded alerts (status, severity and loan go to the API): rule,
-// assignee, label, age; and the sort. Each option shows how many loaded alerts it would keep.
-const AGES = { "": Infinity, "1h": 3600, "24h": 86400, "7d": 7 * 86400 };
-const SORTS = {
-  severity: (a, b) => (SEVERITY_RANK[b.severity] - SEVERITY_RANK[a.severity]) || (b.risk_score - a.risk_score),
-  risk: (a, b) => (b.risk_score - a.risk_score) || (SEVERITY_RANK[b.severity] - SEVERITY_RANK[a.severity]),
-  newest: (a, b) => Date.parse(b.started_at) - Date.parse(a.started_at),
-  oldest: (a, b) => Date.parse(a.started_at) - Date.parse(b.started_at),
-};
-
-function queueFilters() {
-  return {
-    rule: $("q-rule").value, assignee: $("q-assignee").value, label: $("q-label").value,
-    age: $("q-age").value, sort: $("q-sort").value,
-  };
+function scheduleCounts() {
+  clearTimeout(scheduleCounts.timer);
+  scheduleCounts.timer = setTimeout(() => loadCounts().catch(() => {}), 400);
 }
 
-const labelPairs = (alert) => Object.entries(alert.labels || {}).map(([k, v]) => `${k}=${v}`);
-
-function keeps(alert, f, skip = null) {
-  const assignee = alert.assigned?.assignee || "";
-  return (skip === "rule" || !f.rule || alert.rule_id === f.rule)
-    && (skip === "assignee" || !f.assignee || (f.assignee === "-" ? !assignee : assignee === f.assignee))
-    && (skip === "label" || !f.label || labelPairs(alert).includes(f.label))
-    && (skip === "age" || (Date.now() - Date.parse(alert.started_at)) / 1000 <= AGES[f.age]);
-}
-
-function sorted() {
-  const f = queueFilters();
-  const order = SORTS[f.sort] || SORTS.severity;
-  return [...state.alerts.values()].filter((a) => keeps(a, f)).sort((a, b) =>
-    order(a, b) || (Date.parse(b.started_at) - Date.parse(a.started_at)) || a.id.localeCompare(b.id));
-}
-
-/** Refill a filter's options with the values seen and each one's count (other filters applied). */
-function fillOptions(id, name, values, label) {
+/** Refill a select: "all" and each value with the API's count; the chosen value always stays. */
+function fillOptions(id, entries, allCount, label) {
   const select = $(id);
   const chosen = select.value;
-  const f = queueFilters();
-  const pool = [...state.alerts.values()].filter((a) => keeps(a, f, name));
-  const options = [["", t("f.all")], ...values];
-  select.replaceChildren(...options.map(([value, text]) => {
-    const n = value === "" ? pool.length : pool.filter((a) => keeps(a, { ...f, [name]: value }, null)).length;
-    return h("option", { value }, `${text} (${n})`);
-  }));
-  select.value = options.some(([v]) => v === chosen) ? chosen : "";
-  select.setAttribute("aria-label", label);
+  const options = [["", t("f.all"), allCount], ...entries];
+  if (chosen && !options.some(([v]) => v === chosen)) options.push([chosen, chosen, 0]);
+  select.replaceChildren(...options.map(([value, text, n]) =>
+    h("option", { value, "data-count": n ?? null }, n == null ? text : `${text} (${n})`)));
+  select.value = chosen;
+  if (label) select.setAttribute("aria-label", label);
 }
 
-function refreshFilterOptions() {
-  const all = [...state.alerts.values()];
-  const rules = [...new Set(all.map((a) => a.rule_id))].sort();
-  const assignees = [...new Set(all.map((a) => a.assigned?.assignee).filter(Boolean))].sort();
-  const labels = [...new Set(all.flatMap(labelPairs))].sort();
-  fillOptions("q-rule", "rule", rules.map((r) => [r, ruleTitle(r, r)]), t("q.rule"));
-  fillOptions("q-assignee", "assignee", [["-", t("q.unassigned")], ...assignees.map((a) => [a, a])], t("q.assignee"));
-  fillOptions("q-label", "label", labels.map((l) => [l, l]), t("q.label"));
-  fillOptions("q-age", "age", [["1h", t("q.age.1h")], ["24h", t("q.age.24h")], ["7d", t("q.age.7d")]], t("q.age"));
+const sum = (counts) => Object.values(counts || {}).reduce((a, b) => a + b, 0);
+
+function renderCounts() {
+  const facets = state.facets;
+  if (!facets) return;
+  const statusCount = (s) => (s === "open" ? OPEN.reduce((n, x) => n + (facets.status[x] ?? 0), 0) : facets.status[s]);
+  for (const option of $("f-status").options) {
+    const n = statusCount(option.value);
+    option.textContent = t(`status.${option.value}`) + (n == null ? "" : ` (${n})`);
+    if (n == null) option.removeAttribute("data-count"); else option.dataset.count = String(n);
+  }
+  for (const option of $("f-severity").options) {
+    const n = option.value ? facets.severity[option.value] : sum(facets.severity);
+    option.textContent = (option.value ? t(`severity.${option.value}`) : t("f.all")) + ` (${n})`;
+    option.dataset.count = String(n);
+  }
+  fillOptions("q-rule", Object.entries(facets.rule).map(([r, n]) => [r, ruleTitle(r, r), n]), sum(facets.rule), t("q.rule"));
+  fillOptions("q-assignee", Object.entries(facets.assignee).map(([a, n]) => [a, a === UNASSIGNED ? t("q.unassigned") : a, n]),
+    sum(facets.assignee), t("q.assignee"));
+  const labels = Object.entries(state.labelFacets.label).flatMap(([k, values]) =>
+    Object.entries(values).map(([v, n]) => [`${k}=${v}`, `${k}=${v}`, n]));
+  fillOptions("q-label", labels, state.labelFacets.total, t("q.label"));
+  const ages = state.ageTotals || {};
+  fillOptions("q-age", Object.keys(AGES).map((age) => [age, t(`q.age.${age}`), ages[age]]), ages[""], t("q.age"));
+  const shown = state.order.length;
+  const f = filters();
+  const severities = ["critical", "warning", "info"].filter((s) => (!f.severity || f.severity === s) && facets.severity[s] > 0);
+  $("counts").replaceChildren(
+    ...severities.map((s) => h("span", { class: `badge ${s}` }, `${facets.severity[s]} ${t(`severity.${s}`)}`)),
+    h("span", { class: "count", "data-total": String(facets.total), "data-shown": String(shown) },
+      t("q.total", { n: shown, total: facets.total })));
 }
 
 function riskCell(score) {
@@ -303,19 +364,14 @@ function row(alert) {
 }
 
 function render(flashId = null) {
-  refreshFilterOptions();
-  const alerts = sorted();
+  const alerts = state.order.map((id) => state.alerts.get(id)).filter(Boolean);
   for (const id of [...state.checked]) if (!state.alerts.has(id)) state.checked.delete(id);
   $("rows").replaceChildren(...alerts.map(row));
   renderBulk();
   markCursor();
   $("empty").hidden = alerts.length > 0;
-  $("more").hidden = state.cursors.size === 0;
-  const count = (sev) => alerts.filter((a) => a.severity === sev).length;
-  $("counts").replaceChildren(
-    ...["critical", "warning", "info"].filter((sev) => count(sev) > 0).map((sev) =>
-      h("span", { class: `badge ${sev}` }, `${count(sev)} ${t(`severity.${sev}`)}`)),
-    h("span", { class: "count" }, t("shown", { n: alerts.length })));
+  $("more").hidden = !state.next;
+  renderCounts();
   if (flashId) {
     const tr = $("rows").querySelector(`tr[data-id="${CSS.escape(flashId)}"]`);
     if (tr) {
@@ -335,9 +391,19 @@ function upsert(alert) {
   if (alert.silenced == null && known?.silenced != null) {
     alert = { ...alert, silenced: known.silenced, silenced_by: known.silenced_by };
   }
-  if (matches(alert)) state.alerts.set(alert.id, alert);
-  else state.alerts.delete(alert.id);
+  state.order = state.order.filter((id) => id !== alert.id);
+  state.alerts.delete(alert.id);
+  if (matches(alert)) {
+    // Where the API would list it; past the last row loaded while more pages follow, it comes
+    // with "load more" instead.
+    const at = state.order.findIndex((id) => compare(alert, state.alerts.get(id)) < 0);
+    if (at >= 0 || !state.next) {
+      state.order.splice(at >= 0 ? at : state.order.length, 0, alert.id);
+      state.alerts.set(alert.id, alert);
+    }
+  }
   render(alert.id);
+  scheduleCounts();
   if (state.selected === alert.id) renderAlert(alert);
 }
 
@@ -984,11 +1050,12 @@ function init() {
     else $("login-error").textContent = t("login.empty");
   });
   $("signout").addEventListener("click", () => signOut());
-  for (const id of ["f-status", "f-severity"]) $(id).addEventListener("change", reload);
+  for (const id of ["f-status", "f-severity", "q-rule", "q-assignee", "q-label", "q-age", "q-sort"]) {
+    $(id).addEventListener("change", reload);
+  }
   let typing;
   $("f-loan").addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(reload, 300); });
   $("more").addEventListener("click", loadMore);
-  for (const id of ["q-rule", "q-assignee", "q-label", "q-age", "q-sort"]) $(id).addEventListener("change", () => render());
   document.addEventListener("keydown", onQueueKey);
   document.addEventListener("keydown", (e) => {
     if (e.key === "Escape" && state.selected) closePanel();

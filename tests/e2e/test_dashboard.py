@@ -533,6 +533,7 @@ async def test_operator_sees_a_live_alert_on_a_map_replays_and_acks_it(
         await page.keyboard.press("k")
         await page.keyboard.press("Enter")
         await expect(page.locator("#panel h2")).to_have_text("定位器断电")
+
         assert errors == []
         blocked = [m for m in console if "Content Security Policy" in m]
         assert blocked == []
@@ -562,3 +563,59 @@ async def test_operator_sees_a_live_alert_on_a_map_replays_and_acks_it(
         width = await phone.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, f"the page scrolls sideways at phone width ({width}px)"
         await screenshot(phone, tmp_path, "06-phone")
+
+        # Server-side filters and counts over more than a page (last, so the other screenshots
+        # keep a short queue): 130 older alerts and, older still, the only alert of its rule.
+        # The first page (100 rows) does not hold it; the rule filter's count is the API's, and
+        # choosing it lists exactly that alert.
+        filler = [
+            alert(n, alert_id=f"e2e-fill-{n:03d}", loan_id=f"L-9{n:03d}", rule_id="offline-7d",
+                  severity=Severity.INFO, risk_score=5, started_at=NOW - dt.timedelta(days=2, minutes=n))
+            for n in range(130)
+        ]  # fmt: skip
+        needle = alert(
+            999, alert_id="e2e-needle", loan_id="L-9999", rule_id="needle-rule",
+            severity=Severity.INFO, risk_score=1, started_at=NOW - dt.timedelta(days=3),
+        )  # fmt: skip
+        await produce(
+            kafka_bootstrap,
+            [
+                (topic_prefix + "alerts", a.loan_id, a.model_dump_json().encode())
+                for a in [*filler, needle]
+            ],
+        )
+        open_params = [("status", "firing"), ("status", "acknowledged")]
+        async with httpx.AsyncClient(base_url=base, headers=operator) as client:
+
+            async def projected() -> dict[str, Any] | None:
+                body = (await client.get("/v1/alerts/facets", params=open_params)).json()
+                return body if body["rule"].get("needle-rule") == 1 else None
+
+            facets = await wait_until(projected, 30)
+        assert facets["total"] > 100
+        await page.locator("#q-label").select_option("")
+        await page.locator("#q-sort").select_option("severity")
+        await expect(page.locator("#counts [data-total]")).to_have_attribute(
+            "data-total", str(facets["total"])
+        )
+        await expect(page.locator("#rows tr")).to_have_count(100)
+        await expect(page.locator("#more")).to_be_visible()
+        await expect(page.locator("tr[data-id='e2e-needle']")).to_have_count(0)
+        rule_option = page.locator("#q-rule option[value='needle-rule']")
+        await expect(rule_option).to_have_attribute(
+            "data-count", str(facets["rule"]["needle-rule"])
+        )
+        fill_option = page.locator("#q-rule option[value='offline-7d']")
+        await expect(fill_option).to_have_attribute("data-count", str(facets["rule"]["offline-7d"]))
+        await page.locator("#q-rule").select_option("needle-rule")
+        await expect(page.locator("#rows tr")).to_have_count(1)
+        await expect(page.locator("#rows tr").first).to_have_attribute("data-id", "e2e-needle")
+        await expect(page.locator("#counts [data-total]")).to_have_attribute("data-total", "1")
+        await screenshot(page, tmp_path, "09-queue-server-filter")
+        await page.locator("#q-rule").select_option("")
+        await expect(page.locator("#rows tr")).to_have_count(100)
+        await page.locator("#more").click()
+        await expect(page.locator("#rows tr")).to_have_count(facets["total"])
+        await expect(page.locator("#more")).to_be_hidden()
+        await expect(page.locator("#rows tr").last).to_have_attribute("data-id", "e2e-needle")
+        assert errors == []

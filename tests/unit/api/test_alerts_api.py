@@ -13,19 +13,20 @@ import orjson
 import pytest
 
 from rules.events import AlertEvent, AlertStatus, Severity
+from services.alert_index import (
+    OPEN_STATUSES,
+    PLAIN,
+    AlertQuery,
+    Display,
+    Facets,
+    Sort,
+    facets,
+    search,
+)
 from services.api import create_app
 from services.api.dedup import MemoryDedup
 from services.loan_status import SIGNALS, LoanStatus
-from services.store import (
-    AlertPage,
-    AlertQuery,
-    AlertRecord,
-    LoanSummary,
-    TimelineEntry,
-    decode_cursor,
-    encode_cursor,
-    merge,
-)
+from services.store import AlertPage, AlertRecord, LoanSummary, TimelineEntry, merge
 from tests.unit.api.support import (
     ADMIN,
     OPERATOR,
@@ -86,26 +87,27 @@ class FakeView:
         return record
 
     async def list_alerts(
-        self, query: AlertQuery, *, now: dt.datetime, cursor: str | None = None, limit: int = 50
+        self,
+        query: AlertQuery,
+        *,
+        now: dt.datetime,
+        sort: Sort = Sort.NEWEST,
+        cursor: str | None = None,
+        limit: int = 50,
+        display: Display = PLAIN,
     ) -> AlertPage:
-        ordered = sorted(
-            self.records.values(),
-            key=lambda r: (r.base.started_at.timestamp(), r.base.alert_id),
-            reverse=True,
-        )
-        if cursor is not None:
-            after = decode_cursor(cursor)
-            ordered = [
-                r for r in ordered if (r.base.started_at.timestamp(), r.base.alert_id) < after
-            ]
-        matching = [r for r in ordered if query.matches(r, now)]
-        page = matching[:limit]
-        more = len(matching) > limit
-        last = page[-1].base if page else None
-        return AlertPage(
-            page,
-            encode_cursor(last.started_at.timestamp(), last.alert_id) if more and last else None,
-        )
+        metas = [r.meta() for r in self.records.values()]
+        page = search(metas, query, now=now, sort=sort, cursor=cursor, limit=limit, display=display)
+        return AlertPage([self.records[i] for i in page.ids], page.next_cursor, page.total)
+
+    async def facets(
+        self, query: AlertQuery, *, now: dt.datetime, display: Display = PLAIN
+    ) -> Facets:
+        metas = [r.meta() for r in self.records.values()]
+        if query.open_only:  # what the Redis view reads
+            metas = [m for m in metas if m.is_open]
+            return facets(metas, query, now=now, display=display, statuses=OPEN_STATUSES)
+        return facets(metas, query, now=now, display=display)
 
     async def loan_summary(self, loan_id: str) -> LoanSummary | None:
         return self.loans.get(loan_id)

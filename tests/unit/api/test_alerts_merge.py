@@ -11,9 +11,6 @@ from rules.events import AlertEvent, AlertStatus, Severity
 from services.store import (
     Action,
     AlertRecord,
-    InvalidCursor,
-    decode_cursor,
-    encode_cursor,
     merge,
     operator_event,
 )
@@ -146,11 +143,3 @@ def test_record_round_trips_through_json() -> None:
     record = merge(base, operator_event(base, Action.ACK, by="operator", now=WALL))
     assert record is not None
     assert AlertRecord.loads(record.dumps()) == record
-
-
-def test_cursor_round_trip_and_garbage() -> None:
-    score = T0.timestamp() + 0.123456
-    assert decode_cursor(encode_cursor(score, "a/b")) == (score, "a/b")
-    for bad in ("nope", "", encode_cursor(1.0, "x")[:-3] + "!!!"):
-        with pytest.raises(InvalidCursor):
-            decode_cursor(bad)
