@@ -27,6 +27,7 @@ from aiokafka.errors import (
 from aiokafka.partitioner import murmur2
 
 from services.settings import Settings
+from streams.faust_edge.producer import sender_alive
 
 log = logging.getLogger(__name__)
 
@@ -205,15 +206,6 @@ class Startable(Protocol):
 
 
 P = TypeVar("P", bound=Startable)
-
-
-def sender_alive(producer: object) -> bool:
-    """False once aiokafka's sender task ended (it dies on OutOfOrderSequenceNumber and
-    ProducerFenced, and every later send waits forever). aiokafka exposes no public check:
-    this reads `AIOKafkaProducer._sender.sender_task` (aiokafka 0.12), and answers True for
-    anything without one (test fakes)."""
-    task = getattr(getattr(producer, "_sender", None), "sender_task", None)
-    return not (isinstance(task, asyncio.Task) and task.done())
 
 
 class RecoveringProducer(Generic[P]):

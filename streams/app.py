@@ -59,10 +59,13 @@ from services.places import PlaceFeed
 from services.settings import EXIT_RESTART, Settings
 from streams.cache import StateCache
 from streams.deadlines import DeadlineIndex
-from streams.gaps import InputGaps, RecoveryWatchdog
-from streams.intake import Lane, LaneConsumer
+from streams.faust_edge.consumer import LaneConsumer
+from streams.faust_edge.tables import DeviceChunkTable, RawKeyTable
+from streams.faust_edge.worker import RecoveryWatchdog, recovery_progress
+from streams.gaps import InputGaps
+from streams.intake import Lane
 from streams.metrics import WorkerMetrics
-from streams.pending import PendingPings, device_of
+from streams.pending import PendingPings
 from streams.quarantine import Quarantine
 from streams.records import (
     Binding,
@@ -181,53 +184,6 @@ def state_failure(exc: BaseException) -> str:
     if isinstance(exc, StateDecodingError):
         return "state_undecodable"
     return "processing_error"
-
-
-class RawKeyTable(faust.Table):  # type: ignore[type-arg]
-    """A table whose `str` keys are written as raw UTF-8, the bytes the input topics are keyed by.
-
-    Faust writes `str` keys as JSON strings, and `"L1"` hashes to another partition than `L1`:
-    the changelog record would not be on the key's input partition, and after a rebalance the
-    worker owning that partition would not recover the key's state. The serializer must be set
-    before the table's changelog topic is made (the app's table class), so that recovery
-    decodes the keys the way they were written.
-    """
-
-    def _serializer_from_type(self, typ: Any) -> Any:
-        return "raw" if typ is str else super()._serializer_from_type(typ)
-
-    def home_partition(self, key: str) -> int:
-        """The partition a key's changelog records go to (the producer's partitioner)."""
-        assert self.partitions, "the pipeline's tables are made with their partition count"
-        return key_partition(key, self.partitions)
-
-    def partition_for_key(self, key: Any) -> int | None:
-        """The changelog partition, computed here rather than by Faust's producer: with
-        `use_partitioner` Faust asks aiokafka's partitioner eagerly, which needs the producer to
-        hold metadata for the changelog topic and fails ('NoneType' object is not iterable) for
-        a topic just created (a fresh worker on a fresh broker, issue 14 item 7). With the
-        partition given, aiokafka's send waits for the topic's metadata (bounded by its
-        request timeout) instead."""
-        return self.home_partition(key)
-
-    def _new_store_by_url(self, url: Any) -> Any:
-        if str(url).startswith("rocksdb:"):
-            from streams.stores import KeyPartitionedRocksDB
-
-            return KeyPartitionedRocksDB(
-                url, self.app, self, table_name=self.name, key_type=self.key_type,
-                key_serializer=self.key_serializer, value_serializer=self.value_serializer,
-                value_type=self.value_type, loop=self.loop, options=self.options,
-            )  # fmt: skip
-        return super()._new_store_by_url(url)
-
-
-class DeviceChunkTable(RawKeyTable):
-    """Pending-ping chunks (streams/pending.py): each on its device's partition, next to the
-    device's index, so the worker owning the device's pings recovers its chunks."""
-
-    def home_partition(self, key: str) -> int:
-        return super().home_partition(device_of(key))
 
 
 def exit_for_restart(reason: str, **extra: Any) -> NoReturn:
@@ -428,10 +384,7 @@ def build_pipeline(
         ),
         "count_places": Lane("count_places", [prefix + "place-moves"], LANE_LIMIT),
     }
-    app.transport.Consumer = LaneConsumer.serving(  # type: ignore[misc]
-        lanes.values(), contiguous=guarded
-    )
-    consumer = cast(LaneConsumer, app.consumer)
+    consumer = LaneConsumer.install(app, lanes.values(), contiguous=guarded)
     for lane in lanes.values():
         app.topics.add(topic(*(name.removeprefix(prefix) for name in lane.topics)))
         app.flow_control.manage_queue(lane)  # type: ignore[arg-type]  # cleared on rebalance
@@ -518,7 +471,7 @@ def build_pipeline(
         pass them (only applied records are acknowledged, so Faust would wait for them)."""
         gaps.skip_to(tp, first)
         if first > expected:
-            await consumer._add_gap(tp, expected, first - 1)
+            await consumer.mark_empty(tp, expected, first - 1)
 
     async def replay(tp: TP, offset: int, got: int | None, new_gap: bool = True) -> None:
         if new_gap:
@@ -534,9 +487,8 @@ def build_pipeline(
 
     @app.timer(STALL_CHECK_S)  # type: ignore[untyped-decorator]
     async def watch_recovery() -> None:
-        recovery = app.tables.recovery  # type: ignore[attr-defined]
-        recovering = bool(app.rebalancing or app.in_recovery)
-        if watchdog.stalled(recovering, recovery.active_remaining_total(), time.monotonic()):
+        recovering, remaining = recovery_progress(app)
+        if watchdog.stalled(recovering, remaining, time.monotonic()):
             exit_for_restart("rebalance or table recovery made no progress",
                              stalled_s=settings.worker.recovery_stall_s,
                              remaining=watchdog.remaining)  # fmt: skip

@@ -107,26 +107,3 @@ class InputGaps(Generic[K]):
             self.expected.pop(tp, None)
             self.rewound.pop(tp, None)
             self.last_seen.pop(tp, None)
-
-
-@dataclass
-class RecoveryWatchdog:
-    """A rebalance or changelog recovery that made no progress for `stall_s`.
-
-    Faust can stall here (its recovery waits for changelog records that never reach it; seen
-    under load after a restart). Nothing inside the process gets it going again; a new process
-    does, so the worker exits for its supervisor to restart it.
-    """
-
-    stall_s: float
-    remaining: int | None = None
-    since: float = 0.0
-
-    def stalled(self, recovering: bool, remaining: int, now: float) -> bool:
-        if not recovering:
-            self.remaining = None
-            return False
-        if self.remaining is None or remaining < self.remaining:
-            self.remaining, self.since = remaining, now
-            return False
-        return now - self.since >= self.stall_s

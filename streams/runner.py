@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from collections.abc import Awaitable, Callable
 from functools import partial
-
-import faust
 
 from services.kafka import ensure_topics_for, wait_for_broker
 from services.logs import configure_logging
 from services.ops import Heartbeat, ops_app, serve_ops
 from services.settings import Settings
 from streams.app import build_pipeline
+from streams.faust_edge.versions import UntestedVersionError, check_versions
+from streams.faust_edge.worker import Worker
 from streams.health import worker_ready
-from streams.intake import LaneConsumer
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 0.5  # under 1 s: mode logs every late wake-up of a timer of 1 s or more
@@ -25,6 +23,12 @@ HEARTBEAT_S = 0.5  # under 1 s: mode logs every late wake-up of a timer of 1 s o
 
 def run_worker(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.log_format)
+    try:  # before anything of Faust or aiokafka runs: its private hooks hold only on these
+        check_versions()
+    except UntestedVersionError as exc:
+        log.error("worker not started: untested faust-streaming or aiokafka",
+                  extra={"detail": str(exc)})  # fmt: skip
+        raise SystemExit(f"skipwatch worker: {exc}") from None
     asyncio.run(_prepare(settings))
     pipeline = build_pipeline(settings)
     heartbeat = Heartbeat(settings.worker.loop_stall_s)
@@ -48,17 +52,6 @@ def run_worker(settings: Settings) -> None:
         pipeline.app, loglevel=settings.log_level.lower(), override_logging=False, quiet=True
     )
     worker.execute_from_commandline()
-
-
-class Worker(faust.Worker):
-    """`kill -USR1 <pid>` prints where fetching stands, then (mode's own) every thread's and
-    task's stack, to stderr: what is the worker doing?"""
-
-    def _on_sigusr1(self) -> None:
-        consumer = self.app.consumer
-        if isinstance(consumer, LaneConsumer):
-            print(f"consumer: {consumer.describe()}", file=sys.stderr, flush=True)
-        super()._on_sigusr1()
 
 
 def _beating(heartbeat: Heartbeat) -> Callable[[], Awaitable[None]]:

@@ -5,7 +5,7 @@ function of the data, not of when the worker read it.
   `skipwatch backtest` gives on the same recording (event clock).
 - Live (wall clock), a worker stopped for longer than the allowed lateness while a tracker is
   cut gives, once restarted, the alerts a worker that never stopped would have given, at their
-  original times.
+  original times: the episodes `skipwatch backtest` gives on the same records.
 """
 
 from __future__ import annotations
@@ -22,72 +22,19 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from rules.backtest import run_backtest
+from rules.config import EngineConfig
 from rules.engine import Engine
-from rules.events import AlertEvent, AlertStatus, InputEvent
+from rules.events import AlertEvent, AlertStatus, InputEvent, Loan
 from rules.events.recording import EVENT_TYPE_BY_TOPIC
-from rules.spec import CATALOG_DIR
+from rules.places import load_places
+from rules.spec import CATALOG_DIR, load_rules
 from services.simulator import Simulation, SimulationConfig, produce_records
 from tests.integration.conftest import Stack
-from tests.integration.test_pipeline import diagnosis, group_lag, group_offsets
-from tests.scenarios import CST, loan, ping
+from tests.integration.modes import compare, describe, episodes, wait_all_read
+from tests.integration.test_pipeline import diagnosis
+from tests.scenarios import CST, contact, loan, ping
 
 pytestmark = pytest.mark.integration
-
-# An episode is one alert id: (rule, loan, fingerprint) and the instant it began firing.
-START_TOLERANCE_S = 0.0
-Episode = tuple[str, str, str, float]
-
-
-def episodes(alerts: list[AlertEvent]) -> dict[Episode, set[AlertStatus]]:
-    """Each episode with the statuses it went through (a repeated change counts once)."""
-    out: dict[Episode, set[AlertStatus]] = defaultdict(set)
-    for alert in alerts:
-        key = (alert.rule_id, alert.loan_id, alert.fingerprint, alert.started_at.timestamp())
-        out[key].add(alert.status)
-    return out
-
-
-def compare(
-    got: dict[Episode, set[AlertStatus]], want: dict[Episode, set[AlertStatus]]
-) -> tuple[list[Episode], list[Episode], list[Episode]]:
-    """(missing, extra, ended differently): episodes matched on rule, loan and fingerprint,
-    start within START_TOLERANCE_S; a matched episode must have fired and resolved alike."""
-    unmatched = set(got)
-    missing: list[Episode] = []
-    differ: list[Episode] = []
-    for key in sorted(want):
-        rule, loan_id, fp, start = key
-        match = next(
-            (
-                g
-                for g in sorted(unmatched)
-                if g[:3] == (rule, loan_id, fp) and abs(g[3] - start) <= START_TOLERANCE_S
-            ),
-            None,
-        )
-        if match is None:
-            missing.append(key)
-            continue
-        unmatched.discard(match)
-        if got[match] != want[key]:
-            differ.append(key)
-    return missing, sorted(unmatched), differ
-
-
-async def wait_all_read(stack: Stack, produced: dict[str, int], timeout_s: float) -> None:
-    """Until the worker group committed every produced input record and has no lag anywhere
-    (gps.bound and the place topics included), twice in a row."""
-    quiet = 0
-    async with asyncio.timeout(timeout_s):
-        while quiet < 2:
-            stack.check_workers()
-            offsets = await group_offsets(stack)
-            committed = defaultdict(int)
-            for tp, offset in offsets.items():
-                committed[tp.topic.removeprefix(stack.prefix)] += offset
-            done = all(committed[topic] >= n for topic, n in produced.items())
-            quiet = quiet + 1 if done and not await group_lag(stack) else 0
-            await asyncio.sleep(1.0)
 
 
 async def test_a_backlog_gives_the_alert_episodes_of_the_backtest(stack: Stack) -> None:
@@ -143,23 +90,6 @@ async def test_a_backlog_gives_the_alert_episodes_of_the_backtest(stack: Stack) 
     assert (missing, extra, differ) == ([], [], []), describe(missing, extra, differ, got, want)
 
 
-def describe(
-    missing: list[Episode],
-    extra: list[Episode],
-    differ: list[Episode],
-    got: dict[Episode, set[AlertStatus]],
-    want: dict[Episode, set[AlertStatus]],
-) -> str:
-    def line(episode: Episode, statuses: set[AlertStatus]) -> str:
-        rule, loan_id, _, start = episode
-        began = dt.datetime.fromtimestamp(start, CST).isoformat()
-        return f"  {rule} {loan_id} {began} {sorted(statuses)}"
-
-    lines = ["missing:", *(line(e, want[e]) for e in missing), "extra:"]
-    lines += [*(line(e, got[e]) for e in extra), "ended differently (backtest's):"]
-    return "\n".join([*lines, *(line(e, want[e]) for e in differ)])
-
-
 def rules_with_power_cut_for(tmp: Path, for_: str) -> Path:
     """The shipped catalog with tracker-power-cut's `for` shortened (15m in the catalog)."""
     target = tmp / "rules"
@@ -195,7 +125,13 @@ async def test_wall_clock_outage_longer_than_the_allowed_lateness_loses_no_track
     }
     worker = stack.start_worker(**env)
     wired, wireless = "L-cut-w", "L-cut-x"
-    await stack.produce([loan("L-cut", [(wired, "wired"), (wireless, "wireless")], "2027-12-01")])
+    # Nothing overdue: a loan has no time of its own; the backtest applies it at the first
+    # event's time, the live worker at its arrival, so an overdue rule would start 30 s apart
+    # (the pings below are dated before the loan's arrival; a recording has no arrivals).
+    fields = loan("L-cut", [(wired, "wired"), (wireless, "wireless")]).model_dump(mode="json")
+    fields["schedule"] = [{"installment_no": 1, "due_date": "2027-12-01", "amount": 3200}]
+    loan_event = Loan.model_validate(fields)
+    await stack.produce([loan_event])
     # The pings' times are taken once the loan is in Kafka: a loan has no time of its own and is
     # applied at its arrival, so a power cut dated before that arrival would start at it.
     now = dt.datetime.now(CST).replace(microsecond=0) + dt.timedelta(seconds=1)
@@ -239,3 +175,27 @@ async def test_wall_clock_outage_longer_than_the_allowed_lateness_loses_no_track
     }
     print(f"outage {outage_s:.0f} s; fired: {sorted(started.items())}")
     assert started == wanted, await diagnosis(stack)
+
+    # The same recording through the backtest (with the same rules): the same episodes. A
+    # contact once the worker is back moves the backtest's watermark past the power cut's
+    # deadline, as the wall clock moved the worker's.
+    later = contact("L-cut", dt.datetime.now(CST).replace(microsecond=0), "reached", 1)
+    await stack.produce([later])
+    recorded: list[InputEvent] = [loan_event, *pings, removal, later]
+    engine = Engine(
+        load_rules(rules), load_places(CATALOG_DIR / "places"),
+        EngineConfig(allowed_lateness_s=30),
+    )  # fmt: skip
+    want = episodes(run_backtest(recorded, engine).alerts)
+    assert {rule for rule, *_ in want} >= wanted.keys(), "the backtest fires both too"
+
+    def same(alerts: list[AlertEvent]) -> bool:
+        return episodes(alerts) == want
+
+    got = episodes(await stack.alerts(until=same, timeout_s=30))
+    missing, extra, differ = compare(got, want)
+    print(
+        f"wall-clock outage: backtest {len(want)} episodes, worker {len(got)}; missing "
+        f"{len(missing)}, extra {len(extra)}, ended differently {len(differ)}"
+    )
+    assert (missing, extra, differ) == ([], [], []), describe(missing, extra, differ, got, want)

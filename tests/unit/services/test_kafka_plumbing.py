@@ -14,8 +14,9 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from services.api.publisher import OutRecord, ProducerNotReady, Publisher, partition_for
 from services.jt808.sink import KafkaPingSink
-from services.kafka import KeyPartitioner, RecoveringProducer, key_hash, key_partition, sender_alive
+from services.kafka import KeyPartitioner, RecoveringProducer, key_hash, key_partition
 from streams import app as worker
+from streams.faust_edge.producer import sender_alive
 from tests.unit.api.support import FakeProducer
 
 pytestmark = pytest.mark.unit

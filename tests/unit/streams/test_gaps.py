@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streams.gaps import APPLY, InputGaps, RecoveryWatchdog, Verdict
+from streams.faust_edge.worker import RecoveryWatchdog
+from streams.gaps import APPLY, InputGaps, Verdict
 
 pytestmark = pytest.mark.unit
 
