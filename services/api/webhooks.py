@@ -18,7 +18,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from rules.events import Severity
 from services.api.alerts import Conflict
 from services.api.deps import AdminPrincipal, SettingsDep
-from services.api.errors import InvalidRequest, NotFound
+from services.api.errors import InvalidRequest, NotFound, ServiceUnavailable
 from services.api.notify_state import NotifyContextDep, NotifyStateDep
 from services.api.schemas import ErrorBody
 from services.notify import service
@@ -155,6 +155,8 @@ def _invalid(exc: service.NotifyError) -> Exception:
         return NotFound(str(exc))
     if isinstance(exc, service.StateConflict):
         return Conflict(str(exc))
+    if isinstance(exc, service.NotConfigured):
+        return ServiceUnavailable(str(exc))
     field = exc.field if isinstance(exc, service.InvalidRequest) else None
     return InvalidRequest(str(exc), field=field)
 

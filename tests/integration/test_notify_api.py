@@ -18,7 +18,7 @@ from services.kafka import ensure_topics
 from services.notify.dispatcher import Dispatcher
 from services.settings import Settings
 from services.store import AlertStore
-from tests.integration.notify_support import LocalReceiver, wait_for
+from tests.integration.notify_support import SECRET_KEY, LocalReceiver, wait_for
 from tests.integration.test_notify_dispatcher import fresh_alert, publish
 from tests.unit.api.support import ADMIN, OPERATOR, VIEWER, FakeProducer, bearer
 
@@ -36,6 +36,7 @@ def settings_for(bootstrap: str, prefix: str, redis_url: str, redis_prefix: str)
                 "retry_schedule_s": [0, 0.2, 0.2],
                 "retry_jitter": 0,
                 "metrics_port": 0,
+                "secret_keys": [SECRET_KEY],
             },
         }
     )
