@@ -452,13 +452,14 @@ class Dispatcher:
                 reached = True
         for route in routing.routes_for(labels) if routing else ():
             key = route.group_key(labels)
-            _, group = self.groups.setdefault(
-                key,
-                (
-                    route,
-                    Group(route.group_wait_s, route.group_interval_s, route.repeat_interval_s),
-                ),
-            )
+            if key in self.groups:
+                group = self.groups[key][1]
+            else:  # new here, or known to Kafka (the changes of a partition may be read before
+                # its assignment has restored its groups)
+                group = self._restore_group(key) or Group(
+                    route.group_wait_s, route.group_interval_s, route.repeat_interval_s
+                )
+                self.groups[key] = (route, group)
             group.add(kind, alert, now)
             assert group.next_flush is not None
             heapq.heappush(self._due, (group.next_flush, key))
@@ -541,22 +542,31 @@ class Dispatcher:
         await self.state.writer.send(GROUPS, key, record)
 
     def _restore_groups(self, partitions: set[int]) -> None:
-        """The groups of newly owned partitions as Kafka has them (last send, still firing)."""
-        routing = self.config.routing if self.config else None
-        if routing is None:
-            return
+        """The groups of newly owned partitions as Kafka has them (last send, still firing), so
+        their reminders come on time although no change of theirs is read."""
+        restored = 0
         for key, record in list(self.group_states.items.items()):
-            if record.partition not in partitions or key in self.groups:
-                continue
-            route = routing.route_by_id(record.route)
-            if route is None:
-                continue  # the config no longer has that route
-            group = Group(route.group_wait_s, route.group_interval_s, route.repeat_interval_s)
-            group.last_sent = record.last_sent
-            group.firing = {a.fingerprint: a for a in record.firing_alerts()}
-            self.groups[key] = (route, group)
-            self.group_partition[key] = record.partition
-            self._schedule_repeat(key, group)
+            if record.partition in partitions and key not in self.groups:
+                restored += self._restore_group(key) is not None
+        if restored:
+            log.info("routing groups restored", extra={"groups": restored})
+
+    def _restore_group(self, key: str) -> Group | None:
+        """A group as Kafka has it, made live (None: not in Kafka, or its route is gone)."""
+        routing = self.config.routing if self.config else None
+        record = self.group_states.items.get(key)
+        if routing is None or record is None:
+            return None
+        route = routing.route_by_id(record.route)
+        if route is None:
+            return None  # the config no longer has that route
+        group = Group(route.group_wait_s, route.group_interval_s, route.repeat_interval_s)
+        group.last_sent = record.last_sent
+        group.firing = {a.fingerprint: a for a in record.firing_alerts()}
+        self.groups[key] = (route, group)
+        self.group_partition[key] = record.partition
+        self._schedule_repeat(key, group)
+        return group
 
     def _drop_groups(self, partitions: set[int]) -> None:
         """Groups of partitions no longer owned: their new owner reads them from Kafka."""
