@@ -8,6 +8,9 @@
 - Routes each change (routing config, Alertmanager-style groups) and to each matching API
   webhook, drops what silences, inhibition or a time interval mute, and writes one delivery record
   per message and endpoint to the compacted `<prefix>notify.deliveries` before trying it.
+- Each routing group's state after a flush (last send, what is still firing) goes to the
+  compacted `<prefix>notify.groups`; the owner of a partition takes its groups from there, so
+  `group_interval` and `repeat_interval` hold across restarts.
 - Each endpoint has its own queue, worker and concurrency limit; attempts time out; a slow or
   failing endpoint never holds another. Every attempt's result is written back to the delivery
   record; on start the records are replayed and every pending delivery is resumed.
