@@ -1,8 +1,9 @@
-"""Event in Kafka → alert on the alerts topic, under a steady load (DESIGN §9: p99 ≤ 250 ms at
-5,000 events/s sustained; this measures the worker's part, not the API's or a webhook's).
+"""Event in Kafka → alert on the alerts topic, and with `--dispatchers N` on to a webhook received,
+under a steady load (DESIGN §9: p99 ≤ 250 ms at 5,000 events/s sustained).
 
     python benchmarks/bench_latency.py [--bootstrap HOST:PORT] [--rate 2000] [--seconds 30]
                                        [--processes 1] [--loans 2000] [--warmup-seconds 5]
+                                       [--dispatchers 0]
 
   1. warm-up: the loans are produced and a worker takes them and binds their devices;
   2. the worker processes (`--processes`, one group) run; the simulator's mixed stream is
@@ -11,8 +12,15 @@
      removal alarm (a copy of its latest ping in the stream, a second after the stream's event
      time), which fires the catalog's `tracker-removed` rule at once; the latency of a probe
      runs from the moment Kafka acknowledged it until its alert is read from the alerts topic.
-Prints the produced rate, the latency percentiles over the probes, and how far the worker
-group is behind when the load stops (a worker that does not keep up shows growing latency).
+  4. with `--dispatchers N`: N `skipwatch dispatcher` processes (one group, bench_notify.py's)
+     send every alert change to a webhook sink on 127.0.0.1 (allow-listed; routing: one
+     receiver, group_wait 0s); a probe's second latency runs from Kafka's acknowledgement of
+     its event to the arrival of its alert's webhook. Each alert's own hop, alert read from
+     the alerts topic → webhook received, is measured too (the dispatcher's share), with the
+     webhooks per second and the dispatchers' CPU per webhook over the load.
+Prints the produced rate, the latency percentiles over the probes, how far the worker group is
+behind when the load stops (a worker that does not keep up shows growing latency) and the
+machine's load average (a shared machine: compare figures taken in the same run).
 Without --bootstrap it starts its own Kafka (deploy/kafka/kafka.sh) in a temp folder.
 """
 
@@ -26,9 +34,11 @@ import time
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
+from bench_notify import Dispatchers, WebhookSink, load_average
 from bench_worker import (
     Watch,
     Worker,
@@ -53,7 +63,35 @@ class Probes:
         self.now: object = None  # the stream's event time (ts of the latest event sent)
         self.acked_at: dict[str, float] = {}  # loan id -> when Kafka took its probe
         self.latency_s: dict[str, float] = {}
+        self.webhook_s: dict[str, float] = {}  # loan id -> event acked → its webhook received
         self.used: set[bytes] = set()
+        # Every alert change: (alert id, status, updated_at) -> when it was read from the alerts
+        # topic, and how long from then to its webhook.
+        self.alert_read_at: dict[tuple[str, str, datetime], float] = {}
+        self.hop_s: list[float] = []
+        self.webhooks_at: list[float] = []
+
+    def on_webhook(self, body: bytes, at: float) -> None:
+        """A webhook arrived at the sink (one alert change each, Standard Webhooks payload)."""
+        data = orjson.loads(body)["data"]
+        self.webhooks_at.append(at)
+        change = (data["id"], data["status"], datetime.fromisoformat(data["updated_at"]))
+        read = self.alert_read_at.get(change)
+        if read is not None:
+            self.hop_s.append(at - read)
+        self.first_firing(self.webhook_s, data, at)
+
+    def first_firing(self, into: dict[str, float], alert: dict[str, Any], at: float) -> None:
+        """A probe's latency into `into` when `alert` (as JSON) is its loan's first firing probe
+        alert: read from the alerts topic, or the `data` of a webhook."""
+        loan_id = alert["loan_id"]
+        if (
+            alert["rule_id"] == PROBE_RULE
+            and alert["status"] == "firing"
+            and loan_id in self.acked_at
+            and loan_id not in into
+        ):
+            into[loan_id] = at - self.acked_at[loan_id]
 
     def next(self) -> tuple[bytes, bytes, str] | None:
         """(device, ping value, loan id) of a device not probed yet, or None."""
@@ -148,23 +186,23 @@ async def collect(bootstrap: str, prefix: str, probes: Probes, stop: asyncio.Eve
             for records in batches.values():
                 for record in records:
                     alert = orjson.loads(record.value)
-                    loan_id = alert["loan_id"]
-                    if (
-                        alert["rule_id"] == PROBE_RULE
-                        and alert["status"] == "firing"
-                        and loan_id in probes.acked_at
-                        and loan_id not in probes.latency_s
-                    ):
-                        probes.latency_s[loan_id] = now - probes.acked_at[loan_id]
+                    updated_at = datetime.fromisoformat(alert["updated_at"])
+                    change = (alert["alert_id"], alert["status"], updated_at)
+                    probes.alert_read_at.setdefault(change, now)
+                    probes.first_firing(probes.latency_s, alert, now)
     finally:
         await consumer.stop()
 
 
 async def first_alert(
-    bootstrap: str, prefix: str, events: list[tuple[str, bytes, bytes]], probes: Probes
+    bootstrap: str,
+    prefix: str,
+    events: list[tuple[str, bytes, bytes]],
+    probes: Probes,
+    webhooks: bool,
 ) -> None:
-    """One probe before the load, waited for: the worker has joined, recovered and processes
-    (not counted in the figures)."""
+    """One probe before the load, waited for: the worker (and the dispatchers when `webhooks`)
+    joined, recovered and work (not counted in the figures)."""
     progress("waiting for the worker: a first probe must come back as an alert")
     topic, device, value = next(r for r in events if r[0] == prefix + "gps.raw")
     probes.latest[device] = orjson.loads(value)
@@ -174,11 +212,15 @@ async def first_alert(
     await produce(bootstrap, [(topic, device, probe)])
     probes.acked_at[loan_id] = time.perf_counter()
     async with asyncio.timeout(180):
-        while loan_id not in probes.latency_s:
+        while loan_id not in probes.latency_s or (webhooks and loan_id not in probes.webhook_s):
             await asyncio.sleep(0.2)
     progress(f"worker answering ({probes.latency_s[loan_id]:.1f} s after it was sent)")
+    if webhooks:
+        progress(f"dispatchers answering ({probes.webhook_s.pop(loan_id):.1f} s after it was sent)")
     del probes.acked_at[loan_id], probes.latency_s[loan_id]
     probes.latest.clear()
+    probes.hop_s.clear()
+    probes.webhooks_at.clear()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -199,6 +241,11 @@ async def main() -> None:
     )  # fmt: skip
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument(
+        "--dispatchers", type=int, default=0,
+        help="dispatcher processes sending every alert to a local webhook sink (0: none, the "
+        "latency ends at the alerts topic)",
+    )  # fmt: skip
     args = parser.parse_args()
     probe_count = int((args.seconds - args.warmup_seconds) * 1000 / args.probe_ms)
     if probe_count > args.loans:
@@ -220,26 +267,46 @@ async def main() -> None:
             collector = asyncio.create_task(collect(bootstrap, prefix, probes, stop))
             await asyncio.sleep(2)  # the collector reads from the end: let it find the end first
             worker = Worker(bootstrap, prefix, args.partitions, data, args.processes)
+            sink = WebhookSink(probes.on_webhook)
+            dispatchers = None
+            if args.dispatchers:
+                await sink.__aenter__()
+                dispatchers = Dispatchers(bootstrap, prefix, args.partitions, sink.url, data,
+                                          args.dispatchers)  # fmt: skip
             try:
-                await first_alert(bootstrap, prefix, events, probes)
+                await first_alert(bootstrap, prefix, events, probes, webhooks=bool(dispatchers))
                 progress(f"load: {args.rate:,.0f} events/s for {args.seconds:.0f} s, probes")
+                machine_before = load_average()
+                cpu_before = dispatchers.cpu_seconds() if dispatchers else 0.0
+                load_started = time.perf_counter()
                 rate = await load(
                     bootstrap, events, args.rate, args.seconds, args.probe_ms / 1000,
                     probes, prefix, args.warmup_seconds,
                 )  # fmt: skip
+                load_s = time.perf_counter() - load_started
+                dispatcher_cpu = dispatchers.cpu_seconds() - cpu_before if dispatchers else 0.0
+                webhooks_in_load = len(probes.webhooks_at)
                 ends = await watch.end_offsets([prefix + t for t in ("gps.raw", "payments",
                                                                      "contacts")])  # fmt: skip
                 done = await watch.committed(worker.group)
                 behind = sum(end - done.get(tp, 0) for tp, end in ends.items())
                 deadline = time.perf_counter() + 30  # the last probes' alerts may still come
-                while (
-                    len(probes.latency_s) < len(probes.acked_at) and time.perf_counter() < deadline
-                ):
+
+                def waiting() -> bool:
+                    if len(probes.latency_s) < len(probes.acked_at):
+                        return True
+                    return bool(dispatchers) and len(probes.webhook_s) < len(probes.acked_at)
+
+                while waiting() and time.perf_counter() < deadline:
                     await asyncio.sleep(0.2)
+                machine_after = load_average()
             finally:
                 stop.set()
                 await collector
                 worker.stop()
+                if dispatchers is not None:
+                    dispatchers.stop()
+                    await sink.__aexit__()
     latencies = sorted(probes.latency_s.values())
     print(f"events produced                 {rate:,.0f} events/s for {args.seconds:.0f} s "
           f"(target {args.rate:,.0f}); {args.processes} worker process(es)")  # fmt: skip
@@ -252,6 +319,30 @@ async def main() -> None:
             f"p99 {percentile(latencies, 99) * 1000:,.0f} ms  "
             f"max {latencies[-1] * 1000:,.0f} ms   (DESIGN target p99 ≤ 250 ms at 5,000 events/s)"
         )
+    if args.dispatchers:
+        webhooks = sorted(probes.webhook_s.values())
+        hops = sorted(probes.hop_s)
+        print(f"probe webhooks received         {len(webhooks)} of {len(probes.acked_at)}; "
+              f"{args.dispatchers} dispatcher process(es)")  # fmt: skip
+        if len(webhooks) >= 2:
+            print(
+                f"event in Kafka → webhook recv.  p50 {percentile(webhooks, 50) * 1000:,.0f} ms  "
+                f"p95 {percentile(webhooks, 95) * 1000:,.0f} ms  "
+                f"p99 {percentile(webhooks, 99) * 1000:,.0f} ms  "
+                f"max {webhooks[-1] * 1000:,.0f} ms"
+            )
+        if len(hops) >= 2:
+            print(
+                f"alert read → webhook recv.      p50 {percentile(hops, 50) * 1000:,.0f} ms  "
+                f"p99 {percentile(hops, 99) * 1000:,.0f} ms  over {len(hops):,} alert changes"
+            )
+        per_s = webhooks_in_load / load_s
+        cpu_ms = dispatcher_cpu * 1000 / webhooks_in_load if webhooks_in_load else float("nan")
+        print(f"webhooks during the load        {webhooks_in_load:,} = {per_s:,.0f}/s "
+              f"({per_s / args.dispatchers:,.0f}/s per dispatcher process); the dispatchers used "
+              f"{dispatcher_cpu:.1f} CPU s = {cpu_ms:.2f} CPU ms per webhook")  # fmt: skip
+    print(f"machine                         {machine_before} before the load, "
+          f"{machine_after} after")  # fmt: skip
 
 
 if __name__ == "__main__":

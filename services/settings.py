@@ -22,8 +22,11 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rules.events.bounds import DAY_S, DEFAULT_MAX_AGE_S, DEFAULT_MAX_FUTURE_SKEW_S, TimeWindow
+from services.notify.sealing import check_key
 
 ENV_PREFIX = "SKIPWATCH_"
+# The well-known key docker-compose.yml encrypts webhook secrets with (`make up`); refused in prod.
+DEV_NOTIFY_SECRET_KEY = "ZGV2LW9ubHktd2ViaG9vay1zZWNyZXQta2V5LWxvY2E="
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -207,6 +210,22 @@ class NotifySettings(BaseModel):
     # The dispatcher's operations port (0: none): /metrics, /healthz.
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9102
     metrics_host: str = "127.0.0.1"
+    # Fernet keys encrypting the webhook signing secrets kept in the endpoints topic: the first
+    # encrypts, every one decrypts (rotation: put a new key first, keep the old ones until every
+    # endpoint has been written again). JSON list: SKIPWATCH_NOTIFY__SECRET_KEYS='["…"]'.
+    # Without a key, creating a webhook endpoint is refused, and so is starting while endpoints
+    # with secrets exist. docker-compose.yml sets a dev-only key for `make up`.
+    secret_keys: list[SecretStr] = Field(default_factory=list)
+
+    @field_validator("secret_keys")
+    @classmethod
+    def _fernet_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for index, key in enumerate(value):
+            try:
+                check_key(key.get_secret_value())
+            except ValueError as exc:
+                raise ValueError(f"key {index}: {exc}") from None
+        return value
 
 
 class Settings(BaseSettings):
@@ -233,6 +252,10 @@ class Settings(BaseSettings):
     def _safe_in_prod(self) -> Settings:
         if self.env == "prod" and self.auth.allow_insecure_dev_tokens:
             raise ValueError("auth.allow_insecure_dev_tokens must be false when env=prod")
+        if self.env == "prod" and any(
+            k.get_secret_value() == DEV_NOTIFY_SECRET_KEY for k in self.notify.secret_keys
+        ):
+            raise ValueError("notify.secret_keys holds docker-compose.yml's dev key (env=prod)")
         return self
 
     def topic(self, name: str) -> str:

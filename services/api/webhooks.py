@@ -17,7 +17,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from rules.events import Severity
 from services.api.deps import AdminPrincipal, SettingsDep
-from services.api.errors import Conflict, InvalidRequest, NotFound
+from services.api.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
 from services.api.notify_state import NotifyContextDep, NotifyStateDep
 from services.api.schemas import ErrorBody
 from services.notify import service
@@ -154,6 +154,8 @@ def _invalid(exc: service.NotifyError) -> Exception:
         return NotFound(str(exc))
     if isinstance(exc, service.StateConflict):
         return Conflict(str(exc))
+    if isinstance(exc, service.NotConfigured):
+        return ServiceUnavailable(str(exc))
     field = exc.field if isinstance(exc, service.InvalidRequest) else None
     return InvalidRequest(str(exc), field=field)
 

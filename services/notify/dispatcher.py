@@ -8,6 +8,9 @@
 - Routes each change (routing config, Alertmanager-style groups) and to each matching API
   webhook, drops what silences, inhibition or a time interval mute, and writes one delivery record
   per message and endpoint to the compacted `<prefix>notify.deliveries` before trying it.
+- Each routing group's state after a flush (last send, what is still firing) goes to the
+  compacted `<prefix>notify.groups`; the owner of a partition takes its groups from there, so
+  `group_interval` and `repeat_interval` hold across restarts.
 - Each endpoint has its own queue, worker and concurrency limit; attempts time out; a slow or
   failing endpoint never holds another. Every attempt's result is written back to the delivery
   record; on start the records are replayed and every pending delivery is resumed.
@@ -55,13 +58,14 @@ from services.notify.records import (
     Attempt,
     DeliveryRecord,
     EndpointRecord,
+    GroupRecord,
     NoticeRecord,
 )
 from services.notify.retry import next_attempt_at
 from services.notify.routing import Route, Routing, alert_labels
 from services.notify.signing import SigningKey
 from services.notify.ssrf import AllowList, DestinationRefused, SsrfGuard, guarded_client
-from services.notify.state import DELIVERIES, ENDPOINTS, NotifyState, Table
+from services.notify.state import DELIVERIES, GROUPS, NotifyState, Table
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -150,14 +154,21 @@ class ConfigEndpoint:
     failing_since: dt.datetime | None = None
 
 
-def delivery_id(endpoint: str, notices: list[tuple[EventType, AlertEvent]]) -> str:
+def delivery_id(
+    endpoint: str, notices: list[tuple[EventType, AlertEvent]], repeat_of: dt.datetime | None = None
+) -> str:
     """The same alert changes to the same endpoint make the same id (and `webhook-id`), so a
-    change read twice after a restart is delivered once."""
-    parts = [endpoint] + [
-        f"{kind.value}|{alert.alert_id}|{alert.status.value}|{alert.severity.value}|"
-        f"{alert.updated_at.isoformat()}"
-        for kind, alert in notices
-    ]
+    change read twice after a restart is delivered once. A `repeat_interval` reminder is told
+    apart by the time of the send it repeats."""
+    parts = (
+        [endpoint]
+        + ([f"repeat|{repeat_of.isoformat()}"] if repeat_of else [])
+        + [
+            f"{kind.value}|{alert.alert_id}|{alert.status.value}|{alert.severity.value}|"
+            f"{alert.updated_at.isoformat()}"
+            for kind, alert in notices
+        ]
+    )
     return "msg_" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:26]
 
 
@@ -183,6 +194,8 @@ class Dispatcher:
         # One HTTP client (connection pool) per endpoint, sized to its concurrency limit: a slow
         # endpoint can only ever hold its own connections.
         self._clients: dict[str, httpx.AsyncClient] = {}
+        # API endpoints' receivers, made again when their record changes.
+        self._api_receivers: dict[str, tuple[EndpointRecord, WebhookReceiver]] = {}
         self.state = NotifyState(
             settings,
             on_delivery=self._on_delivery,
@@ -190,6 +203,8 @@ class Dispatcher:
             delivery_wanted=self._delivery_wanted,
         )
         self.loans: Table[Loan] = Table(settings, "loans", Loan)
+        # Each routing group's last send and what is still firing (durable: see GroupRecord).
+        self.group_states: Table[GroupRecord] = Table(settings, GROUPS, GroupRecord)
         self.queues: dict[str, EndpointQueue] = {}
         self.config_endpoints: dict[str, ConfigEndpoint] = {}
         self.groups: dict[str, tuple[Route, Group]] = {}
@@ -222,6 +237,7 @@ class Dispatcher:
         await self.check_destinations()
         # Replays (deliveries: the pending ones are queued again once partitions are assigned).
         await asyncio.gather(self.loans.start(), self.state.start())
+        await self.group_states.start()  # its topic is made by state.start
         for queue in self.queues.values():
             self._ensure_worker(queue)
         self._tasks.append(asyncio.create_task(self._consume(), name="dispatcher-alerts"))
@@ -242,6 +258,7 @@ class Dispatcher:
                 await asyncio.wait_for(self.consumer.stop(), 10.0)
         await self.state.stop()
         await self.loans.stop()
+        await self.group_states.stop()
         for client in self._clients.values():
             await client.aclose()
 
@@ -330,12 +347,16 @@ class Dispatcher:
         record = self.state.endpoints.items.get(endpoint)
         if record is None or not record.enabled or record.deleted:
             return None
+        cached = self._api_receivers.get(endpoint)
+        if cached is not None and cached[0] is record:
+            return cached[1], "webhook"
         receiver = WebhookReceiver(
             url=record.url,
-            keys=[k.key() for k in record.keys],
+            keys=[k.key(self.state.box) for k in record.keys],  # decrypted once per version
             client=self._client(endpoint),
             dashboard_url=self.notify.dashboard_url,
         )
+        self._api_receivers[endpoint] = (record, receiver)
         return receiver, "webhook"
 
     # --- alert changes ------------------------------------------------------------------------
@@ -434,13 +455,14 @@ class Dispatcher:
                 reached = True
         for route in routing.routes_for(labels) if routing else ():
             key = route.group_key(labels)
-            _, group = self.groups.setdefault(
-                key,
-                (
-                    route,
-                    Group(route.group_wait_s, route.group_interval_s, route.repeat_interval_s),
-                ),
-            )
+            if key in self.groups:
+                group = self.groups[key][1]
+            else:  # new here, or known to Kafka (the changes of a partition may be read before
+                # its assignment has restored its groups)
+                group = self._restore_group(key) or Group(
+                    route.group_wait_s, route.group_interval_s, route.repeat_interval_s
+                )
+                self.groups[key] = (route, group)
             group.add(kind, alert, now)
             assert group.next_flush is not None
             heapq.heappush(self._due, (group.next_flush, key))
@@ -467,6 +489,7 @@ class Dispatcher:
     async def _flush(self, key: str, now: dt.datetime) -> None:
         route, group = self.groups[key]
         partition = self.group_partition[key]
+        repeat_of = group.last_sent if not group.pending else None
         notices = group.flush(now)
         routing = self.config.routing if self.config else None
         if notices and routing is not None and route.muted_at(now, routing.intervals):
@@ -484,19 +507,79 @@ class Dispatcher:
                 endpoint = f"cfg:{route.receiver}:{kind}:{index}"
                 if kind == "webhook":  # Standard Webhooks: one alert per message
                     for notice in notices:
-                        await self._create(endpoint, kind, [notice], now, partition)
+                        await self._create(endpoint, kind, [notice], now, partition, repeat_of)
                 else:
-                    await self._create(endpoint, kind, notices, now, partition)
+                    await self._create(endpoint, kind, notices, now, partition, repeat_of)
         for tp, offset in self.held.pop(key, []):
             self.held_count[tp][offset] -= 1
             if self.held_count[tp][offset] <= 0:
                 del self.held_count[tp][offset]
+        # Written before the offsets of its changes are committed (`_commit` flushes first).
+        await self._save_group(key, route, group, partition)
         if group.empty:
             del self.groups[key]
             del self.group_partition[key]
-        elif group.next_flush is None and group.firing:  # remind at the repeat interval
-            repeat_at = now + dt.timedelta(seconds=group.repeat_interval_s)
+        else:
+            self._schedule_repeat(key, group)
+
+    def _schedule_repeat(self, key: str, group: Group) -> None:
+        if group.next_flush is None and group.firing and group.last_sent is not None:
+            repeat_at = group.last_sent + dt.timedelta(seconds=group.repeat_interval_s)
             heapq.heappush(self._due, (repeat_at, key))
+            self._wake_flush.set()
+
+    async def _save_group(self, key: str, route: Route, group: Group, partition: int) -> None:
+        record = None
+        if not group.empty and group.last_sent is not None:
+            record = GroupRecord(
+                key=key,
+                route=route.id,
+                partition=partition,
+                last_sent=group.last_sent,
+                firing=[a.model_dump(mode="json") for a in group.firing.values()],
+            )
+        if record is None:
+            self.group_states.items.pop(key, None)
+        else:
+            self.group_states.items[key] = record
+        await self.state.writer.send(GROUPS, key, record)
+
+    def _restore_groups(self, partitions: set[int]) -> None:
+        """The groups of newly owned partitions as Kafka has them (last send, still firing), so
+        their reminders come on time although no change of theirs is read."""
+        restored = 0
+        for key, record in list(self.group_states.items.items()):
+            if record.partition in partitions and key not in self.groups:
+                restored += self._restore_group(key) is not None
+        if restored:
+            log.info("routing groups restored", extra={"groups": restored})
+
+    def _restore_group(self, key: str) -> Group | None:
+        """A group as Kafka has it, made live (None: not in Kafka, or its route is gone)."""
+        routing = self.config.routing if self.config else None
+        record = self.group_states.items.get(key)
+        if routing is None or record is None:
+            return None
+        route = routing.route_by_id(record.route)
+        if route is None:
+            return None  # the config no longer has that route
+        group = Group(route.group_wait_s, route.group_interval_s, route.repeat_interval_s)
+        group.last_sent = record.last_sent
+        group.firing = {a.fingerprint: a for a in record.firing_alerts()}
+        self.groups[key] = (route, group)
+        self.group_partition[key] = record.partition
+        self._schedule_repeat(key, group)
+        return group
+
+    def _drop_groups(self, partitions: set[int]) -> None:
+        """Groups of partitions no longer owned: their new owner reads them from Kafka."""
+        for key in [k for k, p in self.group_partition.items() if p in partitions]:
+            del self.groups[key]
+            del self.group_partition[key]
+            for tp, offset in self.held.pop(key, []):
+                self.held_count[tp][offset] -= 1
+                if self.held_count[tp][offset] <= 0:
+                    del self.held_count[tp][offset]
 
     def _borrower(self, loan_id: str) -> Borrower | None:
         loan = self.loans.items.get(loan_id)
@@ -509,8 +592,9 @@ class Dispatcher:
         notices: list[tuple[EventType, AlertEvent]],
         now: dt.datetime,
         partition: int,
+        repeat_of: dt.datetime | None = None,
     ) -> None:
-        ident = delivery_id(endpoint, notices)
+        ident = delivery_id(endpoint, notices, repeat_of)
         if ident in self.records or ident in self.state.deliveries.items:
             return
         first = next_attempt_at(
@@ -585,7 +669,9 @@ class Dispatcher:
     def own(self, partitions: set[int]) -> None:
         """Partitions assigned to this process: resume their pending deliveries."""
         added = partitions - self.owned
+        self._drop_groups(self.owned - partitions)
         self.owned = set(partitions)
+        self._restore_groups(added)
         for record in list(self.records.values()):
             if record.state == "pending" and record.partition in added:
                 self._enqueue(record)
@@ -767,8 +853,7 @@ class Dispatcher:
         record = self.state.endpoints.items.get(endpoint)
         if record is not None and record.failing_since is not None:
             updated = record.model_copy(update={"failing_since": None})
-            self.state.endpoints.items[endpoint] = updated
-            await self.state.writer.put(ENDPOINTS, endpoint, updated)
+            await self.state.put_endpoint(updated)
 
     async def _endpoint_failed(self, endpoint: str, now: dt.datetime) -> None:
         limit = dt.timedelta(seconds=self.notify.disable_after_s)
@@ -783,8 +868,7 @@ class Dispatcher:
             return
         if record.failing_since is None:
             updated = record.model_copy(update={"failing_since": now})
-            self.state.endpoints.items[endpoint] = updated
-            await self.state.writer.put(ENDPOINTS, endpoint, updated)
+            await self.state.put_endpoint(updated)
         elif now - record.failing_since >= limit:
             await self._disable(endpoint, "failing", f"no success since {record.failing_since}")
 
@@ -801,8 +885,7 @@ class Dispatcher:
             updated = record.model_copy(
                 update={"enabled": False, "disabled_reason": detail, "disabled_at": self.clock()}
             )
-            self.state.endpoints.items[endpoint] = updated
-            await self.state.writer.put(ENDPOINTS, endpoint, updated)
+            await self.state.put_endpoint(updated)
 
     async def _housekeeping(self) -> None:
         """Gauges, and deleting finished deliveries past their retention (a tombstone in the

@@ -12,6 +12,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from rules.events import AlertEvent, Severity
 from services.notify.matchers import Matcher, matches_all
 from services.notify.model import Borrower, EventType, Message, Notice
+from services.notify.sealing import SecretBox, is_sealed, open_secret
 from services.notify.signing import SigningKey, check_secret
 
 # Attempts kept on a delivery record (the count is kept whole).
@@ -77,12 +78,40 @@ class DeliveryRecord(_Record):
         )
 
 
+class GroupRecord(_Record):
+    """A routing group's notification state, written after each flush (anchor: Alertmanager's
+    notification log): when it last sent, and the alerts it sent that are still firing. A
+    restarted dispatcher reads it back, so it neither notifies the group again before
+    `group_interval` nor forgets the `repeat_interval` reminder. The changes still waiting in the
+    group are not kept: their offsets are not committed, so they are read again."""
+
+    key: str
+    route: str  # Route.id
+    partition: int
+    last_sent: AwareDatetime
+    firing: list[dict[str, Any]] = Field(default_factory=list)
+
+    def firing_alerts(self) -> list[AlertEvent]:
+        return [AlertEvent.model_validate(a) for a in self.firing]
+
+
 class KeyRecord(_Record):
-    secret: str
+    # `fernet:<token>` (services/notify/sealing.py); a clear `whsec_…` only in records written
+    # before secrets were encrypted (and in a new record not yet written).
+    secret: str = Field(repr=False)
     expires_at: AwareDatetime | None = None
 
-    def key(self) -> SigningKey:
-        return SigningKey(self.secret, self.expires_at)
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: str) -> str:
+        return value if is_sealed(value) else check_secret(value)
+
+    def key(self, box: SecretBox | None) -> SigningKey:
+        """The clear signing key; SecretsUnreadable when `box` cannot open it."""
+        return SigningKey(open_secret(box, self.secret), self.expires_at)
+
+    def sealed(self, box: SecretBox) -> KeyRecord:
+        return self.model_copy(update={"secret": box.seal(self.secret)})
 
 
 class EndpointRecord(_Record):
@@ -114,12 +143,9 @@ class EndpointRecord(_Record):
             Matcher.parse(text)
         return value
 
-    @field_validator("keys")
-    @classmethod
-    def _keys(cls, value: list[KeyRecord]) -> list[KeyRecord]:
-        for key in value:
-            check_secret(key.secret)
-        return value
+    def sealed(self, box: SecretBox) -> EndpointRecord:
+        """The record as it is written: every secret encrypted with the box's first key."""
+        return self.model_copy(update={"keys": [k.sealed(box) for k in self.keys]})
 
     def wants(self, kind: EventType, alert: AlertEvent, labels: dict[str, str]) -> bool:
         if not self.enabled or self.deleted:

@@ -352,6 +352,16 @@ class Routing:
     def routes_for(self, labels: Mapping[str, str]) -> list[Route]:
         return self.root.match(labels)
 
+    def route_by_id(self, route_id: str) -> Route | None:
+        """The route with this index path (`0.2`), or None when the config has no such node."""
+        node = self.root
+        for part in filter(None, route_id.split(".")):
+            index = int(part)
+            if index >= len(node.routes):
+                return None
+            node = node.routes[index]
+        return node
+
     def inhibited(self, labels: Mapping[str, str], firing: Iterable[Mapping[str, str]]) -> bool:
         """Whether an alert with `labels` is muted by one of the `firing` alerts (an alert never
         inhibits itself: pass the others)."""

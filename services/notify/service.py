@@ -14,9 +14,10 @@ from services.notify.records import (
     KeyRecord,
     SilenceRecord,
 )
+from services.notify.sealing import SecretsUnreadable
 from services.notify.signing import check_secret, new_secret, rotate
 from services.notify.ssrf import DestinationRefused, SsrfGuard
-from services.notify.state import DELIVERIES, ENDPOINTS, SILENCES, NotifyState
+from services.notify.state import DELIVERIES, SILENCES, NotifyState
 
 
 class NotifyError(Exception):
@@ -35,6 +36,17 @@ class InvalidRequest(NotifyError):
 
 class StateConflict(NotifyError):
     pass
+
+
+class NotConfigured(NotifyError):
+    """The service cannot do it as configured (no key to encrypt webhook secrets with)."""
+
+
+async def _put_endpoint(state: NotifyState, record: EndpointRecord) -> EndpointRecord:
+    try:
+        return await state.put_endpoint(record)
+    except SecretsUnreadable as exc:
+        raise NotConfigured(str(exc)) from None
 
 
 def _invalid(exc: ValidationError) -> InvalidRequest:
@@ -79,9 +91,7 @@ async def create_endpoint(
         )
     except ValidationError as exc:
         raise _invalid(exc) from None
-    await state.writer.put(ENDPOINTS, record.id, record)
-    state.endpoints.items[record.id] = record
-    return record, secret
+    return await _put_endpoint(state, record), secret
 
 
 def get_endpoint(state: NotifyState, endpoint_id: str) -> EndpointRecord:
@@ -107,9 +117,7 @@ async def update_endpoint(
         updated = EndpointRecord.model_validate({**record.model_dump(), **changes})
     except ValidationError as exc:
         raise _invalid(exc) from None
-    await state.writer.put(ENDPOINTS, endpoint_id, updated)
-    state.endpoints.items[endpoint_id] = updated
-    return updated
+    return await _put_endpoint(state, updated)
 
 
 async def rotate_secret(
@@ -126,20 +134,20 @@ async def rotate_secret(
         secret = check_secret(secret) if secret else new_secret()
     except ValueError as exc:
         raise InvalidRequest(str(exc), field="secret") from None
-    keys = rotate([k.key() for k in record.keys], secret, now=now, overlap=overlap)
+    try:
+        current = [k.key(state.box) for k in record.keys]
+    except SecretsUnreadable as exc:
+        raise NotConfigured(str(exc)) from None
+    keys = rotate(current, secret, now=now, overlap=overlap)
     updated = record.model_copy(
         update={"keys": [KeyRecord(secret=k.secret, expires_at=k.expires_at) for k in keys]}
     )
-    await state.writer.put(ENDPOINTS, endpoint_id, updated)
-    state.endpoints.items[endpoint_id] = updated
-    return updated, secret
+    return await _put_endpoint(state, updated), secret
 
 
 async def delete_endpoint(state: NotifyState, *, endpoint_id: str) -> None:
     record = get_endpoint(state, endpoint_id)
-    updated = record.model_copy(update={"deleted": True, "enabled": False})
-    await state.writer.put(ENDPOINTS, endpoint_id, updated)
-    state.endpoints.items[endpoint_id] = updated
+    await _put_endpoint(state, record.model_copy(update={"deleted": True, "enabled": False}))
 
 
 def deliveries_of(state: NotifyState, endpoint: str, limit: int = 100) -> list[DeliveryRecord]:

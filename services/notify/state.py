@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from services.kafka import TopicSpec, ensure_topics, make_producer
 from services.notify.records import DeliveryRecord, EndpointRecord, SilenceRecord
+from services.notify.sealing import KEYS_SETTING, SecretBox, SecretsUnreadable
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,9 +28,10 @@ log = logging.getLogger(__name__)
 DELIVERIES = "notify.deliveries"
 ENDPOINTS = "notify.endpoints"
 SILENCES = "notify.silences"
+GROUPS = "notify.groups"
 NOTIFY_TOPICS = tuple(
     TopicSpec(name, compacted=True, co_partitioned=False)
-    for name in (DELIVERIES, ENDPOINTS, SILENCES)
+    for name in (DELIVERIES, ENDPOINTS, SILENCES, GROUPS)
 )
 
 M = TypeVar("M", bound=BaseModel)
@@ -159,7 +161,12 @@ class Table(TopicFollower, Generic[M]):
             try:
                 item = self._model.model_validate_json(value)
             except ValidationError as exc:
-                log.warning("skipping an invalid record in %s: %s", self.topic, str(exc)[:300])
+                # Without the input: it may hold a secret.
+                problems = "; ".join(
+                    f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                    for e in exc.errors(include_url=False, include_input=False)
+                )
+                log.warning("skipping an invalid record in %s: %s", self.topic, problems[:300])
                 return
             self.items[key] = item
         if self._on_change is not None:
@@ -210,12 +217,46 @@ class NotifyState:
         self.endpoints = Table(settings, ENDPOINTS, EndpointRecord, on_endpoint)
         self.silences = Table(settings, SILENCES, SilenceRecord)
         self.writer = Writer(settings)
+        keys = [k.get_secret_value() for k in settings.notify.secret_keys]
+        self.box = SecretBox(keys) if keys else None
         self._settings = settings
 
     async def start(self) -> None:
+        """Replay the tables; SecretsUnreadable when endpoints have secrets that the configured
+        keys cannot read (none configured, or not the key they were encrypted with)."""
         await ensure_notify_topics(self._settings)
         await self.writer.start()
         await asyncio.gather(self.deliveries.start(), self.endpoints.start(), self.silences.start())
+        self.check_secrets()
+
+    def check_secrets(self) -> None:
+        live = [e for e in self.endpoints.items.values() if not e.deleted and e.keys]
+        if live and self.box is None:
+            raise SecretsUnreadable(
+                f"{len(live)} webhook endpoint(s) in {self.endpoints.topic} have signing secrets "
+                f"but {KEYS_SETTING} is not set: set it to the key(s) they were encrypted with "
+                "(secrets stored in clear by an older version: any new key, they are encrypted "
+                "on their next write); docs/notifications.md, Secrets at rest"
+            )
+        for endpoint in live:
+            for key in endpoint.keys:
+                try:
+                    key.key(self.box)
+                except SecretsUnreadable as exc:
+                    raise SecretsUnreadable(f"webhook endpoint {endpoint.id}: {exc}") from None
+
+    async def put_endpoint(self, record: EndpointRecord) -> EndpointRecord:
+        """Write an endpoint with its secrets encrypted (a clear one from an older record is
+        encrypted now; an encrypted one is re-encrypted with the first key); returns what was
+        written, which is also what the table holds from now on."""
+        if self.box is None:
+            raise SecretsUnreadable(
+                f"webhook secrets are not stored in clear and {KEYS_SETTING} is not set"
+            )
+        sealed = record.sealed(self.box)
+        self.endpoints.items[sealed.id] = sealed
+        await self.writer.put(ENDPOINTS, sealed.id, sealed)
+        return sealed
 
     async def stop(self) -> None:
         for table in (self.deliveries, self.endpoints, self.silences):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -14,6 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+# A Fernet key for the webhook secrets the tests store (notify.secret_keys).
+SECRET_KEY = "nY-Y88DlGJQvEKHZBN49iAQqcHgJZW1jVcfxLhVr-_g="
+
 
 @dataclass
 class Received:
@@ -21,6 +25,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     status: int
+    at: float = 0.0  # time.monotonic() when it arrived
 
 
 @dataclass
@@ -38,7 +43,8 @@ class LocalReceiver:
         return [r for r in self.received if 200 <= r.status < 300]
 
     async def _handle(self, request: Request) -> Response:
-        item = Received(request.url.path, dict(request.headers), await request.body(), 0)
+        body = await request.body()
+        item = Received(request.url.path, dict(request.headers), body, 0, time.monotonic())
         count = sum(1 for r in self.received if r.path == item.path)
         item.status = self.answer(count, item)
         self.received.append(item)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 from standardwebhooks import Webhook
 
 from rules.events import AlertStatus
@@ -18,7 +19,7 @@ from services.kafka import ensure_topics
 from services.notify.dispatcher import Dispatcher
 from services.settings import Settings
 from services.store import AlertStore
-from tests.integration.notify_support import LocalReceiver, wait_for
+from tests.integration.notify_support import SECRET_KEY, LocalReceiver, wait_for
 from tests.integration.test_notify_dispatcher import fresh_alert, publish
 from tests.unit.api.support import ADMIN, OPERATOR, VIEWER, FakeProducer, bearer
 
@@ -36,6 +37,7 @@ def settings_for(bootstrap: str, prefix: str, redis_url: str, redis_prefix: str)
                 "retry_schedule_s": [0, 0.2, 0.2],
                 "retry_jitter": 0,
                 "metrics_port": 0,
+                "secret_keys": [SECRET_KEY],
             },
         }
     )
@@ -237,3 +239,94 @@ async def test_a_silence_created_through_the_api_mutes_and_its_expiry_lets_the_n
         await wait_for(lambda: len(receiver.accepted()) == 2, 30, "the change after the expiry")
         payload = Webhook(secret).verify(receiver.received[-1].body, receiver.received[-1].headers)
         assert (payload["type"], payload["data"]["loan_id"]) == ("alert.resolved", "L-50")
+
+
+async def test_webhook_secret_shown_once_and_not_stored_without_a_key(
+    kafka_bootstrap: str, topic_prefix: str, redis_url: str, redis_prefix: str
+) -> None:
+    """With a key: the secret is in the creation's answer only, never in a GET. Without one, an
+    API finding that endpoint's secret in Kafka answers 503 naming the setting (creating one
+    without a key is refused too: test_notify_secrets.py)."""
+    await ensure_topics(kafka_bootstrap, topic_prefix, 2)
+    keyed = settings_for(kafka_bootstrap, topic_prefix, redis_url, redis_prefix)
+    keyless = keyed.model_copy(
+        update={"notify": keyed.notify.model_copy(update={"secret_keys": []})}
+    )
+    for settings in (keyed, keyless):
+        app = create_app(settings, producer=FakeProducer(), dedup=MemoryDedup())
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://api"
+            ) as client,
+        ):
+            created = await client.post(
+                "/v1/webhooks", headers=bearer(ADMIN), json={"url": "http://127.0.0.1:9/hook"}
+            )
+            if settings is keyless:
+                assert created.status_code == 503, created.text
+                assert "SKIPWATCH_NOTIFY__SECRET_KEYS" in created.json()["message"]
+                continue
+            assert created.status_code == 201
+            secret = created.json()["secret"]
+            ident = created.json()["id"]
+            for path in ("/v1/webhooks", f"/v1/webhooks/{ident}"):
+                answer = await client.get(path, headers=bearer(ADMIN))
+                assert answer.status_code == 200 and secret not in answer.text
+                assert secret.removeprefix("whsec_") not in answer.text
+
+
+async def test_a_wiped_redis_loses_no_notification_state(
+    stack: tuple[httpx.AsyncClient, Dispatcher],
+    kafka_bootstrap: str,
+    topic_prefix: str,
+    redis_url: str,
+    redis_prefix: str,
+) -> None:
+    """Endpoints, deliveries and silences are in Kafka: after this test's Redis keys are deleted
+    (only its own prefix: the Redis is shared), a new API process lists them all and the
+    dispatcher still delivers."""
+    client, dispatcher = stack
+    receiver = LocalReceiver()
+    async with receiver.running():
+        created = await client.post(
+            "/v1/webhooks", headers=bearer(ADMIN), json={"url": receiver.url()}
+        )
+        endpoint_id, secret = created.json()["id"], created.json()["secret"]
+        silence = await client.post(
+            "/v1/silences",
+            headers=bearer(OPERATOR),
+            json={"matchers": ['loan="L-99"'], "ends_at": "2030-01-01T00:00:00Z", "comment": "x"},
+        )
+        assert silence.status_code == 201, silence.text
+        await wait_for(lambda: endpoint_id in dispatcher.state.endpoints.items, 10, "the endpoint")
+        await publish(dispatcher.settings, fresh_alert(90))
+        await wait_for(lambda: len(receiver.accepted()) == 1, 30, "the first delivery")
+        redis = Redis.from_url(redis_url)
+        try:
+            keys = [k async for k in redis.scan_iter(match=f"{redis_prefix}*")]
+            if keys:
+                await redis.delete(*keys)
+            assert not [k async for k in redis.scan_iter(match=f"{redis_prefix}*")]
+        finally:
+            await redis.aclose()
+        settings = settings_for(kafka_bootstrap, topic_prefix, redis_url, redis_prefix)
+        app = create_app(settings, producer=FakeProducer(), dedup=MemoryDedup())
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://api"
+            ) as fresh,
+        ):
+            listed = (await fresh.get("/v1/webhooks", headers=bearer(ADMIN))).json()
+            assert [e["id"] for e in listed] == [endpoint_id]
+            deliveries = await fresh.get(
+                f"/v1/webhooks/{endpoint_id}/deliveries", headers=bearer(ADMIN)
+            )
+            assert [d["state"] for d in deliveries.json()] == ["delivered"]
+            silences = (await fresh.get("/v1/silences", headers=bearer(VIEWER))).json()
+            assert [s["id"] for s in silences] == [silence.json()["id"]]
+        await publish(dispatcher.settings, fresh_alert(91))
+        await wait_for(lambda: len(receiver.accepted()) == 2, 30, "a delivery after the wipe")
+    for request in receiver.accepted():
+        Webhook(secret).verify(request.body, request.headers)

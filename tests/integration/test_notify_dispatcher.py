@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from pydantic import SecretStr
 from standardwebhooks import Webhook
 
 from rules.events import AlertEvent, AlertStatus, Severity
@@ -23,7 +24,7 @@ from services.notify.dispatcher import Dispatcher
 from services.notify.ssrf import AllowList, SsrfGuard
 from services.notify.state import NotifyState
 from services.settings import KafkaSettings, NotifySettings, Settings
-from tests.integration.notify_support import LocalReceiver, wait_for
+from tests.integration.notify_support import SECRET_KEY, LocalReceiver, wait_for
 from tests.unit.notify.factories import alert
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -45,7 +46,7 @@ def settings_for(
         notify=NotifySettings(
             routing_config=config, allow_list=["127.0.0.1"], retry_schedule_s=schedule,
             retry_jitter=0.0, metrics_port=0, dashboard_url="http://127.0.0.1:8000",
-            delivery_retention_s=retention_s,
+            delivery_retention_s=retention_s, secret_keys=[SecretStr(SECRET_KEY)],
         ),
     )  # fmt: skip
 
@@ -275,6 +276,21 @@ async def test_escalation_and_inhibition(dispatcher_for: StartDispatcher) -> Non
     assert types == ["alert.firing", "alert.escalated"]
 
 
+def dispatcher_env(kafka_bootstrap: str, topics: str, config: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "SKIPWATCH_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "SKIPWATCH_KAFKA__TOPIC_PREFIX": topics,
+        "SKIPWATCH_KAFKA__PARTITIONS": "2",
+        "SKIPWATCH_NOTIFY__ROUTING_CONFIG": str(config),
+        "SKIPWATCH_NOTIFY__ALLOW_LIST": '["127.0.0.1"]',
+        "SKIPWATCH_NOTIFY__RETRY_SCHEDULE_S": "[0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]",
+        "SKIPWATCH_NOTIFY__RETRY_JITTER": "0",
+        "SKIPWATCH_NOTIFY__METRICS_PORT": "0",
+        "SKIPWATCH_NOTIFY__SECRET_KEYS": f'["{SECRET_KEY}"]',
+    }
+
+
 class DispatcherProcess:
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.env, self.log = env, log
@@ -312,18 +328,9 @@ async def test_sigkill_during_retries_loses_no_pending_delivery(
     receiver = LocalReceiver(answer=lambda n, r: 200 if healthy else 503)
     async with receiver.running():
         config = write_config(tmp_path / "routing.yaml", receiver.url())
-        env = {
-            **os.environ,
-            "SKIPWATCH_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
-            "SKIPWATCH_KAFKA__TOPIC_PREFIX": topics,
-            "SKIPWATCH_KAFKA__PARTITIONS": "2",
-            "SKIPWATCH_NOTIFY__ROUTING_CONFIG": str(config),
-            "SKIPWATCH_NOTIFY__ALLOW_LIST": '["127.0.0.1"]',
-            "SKIPWATCH_NOTIFY__RETRY_SCHEDULE_S": "[0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]",
-            "SKIPWATCH_NOTIFY__RETRY_JITTER": "0",
-            "SKIPWATCH_NOTIFY__METRICS_PORT": "0",
-        }
-        process = DispatcherProcess(env, tmp_path / "dispatcher.log")
+        process = DispatcherProcess(
+            dispatcher_env(kafka_bootstrap, topics, config), tmp_path / "dispatcher.log"
+        )
         settings = settings_for(kafka_bootstrap, topics, config)
         alerts = [fresh_alert(20 + n) for n in range(5)]
         process.start()
@@ -346,6 +353,64 @@ async def test_sigkill_during_retries_loses_no_pending_delivery(
         Webhook(SECRET).verify(r.body, r.headers)["data"]["loan_id"] for r in receiver.accepted()
     )
     assert loans == sorted(a.loan_id for a in alerts)
+
+
+GROUP_INTERVAL_S, REPEAT_INTERVAL_S = 15.0, 20.0
+
+
+@pytest.mark.timeout(240)
+async def test_group_timers_survive_a_sigkill(
+    kafka_bootstrap: str, topics: str, tmp_path: Path
+) -> None:
+    """A group's last send and what it has sent that is still firing are in Kafka: after a
+    SIGKILL and a restart, a new alert of the group waits for `group_interval` from the send
+    before the kill (not notified early), and the reminder after `repeat_interval` still
+    repeats the alert sent before the kill (not forgotten)."""
+    receiver = LocalReceiver()
+    async with receiver.running():
+        config = tmp_path / "routing.yaml"
+        config.write_text(
+            f"""
+route:
+  receiver: hooks
+  group_by: [loan]
+  group_wait: 0s
+  group_interval: {GROUP_INTERVAL_S:.0f}s
+  repeat_interval: {REPEAT_INTERVAL_S:.0f}s
+receivers:
+- name: hooks
+  webhook_configs: [{{url: "{receiver.url()}", secret: "{SECRET}"}}]
+"""
+        )
+        process = DispatcherProcess(
+            dispatcher_env(kafka_bootstrap, topics, config), tmp_path / "dispatcher.log"
+        )
+        settings = settings_for(kafka_bootstrap, topics, config)
+        first = fresh_alert(80, loan_id="L-80")
+        process.start()
+        try:
+            await publish(settings, first)
+            await wait_for(lambda: len(receiver.accepted()) == 1, 60, "the first alert")
+            sent_at = receiver.accepted()[0].at
+            await asyncio.sleep(2.5)  # its offset committed (every second), then the kill
+            process.kill()
+            process.start()
+            await publish(settings, fresh_alert(81, loan_id="L-80"))
+            await wait_for(lambda: len(receiver.accepted()) == 2, 90, "the group's second alert")
+            second_at = receiver.accepted()[1].at
+            await wait_for(lambda: len(receiver.accepted()) == 4, 90, "the reminder")
+        finally:
+            process.stop()
+    accepted = receiver.accepted()
+    payloads = [Webhook(SECRET).verify(r.body, r.headers) for r in accepted]
+    assert [p["data"]["id"] for p in payloads[:2]] == ["al80", "al81"]
+    # Not early: the group's interval runs from the send before the kill (1 s: clocks, rounding).
+    assert second_at - sent_at >= GROUP_INTERVAL_S - 1.0
+    # Not forgotten: the reminder repeats both alerts, the one sent before the kill too.
+    assert sorted(p["data"]["id"] for p in payloads[2:]) == ["al80", "al81"]
+    assert {p["type"] for p in payloads} == {"alert.firing"}
+    assert min(r.at for r in accepted[2:]) - second_at >= REPEAT_INTERVAL_S - 1.0
+    assert len({r.headers["webhook-id"] for r in accepted}) == 4  # a reminder is a new message
 
 
 async def test_two_dispatchers_share_the_partitions_and_deliver_each_alert_once(
