@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.pending import PendingPings, chunk_key, device_of
+from rules.pipeline.pending import PendingPings, chunk_key, device_of
 
 pytestmark = pytest.mark.unit
 
