@@ -67,8 +67,12 @@ class Backtest:
         self.bindings: dict[str, bytes] = {}
         self.pending_index: dict[str, bytes] = {}
         self.pending = PendingPings(self.pending_index, {})
+        # pings of unbound devices not yet in `pending` (the worker's batch): kept there a
+        # chunk of `limit` at a time, so the pending index stays short
+        self.waiting: dict[str, list[bytes]] = {}
         self.occupancy: dict[str, bytes] = {}
         self.deadlines = DeadlineIndex()
+        self._due = self.deadlines.heap(PARTITION)  # its earliest entry, looked at per event
         # loans read before the first event with a time, with their binding versions
         self.waiting_loans: list[tuple[Loan, int]] = []
         self.max_ts: float | None = None
@@ -111,8 +115,7 @@ class Backtest:
 
     def _evaluate(self, loan_id: str, event: InputEvent | PlaceCount) -> None:
         state = self._state(loan_id)
-        effects = steps.evaluate(self.engine, state, event, self._now, fallback_at=self._now_s)
-        self._after(state, effects)
+        self._after(state, steps.evaluate(self.engine, state, event, self._now, None, self._now_s))
 
     def _count(self, place_id: str, move: PlaceMove) -> None:
         counter = steps.PlaceCounter(self.occupancy)
@@ -126,8 +129,8 @@ class Backtest:
         """Advance every loan whose deadline has passed `now` (and only those), in deadline
         order."""
         now_s, now = self._now_s, self._now
-        deadlines = self.deadlines
-        while (first := deadlines.first(PARTITION)) is not None and first <= now_s:
+        deadlines, due = self.deadlines, self._due
+        while due and due[0][0] <= now_s:
             for loan_id in deadlines.pop_due((PARTITION,), now_s, limit=1):
                 state = self.states[loan_id]
                 self._after(state, steps.advance(self.engine, state, now, fallback_at=now_s))
@@ -150,14 +153,17 @@ class Backtest:
             self._tick()
         if self.waiting_loans:
             self._apply_waiting()
-        first = self.deadlines.first(PARTITION)
-        if first is not None and first <= self._now_s:
+        if self._due and self._due[0][0] <= self._now_s:
             self._sweep()
         if isinstance(event, GpsPing):
             self.counts["gps.raw"] += 1
             loan_id = steps.loan_bound(self.bindings, event.device_id)
             if loan_id is None:
-                self.pending.add(event.device_id, [event.model_dump_json().encode()])
+                waiting = self.waiting.setdefault(event.device_id, [])
+                waiting.append(event.model_dump_json().encode())
+                if len(waiting) >= self.pending.limit:
+                    self.pending.add(event.device_id, waiting)
+                    del self.waiting[event.device_id]
                 return
         else:
             self.counts["payments" if isinstance(event, PaymentEvent) else "contacts"] += 1
@@ -177,9 +183,11 @@ class Backtest:
         if rebind.devices is not None:
             self.loan_devices[loan.loan_id] = rebind.devices
         for device_id, change in rebind.changes:
-            bound = steps.bind(self.bindings, self.pending, device_id, change)
+            waiting = self.waiting.get(device_id)
+            bound = steps.bind(self.bindings, self.pending, device_id, change, waiting)
             if bound is None:
                 continue
+            self.waiting.pop(device_id, None)
             if bound.forget:
                 self.pending.forget(device_id)
             for raw in bound.pings:
@@ -196,7 +204,12 @@ class Backtest:
 
     def unbound_pings(self) -> int:
         """Pings kept for devices not bound to a loan."""
-        return sum(len(self.pending.held(device_id)) for device_id in self.pending_index)
+        devices = set(self.pending_index) | set(self.waiting)
+        limit = self.pending.limit
+        return sum(
+            min(limit, len(self.pending.held(device)) + len(self.waiting.get(device, [])))
+            for device in devices
+        )
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -60,10 +60,10 @@ class DeadlineIndex:
                 due.append(key)
         return due
 
-    def first(self, partition: int) -> float | None:
-        """The earliest entry of a partition (it may wake its key early), None if none."""
-        heap = self._heaps.get(partition)
-        return heap[0][0] if heap else None
+    def heap(self, partition: int) -> list[tuple[float, str]]:
+        """A partition's heap, to look at (not change): `heap[0][0]` is its earliest entry
+        (which may wake its key early). The same list for as long as the partition is held."""
+        return self._heaps.setdefault(partition, [])
 
     def drop_partitions(self, partitions: Iterable[int]) -> None:
         """Forget partitions this worker no longer owns (another worker now acts on them)."""
@@ -80,12 +80,12 @@ class DeadlineIndex:
         return self._size
 
     def _compact(self) -> None:
-        heaps: dict[int, list[tuple[float, str]]] = {}
+        live: dict[int, list[tuple[float, str]]] = {p: [] for p in self._heaps}
         for key, (when, partition) in self._entry.items():
-            heaps.setdefault(partition, []).append((when, key))
-        for heap in heaps.values():
-            heapq.heapify(heap)
-        self._heaps = heaps
+            live.setdefault(partition, []).append((when, key))
+        for partition, entries in live.items():
+            heapq.heapify(entries)
+            self._heaps.setdefault(partition, [])[:] = entries  # in place: `heap()` holds it
         self._size = len(self._entry)
 
     def __len__(self) -> int:

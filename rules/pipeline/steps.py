@@ -56,7 +56,6 @@ def evaluate(
     state: LoanState,
     event: InputEvent | PlaceCount,
     now: datetime,
-    *,
     arrival: float | None = None,
     fallback_at: float = 0.0,
 ) -> Effects:
