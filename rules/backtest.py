@@ -168,7 +168,8 @@ class Backtest:
         else:
             self.counts["payments" if isinstance(event, PaymentEvent) else "contacts"] += 1
             loan_id = event.loan_id
-        self._evaluate(loan_id, event)
+        state = self.states.get(loan_id) or self._state(loan_id)  # (`_evaluate`, inline)
+        self._after(state, steps.evaluate(self.engine, state, event, self._now, None, self._now_s))
 
     def _apply_waiting(self) -> None:
         for loan, version in self.waiting_loans:
