@@ -1,21 +1,21 @@
-"""Backtest: the engine over a recording, in-process, exactly as the worker drives it.
+"""Backtest: the engine over a recording, in-process, through the worker's own steps.
 
 A recording is in arrival order (DESIGN §4), so late ``backfill`` uploads come after newer
-pings, as in production. This module does what the worker does around the engine:
-- binds pings to loans through the Loan's devices, keeping pings of unbound devices until
-  their Loan arrives;
-- keeps a watermark (max event time seen minus ``lateness``) and passes it as ``now``;
-- keeps a deadline index and sweeps only loans that are due;
-- keeps ``PlaceOccupancy`` per place and gives each loan at a place the count of cars there.
+pings, as in production. The backtest runs the steps of rules/pipeline/steps.py the worker
+runs, over dicts instead of Faust tables, and hands each record a step sends straight to the
+step that consumes it (the worker sends it through Kafka):
+- a loan record is evaluated, then its device bindings and releases (`rebind`) go to `bind`,
+  which forwards the device's pending pings to the loan;
+- a ping goes to the loan its device is bound to (`loan_bound`), or waits in `PendingPings`
+  (at most `MAX_PENDING_PINGS_PER_DEVICE` per device) until a binding comes;
+- `now` is the worker's event clock (rules/clock.py `EngineClock`): the newest event time
+  minus ``lateness``;
+- a `DeadlineIndex` (one partition) gives the loans whose deadline fell due, in deadline
+  order, to `advance`;
+- a place move goes to a `PlaceCounter`, and the count to every loan at the place.
 
 It streams: events are fed one at a time (``Backtest.feed``) and alert state changes go to a
 sink as they happen, so memory grows with the number of loans, never with the recording.
-
-The deadline index holds one live entry per loan: ``_due`` maps a loan to the instant of its
-entry in the heap. An entry whose instant no longer matches ``_due`` is stale and skipped when
-popped (lazy deletion); a deadline that moved later keeps its earlier entry, which wakes the
-loan early and is then moved to the real deadline (cheaper than a push per engine call). The
-heap is rebuilt from ``_due`` when stale entries outnumber live ones.
 
 Pure: events and labels in, alerts and a summary out. The CLI does the file IO.
 """
@@ -23,21 +23,25 @@ Pure: events and labels in, alerts and a summary out. The CLI does the file IO.
 from __future__ import annotations
 
 import datetime as dt
-import heapq
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rules.clock import EngineClock
 from rules.engine import Engine, InputEvent
 from rules.events.alert import AlertEvent
 from rules.events.gps import GpsPing
 from rules.events.loan import Loan
 from rules.events.payment import PaymentEvent
-from rules.places import PlaceOccupancy
+from rules.pipeline import steps
+from rules.pipeline.deadlines import DeadlineIndex
+from rules.pipeline.pending import PendingPings
+from rules.pipeline.records import PlaceCount, PlaceMove
 from rules.state import LoanState
 
 AlertSink = Callable[[AlertEvent], None]
+PARTITION = 0  # one partition: every deadline in one heap, swept in deadline order
 
 
 @dataclass
@@ -48,7 +52,7 @@ class BacktestResult:
 
 
 class Backtest:
-    """The worker's loop around the engine, fed one event at a time.
+    """The worker's steps around the engine, fed one event at a time.
 
     ``sink`` receives every alert state change in the order the engine produced it.
     """
@@ -56,25 +60,41 @@ class Backtest:
     def __init__(self, engine: Engine, sink: AlertSink, *, lateness_s: float = 0.0) -> None:
         self.engine = engine
         self.sink = sink
-        self.lateness_s = lateness_s
+        self.clock = EngineClock("event", lateness_s)
+        # the worker's tables
         self.states: dict[str, LoanState] = {}
-        self.device_loan: dict[str, str] = {}
-        self.unbound: dict[str, list[GpsPing]] = defaultdict(list)
-        self.waiting_loans: list[Loan] = []
-        self._heap: list[tuple[float, str]] = []
-        self._due: dict[str, float] = {}  # loan -> instant of its live heap entry
-        self.occupancy: dict[str, PlaceOccupancy] = {}
-        self.watermark: float | None = None
+        self.loan_devices: dict[str, bytes] = {}
+        self.bindings: dict[str, bytes] = {}
+        self.pending_index: dict[str, bytes] = {}
+        self.pending = PendingPings(self.pending_index, {})
+        # pings of unbound devices not yet in `pending` (the worker's batch): kept there a
+        # chunk of `limit` at a time, so the pending index stays short
+        self.waiting: dict[str, list[bytes]] = {}
+        self.occupancy: dict[str, bytes] = {}
+        self.deadlines = DeadlineIndex()
+        self._due = self.deadlines.heap(PARTITION)  # its earliest entry, looked at per event
+        # loans read before the first event with a time, with their binding versions
+        self.waiting_loans: list[tuple[Loan, int]] = []
         self.max_ts: float | None = None
+        self.records = 0  # a loan record's binding version: its place in the recording
+        self._now_s = 0.0  # `now`, epoch seconds and as a datetime (moves with the clock)
+        self._now = dt.datetime.fromtimestamp(0.0, dt.UTC)
         self.counts: Counter[str] = Counter()
         self.by_rule: dict[str, Counter[str]] = defaultdict(Counter)
         self.alert_events = 0
 
+    @property
+    def watermark(self) -> float | None:
+        """`now` (epoch seconds), None before the first event with a time."""
+        return None if self.max_ts is None else self.clock.record_now(0.0)
+
     # -------------------------------------------------------------- bookkeeping
 
-    def _now(self) -> dt.datetime:
-        assert self.watermark is not None
-        return dt.datetime.fromtimestamp(self.watermark, dt.UTC)
+    def _tick(self) -> None:
+        """The clock moved: `now` is what it gives."""
+        now = self.clock.record_now(0.0)
+        if now != self._now_s:
+            self._now_s, self._now = now, dt.datetime.fromtimestamp(now, dt.UTC)
 
     def _state(self, loan_id: str) -> LoanState:
         state = self.states.get(loan_id)
@@ -82,139 +102,121 @@ class Backtest:
             state = self.states[loan_id] = self.engine.new_state(loan_id)
         return state
 
-    def _emit(self, alerts: list[AlertEvent]) -> None:
-        for alert in alerts:
+    def _after(self, state: LoanState, effects: steps.Effects) -> None:
+        """After one step on a loan: emit the alerts, count the place move, reschedule."""
+        for alert in effects.alerts:
             self.alert_events += 1
             self.by_rule[alert.rule_id][alert.status.value] += 1
             self.sink(alert)
+        if effects.move is not None:
+            for place_id, move in steps.place_moves(state.loan_id, effects.move):
+                self._count(place_id, move)
+        steps.schedule(self.engine, self.deadlines, PARTITION, state)
 
-    def _schedule(self, loan_id: str) -> None:
-        deadline = self.engine.next_deadline(self.states[loan_id])
-        if deadline is None:
-            return  # an existing entry wakes the loan once more and is dropped then
-        at = deadline.timestamp()
-        current = self._due.get(loan_id)
-        if current is not None and current <= at:
-            return  # the earlier entry stays; it is moved on when it pops
-        self._due[loan_id] = at
-        heapq.heappush(self._heap, (at, loan_id))
-        if len(self._heap) > 2 * len(self._due) + 1024:
-            self._heap = [(t, loan) for loan, t in self._due.items()]
-            heapq.heapify(self._heap)
+    def _evaluate(self, loan_id: str, event: InputEvent | PlaceCount) -> None:
+        state = self._state(loan_id)
+        self._after(state, steps.evaluate(self.engine, state, event, self._now, None, self._now_s))
+
+    def _count(self, place_id: str, move: PlaceMove) -> None:
+        counter = steps.PlaceCounter(self.occupancy)
+        counter.move(place_id, move)
+        for place, value in counter.writes():
+            self.occupancy[place] = value
+        for loan_id, count in counter.counts():
+            self._evaluate(loan_id, count)
 
     def _sweep(self) -> None:
-        """Advance every loan whose deadline has passed the watermark (and only those), in
-        deadline order."""
-        assert self.watermark is not None
-        watermark = self.watermark
-        heap, due = self._heap, self._due
-        now: dt.datetime | None = None
-        while heap and heap[0][0] <= watermark:
-            at, loan_id = heapq.heappop(heap)
-            if due.get(loan_id) != at:
-                continue  # stale: the loan has a newer entry
-            del due[loan_id]
-            state = self.states[loan_id]
-            deadline = self.engine.next_deadline(state)
-            if deadline is None:
-                continue
-            real = deadline.timestamp()
-            if real > at:  # woke early: the deadline moved later; queue it at the real one
-                due[loan_id] = real
-                heapq.heappush(heap, (real, loan_id))
-                continue
-            if now is None:
-                now = self._now()
-            before = self.engine.place_of(state)
-            self._after(state, before, self.engine.advance(state, now))
-
-    def _after(self, state: LoanState, before: str | None, alerts: list[AlertEvent]) -> None:
-        """After one engine call (``before``: the loan's place before it): emit the alerts, do
-        the place bookkeeping the worker also does, reschedule the loan."""
-        self._emit(alerts)
-        loan_id = state.loan_id
-        after = self.engine.place_of(state)
-        if before != after:
-            ts = state.clock or 0.0
-            if before is not None:
-                self._place_count(before, self._occupancy(before).leave(loan_id))
-            if after is not None:
-                self._place_count(after, self._occupancy(after).enter(loan_id, ts))
-        self._schedule(loan_id)
-
-    def _occupancy(self, place_id: str) -> PlaceOccupancy:
-        if place_id not in self.occupancy:
-            self.occupancy[place_id] = PlaceOccupancy(place_id)
-        return self.occupancy[place_id]
-
-    def _place_count(self, place_id: str, count: int) -> None:
-        now = self._now()
-        for loan_id in list(self._occupancy(place_id).loans):
-            other = self.states[loan_id]
-            self._emit(self.engine.apply_place_count(other, place_id, count, now))
-            self._schedule(loan_id)
+        """Advance every loan whose deadline has passed `now` (and only those), in deadline
+        order."""
+        now_s, now = self._now_s, self._now
+        deadlines, due = self.deadlines, self._due
+        while due and due[0][0] <= now_s:
+            for loan_id in deadlines.pop_due((PARTITION,), now_s, limit=1):
+                state = self.states[loan_id]
+                self._after(state, steps.advance(self.engine, state, now, fallback_at=now_s))
 
     # -------------------------------------------------------------- input
 
     def feed(self, event: InputEvent) -> None:
+        self.records += 1
         if isinstance(event, Loan):
             self.counts["loans"] += 1
-            if self.watermark is None:
-                self.waiting_loans.append(event)
+            if self.max_ts is None:
+                self.waiting_loans.append((event, self.records))
             else:
-                self._apply_loan(event)
+                self._apply_loan(event, self.records)
             return
         ts = event.ts.timestamp()
         if self.max_ts is None or ts > self.max_ts:
             self.max_ts = ts
-        mark = ts - self.lateness_s
-        if self.watermark is None or mark > self.watermark:
-            self.watermark = mark
+            self.clock.released(ts)
+            self._tick()
         if self.waiting_loans:
-            for loan in self.waiting_loans:
-                self._apply_loan(loan)
-            self.waiting_loans.clear()
-        if self._heap and self._heap[0][0] <= self.watermark:
+            self._apply_waiting()
+        if self._due and self._due[0][0] <= self._now_s:
             self._sweep()
         if isinstance(event, GpsPing):
             self.counts["gps.raw"] += 1
-            loan_id = self.device_loan.get(event.device_id)
+            loan_id = steps.loan_bound(self.bindings, event.device_id)
             if loan_id is None:
-                self.unbound[event.device_id].append(event)
+                waiting = self.waiting.setdefault(event.device_id, [])
+                waiting.append(event.model_dump_json().encode())
+                if len(waiting) >= self.pending.limit:
+                    self.pending.add(event.device_id, waiting)
+                    del self.waiting[event.device_id]
                 return
         else:
             self.counts["payments" if isinstance(event, PaymentEvent) else "contacts"] += 1
             loan_id = event.loan_id
-        self._apply_event(loan_id, event)
+        state = self.states.get(loan_id) or self._state(loan_id)  # (`_evaluate`, inline)
+        self._after(state, steps.evaluate(self.engine, state, event, self._now, None, self._now_s))
 
-    def _apply_event(self, loan_id: str, event: InputEvent) -> None:
-        state = self._state(loan_id)
-        before = self.engine.place_of(state)
-        self._after(state, before, self.engine.apply(state, event, self._now()))
+    def _apply_waiting(self) -> None:
+        for loan, version in self.waiting_loans:
+            self._apply_loan(loan, version)
+        self.waiting_loans.clear()
 
-    def _apply_loan(self, loan: Loan) -> None:
-        for device in loan.devices:
-            self.device_loan[device.device_id] = loan.loan_id
-        self._apply_event(loan.loan_id, loan)
-        for device in loan.devices:  # pings that arrived before the binding
-            for ping in self.unbound.pop(device.device_id, []):
-                self._apply_event(loan.loan_id, ping)
+    def _apply_loan(self, loan: Loan, version: int) -> None:
+        """The loan record, then its device bindings and releases; a device's pending pings
+        reach the loan when its binding does."""
+        self._evaluate(loan.loan_id, loan)
+        rebind = steps.rebind(self.loan_devices, loan, version)
+        if rebind.devices is not None:
+            self.loan_devices[loan.loan_id] = rebind.devices
+        for device_id, change in rebind.changes:
+            waiting = self.waiting.get(device_id)
+            bound = steps.bind(self.bindings, self.pending, device_id, change, waiting)
+            if bound is None:
+                continue
+            self.waiting.pop(device_id, None)
+            if bound.forget:
+                self.pending.forget(device_id)
+            for raw in bound.pings:
+                self._evaluate(bound.loan_id, GpsPing.model_validate_json(raw))
 
     def finish(self) -> None:
-        """End of the recording: let the watermark catch up with the last event."""
+        """End of the recording: let `now` catch up with the last event."""
         if self.max_ts is None:
             return
-        self.watermark = self.max_ts
-        for loan in self.waiting_loans:
-            self._apply_loan(loan)
-        self.waiting_loans.clear()
+        self.clock = EngineClock("event", 0.0, frontier=self.max_ts)
+        self._tick()
+        self._apply_waiting()
         self._sweep()
+
+    def unbound_pings(self) -> int:
+        """Pings kept for devices not bound to a loan."""
+        devices = set(self.pending_index) | set(self.waiting)
+        limit = self.pending.limit
+        return sum(
+            min(limit, len(self.pending.held(device)) + len(self.waiting.get(device, [])))
+            for device in devices
+        )
 
     def summary(self) -> dict[str, Any]:
         return {
             "records": dict(self.counts),
             "loans": len(self.states),
-            "unbound_pings": sum(len(v) for v in self.unbound.values()),
+            "unbound_pings": self.unbound_pings(),
             "alert_events": self.alert_events,
             "by_rule": {rule: dict(c) for rule, c in sorted(self.by_rule.items())},
             "engine": dict(self.engine.stats),

@@ -14,7 +14,12 @@ a batch mixes partitions or the deadline sweep writes outside a stream):
   bindings[device_id]     the binding in force (loan id, version)
   pending-pings[device_id], pending-ping-chunks[[device_id, n]]
                           pings of a device not yet bound (kept, bounded, evaluated on binding;
-                          append-only, streams/pending.py)
+                          append-only, rules/pipeline/pending.py)
+  place-occupancy[place_id]  loans at a risk place
+
+The steps around the engine (binding, pending pings, evaluate, deadlines, place counts) are
+rules/pipeline/steps.py, shared with `skipwatch backtest`; this module is their Kafka wiring:
+topics, tables, lanes, commit order (Handoff), metrics, dead letters and quarantine.
 """
 
 from __future__ import annotations
@@ -29,13 +34,12 @@ from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache, partial
+from functools import partial
 from itertools import groupby
 from operator import attrgetter
 from typing import Any, NoReturn, cast
 
 import faust
-import orjson
 from faust.exceptions import NotReady
 from faust.transport.producer import ProducerBuffer
 from faust.types import TP, Message, TableT
@@ -44,7 +48,11 @@ from rules.clock import LATEST_TS, EngineClock, TimeMerge
 from rules.config import EngineConfig
 from rules.engine import Engine
 from rules.events import AlertEvent, GpsPing, InputEvent, Loan
-from rules.places import PlaceOccupancy, load_places
+from rules.pipeline import steps
+from rules.pipeline.deadlines import DeadlineIndex
+from rules.pipeline.pending import PendingPings
+from rules.pipeline.records import Binding, PlaceCount, PlaceMove
+from rules.places import load_places
 from rules.spec import CATALOG_DIR, load_rules
 from rules.state import LoanState, StateDecodingError, StateEncodingError
 from services.kafka import (
@@ -58,24 +66,14 @@ from services.loan_status import StatusThrottle, build_status, status_parts
 from services.places import PlaceFeed
 from services.settings import EXIT_RESTART, Settings
 from streams.cache import StateCache
-from streams.deadlines import DeadlineIndex
 from streams.faust_edge.consumer import LaneConsumer
 from streams.faust_edge.tables import DeviceChunkTable, RawKeyTable
 from streams.faust_edge.worker import RecoveryWatchdog, recovery_progress
 from streams.gaps import InputGaps
 from streams.intake import Lane
 from streams.metrics import WorkerMetrics
-from streams.pending import PendingPings
 from streams.quarantine import Quarantine
-from streams.records import (
-    Binding,
-    PlaceCount,
-    PlaceMove,
-    Rejected,
-    bound_records,
-    decode,
-    decode_bound,
-)
+from streams.records import Rejected, bound_records, decode, decode_bound
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +83,6 @@ SWEEP_INTERVAL_S = 1.0
 SWEEP_CHUNK = 200  # loans the deadline sweep advances per hold of the state lock
 STALL_CHECK_S = 5.0
 STALL_QUIET_S = 15.0
-MAX_PENDING_PINGS_PER_DEVICE = 200
 HANDED_ON_POLL_S = 0.002  # how often a batch checks that its table writes left Faust's buffer
 EVALUATE_TOPICS = ("loans", "payments", "contacts", "gps.bound", "place-counts")
 BIND_TOPICS = ("gps.raw", "device-bindings")
@@ -321,7 +318,7 @@ def build_pipeline(
             partitions=partitions, use_partitioner=True, key_type=str, value_type=bytes,
         )
     ))  # fmt: skip
-    pending = PendingPings(table("pending-pings"), chunks, MAX_PENDING_PINGS_PER_DEVICE)
+    pending = PendingPings(table("pending-pings"), chunks)
     occupancy = table("place-occupancy")
 
     async def dead_letter(
@@ -538,10 +535,6 @@ def build_pipeline(
     def partition_of(key: str) -> int:
         return key_partition(key, partitions)
 
-    @lru_cache(maxsize=1 << 16)
-    def loan_bound_by(binding: bytes) -> str:
-        return Binding.from_bytes(binding).loan_id
-
     def decoded_state(loan_id: str, stored: bytes | None) -> LoanState:
         """The state stored for a loan (a new one if none); StateDecodingError if unreadable."""
         if not stored:
@@ -559,12 +552,11 @@ def build_pipeline(
             loan_state[loan_id] = after
         states.put(loan_id, after, state)
         try:
-            deadline = engine.next_deadline(state)
+            steps.schedule(engine, deadlines, partition, state)
         except Exception as exc:
             log.exception("next deadline failed", extra={"loan_id": loan_id})
             quarantine.add(loan_id, "deadline", "processing_error", repr(exc), time.time())
-            deadline = None
-        deadlines.schedule(partition, loan_id, deadline.timestamp() if deadline else None)
+            deadlines.schedule(partition, loan_id, None)
 
     async def quarantine_state(loan_id: str, stored: bytes, step: str, exc: Exception) -> None:
         """A loan's stored state failed a step that has no input record (the deadline sweep):
@@ -579,17 +571,15 @@ def build_pipeline(
     async def rebind_devices(
         handoff: Handoff, loan: Loan, version: int, sent: list[Awaitable[Any]]
     ) -> None:
-        previous = set(orjson.loads(loan_devices.get(loan.loan_id) or b"[]"))
-        current = {d.device_id for d in loan.devices} if loan.status == "active" else set()
-        changes = [(d, False) for d in previous - current] + [(d, True) for d in current - previous]
-        for device_id, bind in changes:
-            change = Binding(loan.loan_id, bound=bind, version=version)
+        rebind = steps.rebind(loan_devices, loan, version)
+        for device_id, change in rebind.changes:
             future = await bindings_topic.send(key=device_id.encode(), value=change.to_bytes())
             handoff.sends.append(future)
             sent.append(future)
-        if current != previous:
-            devices = orjson.dumps(sorted(current))
-            handoff.after_ack.append(lambda: loan_devices.__setitem__(loan.loan_id, devices))
+        if rebind.devices is not None:
+            handoff.after_ack.append(
+                partial(loan_devices.__setitem__, loan.loan_id, rebind.devices)
+            )
 
     async def publish_status(handoff: Handoff, state: LoanState) -> None:
         """The loan's derived status for the API's view, when it changed (throttled)."""
@@ -598,18 +588,10 @@ def build_pipeline(
             value = build_status(state.loan_id, state.clock, parts).model_dump_json().encode()
             await handoff.send(status_topic, key=state.loan_id.encode(), value=value)
 
-    async def report_place_move(
-        handoff: Handoff, loan_id: str, move_: tuple[str | None, str | None, float]
-    ) -> None:
-        """Tell the place aggregate when the vehicle left (`before`) or entered (`after`) a risk
-        place, `at` the loan's clock."""
-        before, after, at = move_
-        if before is not None:
-            move = PlaceMove(loan_id, entered=False, at=at)
-            await handoff.send(place_moves_topic, key=before.encode(), value=move.to_bytes())
-        if after is not None:
-            move = PlaceMove(loan_id, entered=True, at=at)
-            await handoff.send(place_moves_topic, key=after.encode(), value=move.to_bytes())
+    async def report_place_move(handoff: Handoff, loan_id: str, move: steps.Move) -> None:
+        """Tell the place aggregate when the vehicle left or entered a risk place."""
+        for place_id, record in steps.place_moves(loan_id, move):
+            await handoff.send(place_moves_topic, key=place_id.encode(), value=record.to_bytes())
 
     async def run_lane(
         lane: Lane, process: BatchStep, wake_s: Callable[[], float | None] = lambda: None
@@ -657,42 +639,23 @@ def build_pipeline(
     async def count_batch(records: list[Message]) -> list[Message]:
         """Cross-loan: keep who is at each risk place, and give every loan there the count."""
         handoff = Handoff()
-        changed: dict[str, PlaceOccupancy] = {}
+        counter = steps.PlaceCounter(occupancy)
         for record in records:
             place_id = key_of(record)
             try:
-                move = PlaceMove.from_bytes(value_of(record))
-                place = changed.get(place_id) or PlaceOccupancy(
-                    place_id, occupants(occupancy.get(place_id))
-                )
+                counter.move(place_id, PlaceMove.from_bytes(value_of(record)))
             except Exception as exc:  # one record or one place never stops the lane
                 log.exception("place count failed", extra={"place_id": place_id})
                 await dead_letter(record, "place-moves", Rejected("processing_error", repr(exc)))
                 quarantine.add(place_id, "count_places", "processing_error", repr(exc),
                                time.time())  # fmt: skip
                 continue
-            if move.entered:
-                place.enter(move.loan_id, move.at)
-            else:
-                place.leave(move.loan_id)
-            changed[place_id] = place
-        for place_id, place in changed.items():
-            count = PlaceCount(place_id, place.count).to_bytes()
-            for loan_id in place.loans:
-                await handoff.send(place_counts_topic, key=loan_id.encode(), value=count)
-            value = orjson.dumps(place.loans)
+        for loan_id, count in counter.counts():
+            await handoff.send(place_counts_topic, key=loan_id.encode(), value=count.to_bytes())
+        for place_id, value in counter.writes():
             handoff.after_ack.append(partial(occupancy.__setitem__, place_id, value))
         await handoff.complete()
         return records
-
-    def occupants(stored: bytes | None) -> dict[str, float]:
-        """A place's stored occupancy: loan id -> entered at."""
-        loans = orjson.loads(stored or b"{}")
-        if not isinstance(loans, dict) or not all(
-            isinstance(at, float | int) for at in loans.values()
-        ):
-            raise ValueError(f"stored occupancy is not loan id -> time: {(stored or b'')[:200]!r}")
-        return loans
 
     async def evaluate_locked(records: list[Message]) -> list[Message]:
         async with state_lock:
@@ -739,19 +702,12 @@ def build_pipeline(
 
     def apply_input(state: LoanState, item: Input) -> None:
         """Apply one input to its loan's state; keep what it sends (`send_effects`)."""
-        place_before = engine.place_of(state)
-        event = item.event
-        if isinstance(event, PlaceCount):
-            alerts = engine.apply_place_count(state, event.place_id, event.count, item.now)
-        else:
-            # lateness by arrival only live: in a replay a record arrives at its event time
-            alerts = engine.apply(state, event, item.now, item.arrival if live else None)
-        item.alerts = alerts
-        place_after = engine.place_of(state)
-        item.place = None
-        if place_after != place_before:
-            at = state.clock or clock.record_now(wall())
-            item.place = (place_before, place_after, at)
+        # lateness by arrival only live: in a replay a record arrives at its event time
+        effects = steps.evaluate(
+            engine, state, item.event, item.now, arrival=item.arrival if live else None,
+            fallback_at=item.now.timestamp(),
+        )  # fmt: skip
+        item.alerts, item.place = effects.alerts, effects.move
 
     async def send_effects(
         handoff: Handoff, loan_id: str, item: Input, bindings_sent: list[Awaitable[Any]]
@@ -987,19 +943,18 @@ def build_pipeline(
                 continue
             assert isinstance(decoded, GpsPing)
             arrival_ms = int(record.timestamp * 1000)
-            held = bindings.get(decoded.device_id)
-            if held is None:
-                # kept for its binding: its time counts when it is forwarded, not now
-                read.append((record.tp, record.offset, None))
-                waiting.setdefault(decoded.device_id, []).append(value)
-                outcomes[topic_name, "pending_binding"] += 1
-                continue
             try:
-                loan_id = loan_bound_by(held)
+                loan_id = steps.loan_bound(bindings, decoded.device_id)
             except Exception as exc:  # a binding that cannot be read: the ping waits for a new one
                 log.exception("stored binding unreadable", extra={"device_id": decoded.device_id})
                 quarantine.add(decoded.device_id, "bind_pings", "undecodable", repr(exc),
                                time.time())  # fmt: skip
+                read.append((record.tp, record.offset, None))
+                waiting.setdefault(decoded.device_id, []).append(value)
+                outcomes[topic_name, "pending_binding"] += 1
+                continue
+            if loan_id is None:
+                # kept for its binding: its time counts when it is forwarded, not now
                 read.append((record.tp, record.offset, None))
                 waiting.setdefault(decoded.device_id, []).append(value)
                 outcomes[topic_name, "pending_binding"] += 1
@@ -1041,23 +996,17 @@ def build_pipeline(
         handoff: Handoff,
         waiting_in_batch: dict[str, list[bytes]],
     ) -> None:
-        held = bindings.get(device_id)
-        if not change.supersedes(Binding.from_bytes(held) if held else None):
-            return
-        if not change.bound:
-            del bindings[device_id]
-            return
-        bindings[device_id] = change.to_bytes()
-        waiting = pending.held(device_id)
         # the table's pings first, then this batch's (not in the table yet: nothing to forget)
-        pings = waiting + waiting_in_batch.pop(device_id, [])
-        if pings:
+        result = steps.bind(bindings, pending, device_id, change, waiting_in_batch.get(device_id))
+        if result is None:
+            return
+        waiting_in_batch.pop(device_id, None)
+        if result.pings:
             # They reach the loan when its binding does (a worker that never stopped would
             # have evaluated them then): their arrival is the loan record's timestamp.
-            target = bound[partition_of(change.loan_id)]
-            kept = pings[-MAX_PENDING_PINGS_PER_DEVICE:]
-            target.extend((change.loan_id, ping, change.version) for ping in kept)
-        if waiting:
+            target = bound[partition_of(result.loan_id)]
+            target.extend((result.loan_id, ping, change.version) for ping in result.pings)
+        if result.forget:
             # forget them only once the forwarded batch is acked (Handoff)
             handoff.after_ack.append(partial(pending.forget, device_id))
 
@@ -1102,17 +1051,14 @@ def build_pipeline(
                 continue
             try:
                 state = decoded_state(loan_id, before)
-                place_before = engine.place_of(state)
-                alerts = engine.advance(state, now)
-                place_after = engine.place_of(state)
+                effects = steps.advance(engine, state, now, fallback_at=now.timestamp())
                 after = state.to_bytes()
             except Exception as exc:  # one loan's state never stops the sweep
                 await quarantine_state(loan_id, before, "deadline", exc)
                 continue
-            await emit(handoff, loan_id, alerts)
-            if place_after != place_before:  # a dwell or grace ending
-                at = state.clock or clock.record_now(wall())
-                await report_place_move(handoff, loan_id, (place_before, place_after, at))
+            await emit(handoff, loan_id, effects.alerts)
+            if effects.move is not None:  # a dwell or grace ending
+                await report_place_move(handoff, loan_id, effects.move)
             await publish_status(handoff, state)
             advanced.append((loan_id, state, before, after))
         await handoff.complete()  # the alerts first, then the states that record them
@@ -1144,17 +1090,18 @@ def build_pipeline(
             if not value:
                 continue
             try:
-                deadline = engine.next_deadline(LoanState.from_bytes(value))
+                steps.schedule(
+                    engine, deadlines, partition_of(loan_id), LoanState.from_bytes(value)
+                )
             except Exception as exc:
                 failed += 1
                 log.exception("stored loan state unusable", extra={"loan_id": loan_id})
                 reason = state_failure(exc)
                 quarantine.add(loan_id, "deadline_rebuild", reason, repr(exc), time.time())
                 continue
-            if deadline is not None:
-                deadlines.schedule(partition_of(loan_id), loan_id, deadline.timestamp())
-                count += 1
-        log.info("deadline index rebuilt", extra={"deadlines": count, "quarantined": failed})
+            count += 1
+        extra = {"loans": count, "deadlines": len(deadlines), "quarantined": failed}
+        log.info("deadline index rebuilt", extra=extra)
 
     return Pipeline(
         app=app, engine=engine, metrics=metrics, clock=clock, merge=merge, deadlines=deadlines,

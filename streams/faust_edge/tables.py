@@ -7,8 +7,8 @@ from typing import Any
 
 import faust
 
+from rules.pipeline.pending import device_of
 from services.kafka import key_partition
-from streams.pending import device_of
 
 
 class RawKeyTable(faust.Table):  # type: ignore[type-arg]
@@ -51,7 +51,7 @@ class RawKeyTable(faust.Table):  # type: ignore[type-arg]
 
 
 class DeviceChunkTable(RawKeyTable):
-    """Pending-ping chunks (streams/pending.py): each on its device's partition, next to the
+    """Pending-ping chunks (rules/pipeline/pending.py): each on its device's partition, next to the
     device's index, so the worker owning the device's pings recovers its chunks."""
 
     def home_partition(self, key: str) -> int:

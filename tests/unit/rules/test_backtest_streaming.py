@@ -177,12 +177,10 @@ def test_deadline_index_keeps_one_live_entry_per_loan(simulation: Simulation) ->
     largest = 0
     for event in events_of(simulation):
         backtest.feed(event)
-        assert len(backtest._due) <= len(backtest.states)
-        largest = max(largest, len(backtest._heap))
+        assert len(backtest.deadlines) <= len(backtest.states)
+        largest = max(largest, backtest.deadlines.entries())
     backtest.finish()
     assert largest <= 2 * len(backtest.states) + 1024
-    entries = set(backtest._heap)
-    assert all((at, loan) in entries for loan, at in backtest._due.items())  # each live entry
 
 
 def test_backtest_command_streams_a_simulated_recording(

@@ -3,10 +3,10 @@ from __future__ import annotations
 import pytest
 
 from rules.events import GpsPing
+from rules.pipeline.deadlines import DeadlineIndex
+from rules.pipeline.records import Binding
 from services.simulator import mixed_stream
-from streams.deadlines import DeadlineIndex
 from streams.records import (
-    Binding,
     Rejected,
     bound_records,
     decode,

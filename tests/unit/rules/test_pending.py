@@ -1,10 +1,10 @@
-"""Pings kept for devices not bound yet, append-only (streams/pending.py)."""
+"""Pings kept for devices not bound yet, append-only (rules/pipeline/pending.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from streams.pending import PendingPings, chunk_key, device_of
+from rules.pipeline.pending import PendingPings, chunk_key, device_of
 
 pytestmark = pytest.mark.unit
 

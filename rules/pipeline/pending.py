@@ -15,9 +15,13 @@ oldest end while the rest still hold `limit`. A device's index written by the la
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
-
 import orjson
+
+from rules.pipeline.tables import Table
+
+# Pings kept per device not bound yet (the newest): a tracker installed long before its loan is
+# funded keeps a bounded backlog, not weeks of pings.
+MAX_PENDING_PINGS_PER_DEVICE = 200
 
 
 def chunk_key(device_id: str, seq: int) -> str:
@@ -34,9 +38,9 @@ def device_of(key: str) -> str:
 class PendingPings:
     def __init__(
         self,
-        index: MutableMapping[str, bytes],
-        chunks: MutableMapping[str, bytes],
-        limit: int,
+        index: Table,
+        chunks: Table,
+        limit: int = MAX_PENDING_PINGS_PER_DEVICE,
     ) -> None:
         self.index = index
         self.chunks = chunks
@@ -66,7 +70,7 @@ class PendingPings:
         while len(held) > 1 and total - held[0][1] >= self.limit:
             old, count = held.pop(0)
             total -= count
-            self.chunks.pop(chunk_key(device_id, old), None)
+            self._drop(chunk_key(device_id, old))
         self.index[device_id] = orjson.dumps(held)
 
     def held(self, device_id: str) -> list[bytes]:
@@ -90,5 +94,9 @@ class PendingPings:
             return
         if raw[:1] == b"[":
             for seq, _ in orjson.loads(raw):
-                self.chunks.pop(chunk_key(device_id, seq), None)
+                self._drop(chunk_key(device_id, seq))
         del self.index[device_id]
+
+    def _drop(self, key: str) -> None:
+        if self.chunks.get(key) is not None:
+            del self.chunks[key]
