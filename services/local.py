@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from services import infra
@@ -53,16 +54,21 @@ COMPONENTS: dict[str, list[str]] = {
 
 def dev_credentials(data_dir: Path) -> dict[str, str]:
     """Random local credentials, made once and kept in .skipwatch/dev-credentials.json."""
+    from cryptography.fernet import Fernet
+
     path = data_dir / "dev-credentials.json"
-    if path.exists():
-        stored: dict[str, str] = json.loads(path.read_text())
-        return stored
-    creds = {
-        "admin": secrets.token_urlsafe(24),
-        "operator": secrets.token_urlsafe(24),
-        "viewer": secrets.token_urlsafe(24),
-        "ingest_simulator": secrets.token_urlsafe(24),
+    made: dict[str, Callable[[], str]] = {
+        "admin": lambda: secrets.token_urlsafe(24),
+        "operator": lambda: secrets.token_urlsafe(24),
+        "viewer": lambda: secrets.token_urlsafe(24),
+        "ingest_simulator": lambda: secrets.token_urlsafe(24),
+        # encrypts webhook secrets at rest (notify.secret_keys)
+        "notify_secret_key": lambda: Fernet.generate_key().decode(),
     }
+    creds: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    if all(name in creds for name in made):
+        return creds
+    creds = {name: creds.get(name) or make() for name, make in made.items()}
     data_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(creds, indent=2))
     path.chmod(0o600)
@@ -108,6 +114,7 @@ def run_local_stack(
             {creds["admin"]: "admin", creds["operator"]: "operator", creds["viewer"]: "viewer"}
         ),
         "SKIPWATCH_AUTH__INGEST_KEYS": json.dumps({creds["ingest_simulator"]: "simulator"}),
+        "SKIPWATCH_NOTIFY__SECRET_KEYS": json.dumps([creds["notify_secret_key"]]),
         "SKIPWATCH_WORKER__DATA_DIR": str(data_dir / "worker"),
         "SKIPWATCH_WORKER__CLOCK": "event",
         "SKIPWATCH_LOG_FORMAT": os.environ.get("SKIPWATCH_LOG_FORMAT", "console"),
