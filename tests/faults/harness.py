@@ -10,6 +10,7 @@ import contextlib
 import datetime as dt
 import math
 import os
+import random
 import signal
 import statistics
 import struct
@@ -24,7 +25,7 @@ from typing import Any
 import httpx
 import orjson
 
-from rules.events import InputEvent, Loan
+from rules.events import ContactAttempt, GpsPing, InputEvent, Loan
 from services import infra
 from services.jt808 import codec
 from services.settings import EXIT_RESTART
@@ -34,6 +35,7 @@ ADMIN = "faults-admin-token-0000000001"
 GATEWAY_SECRET = "faults-gateway-secret"
 HEADERS = {"Authorization": f"Bearer {ADMIN}"}
 CST = dt.timezone(dt.timedelta(hours=8))
+HOME_LAT, HOME_LON = 30.66, 104.06  # Chengdu, the centre of every home region here
 
 
 @dataclass
@@ -47,8 +49,10 @@ class Service:
     proc: subprocess.Popen[bytes] | None = None
     kills: int = 0
     restarts: int = 0  # restarts asked by the process (exit 75), as a supervisor would
+    down: bool = False  # killed by the test, not started again yet
 
     def start(self) -> None:
+        self.down = False
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "services.cli", *self.args],
@@ -61,6 +65,7 @@ class Service:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=60)
         self.kills += 1
+        self.down = True
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -73,7 +78,7 @@ class Service:
 
     def supervise(self) -> None:
         """Restart after exit 75 (what compose or Kubernetes do); fail on any other exit."""
-        if self.proc is None or self.proc.poll() is None:
+        if self.proc is None or self.proc.poll() is None or self.down:
             return
         if self.proc.returncode == EXIT_RESTART:
             self.restarts += 1
@@ -239,7 +244,7 @@ def phone_of(n: int) -> str:
 
 def jt808_device(n: int) -> str:
     """The device id the gateway gives terminal `n` (unknown terminals are accepted)."""
-    return f"jt808:{phone_of(n)}"
+    return f"jt808:{phone_of(n).lstrip('0')}"  # the gateway drops the BCD's left padding
 
 
 @dataclass
@@ -393,4 +398,25 @@ def make_loan(loan_id: str, device_id: str, first_due: dt.date, kind: str = "wir
                  "amount": 3200},
             ],
         }
+    )  # fmt: skip
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def home_ping(device: str, n: int, rng: random.Random) -> GpsPing:
+    return GpsPing.model_validate(
+        {
+            "event_id": f"{device}-{n}", "device_id": device, "vendor": "load", "ts": now(),
+            "lat": HOME_LAT + rng.uniform(-0.002, 0.002), "lon": HOME_LON + rng.uniform(-0.002, 0.002),
+            "speed_kmh": 0.0, "device_kind": "wired", "acc_on": False,
+        }
+    )  # fmt: skip
+
+
+def call(loan_id: str, event_id: str, outcome: str) -> ContactAttempt:
+    return ContactAttempt.model_validate(
+        {"event_id": event_id, "loan_id": loan_id, "ts": now(), "party": "borrower",
+         "channel": "call", "outcome": outcome}
     )  # fmt: skip

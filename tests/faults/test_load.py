@@ -29,19 +29,23 @@ from pathlib import Path
 
 import pytest
 
-from rules.events import ContactAttempt, GpsPing
 from services.kafka import ensure_topics
 from tests.faults.harness import (
+    HOME_LAT,
+    HOME_LON,
     FaultStack,
     HttpDoor,
     Location,
     Terminal,
     alert_in_api,
+    call,
     client,
     env_float,
+    home_ping,
     item,
     jt808_device,
     make_loan,
+    now,
     percentile,
     slope_mib_per_min,
 )
@@ -56,7 +60,6 @@ RSS_SLOPE_LIMIT = env_float("SKIPWATCH_FAULTS_RSS_SLOPE", 2.0)
 JT808_SHARE = 0.25
 PROBE_EVERY_S = 5.0
 PROBE_RULE = "phone-dead-overdue"
-HOME = (30.66, 104.06)
 
 
 @pytest.fixture
@@ -72,27 +75,6 @@ async def stack(
         yield stack
     finally:
         stack.stop_all()
-
-
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def home_ping(device: str, n: int, rng: random.Random) -> GpsPing:
-    return GpsPing.model_validate(
-        {
-            "event_id": f"{device}-{n}", "device_id": device, "vendor": "load", "ts": now(),
-            "lat": HOME[0] + rng.uniform(-0.002, 0.002), "lon": HOME[1] + rng.uniform(-0.002, 0.002),
-            "speed_kmh": 0.0, "device_kind": "wired", "acc_on": False,
-        }
-    )  # fmt: skip
-
-
-def call(loan_id: str, event_id: str, outcome: str) -> ContactAttempt:
-    return ContactAttempt.model_validate(
-        {"event_id": event_id, "loan_id": loan_id, "ts": now(), "party": "borrower",
-         "channel": "call", "outcome": outcome}
-    )  # fmt: skip
 
 
 async def test_whole_stack_at_a_sustained_rate(stack: FaultStack) -> None:
@@ -158,8 +140,8 @@ async def test_whole_stack_at_a_sustained_rate(stack: FaultStack) -> None:
             tick = time.monotonic() + rng.uniform(0, every)
             while tick < end:
                 await asyncio.sleep(max(tick - time.monotonic(), 0))
-                lat = HOME[0] + rng.uniform(-0.002, 0.002)
-                await terminal.send(Location(lat, HOME[1], now().replace(microsecond=0)))
+                lat = HOME_LAT + rng.uniform(-0.002, 0.002)
+                await terminal.send(Location(lat, HOME_LON, now().replace(microsecond=0)))
                 tick += every
 
         async def sampler() -> None:
