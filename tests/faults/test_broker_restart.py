@@ -74,7 +74,7 @@ async def stack(
         stack.stop_all()
 
 
-async def stored(bootstrap: str, topics: list[str]) -> dict[str, set[str]]:
+async def stored(bootstrap: str, topics: list[str], idle_polls: int = 6) -> dict[str, set[str]]:
     """Event ids (loans: loan ids) per topic, read to the end."""
     consumer = AIOKafkaConsumer(
         *topics, bootstrap_servers=bootstrap, group_id=f"check-{uuid.uuid4().hex}",
@@ -84,7 +84,7 @@ async def stored(bootstrap: str, topics: list[str]) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {t: set() for t in topics}
     try:
         idle = 0
-        while idle < 6:
+        while idle < idle_polls:
             batches = await consumer.getmany(timeout_ms=500)
             idle = 0 if batches else idle + 1
             for tp, records in batches.items():
@@ -170,7 +170,15 @@ async def test_every_producer_recovers_from_a_broker_restart(
     tasks = [asyncio.create_task(sender(k)) for k in range(SENDERS)]
     tasks += [asyncio.create_task(tracker(t)) for t in terminals]
     try:
-        await asyncio.sleep(8)
+        await asyncio.sleep(4)
+        # the simulator is producing (its portfolio is generated first): its loans are in Kafka
+        async with asyncio.timeout(120):
+            while not any(i.startswith("loan-") for i in
+                          (await stored(broker.bootstrap, [stack.prefix + "loans"], idle_polls=1))
+                          [stack.prefix + "loans"]):  # fmt: skip
+                assert simulator.returncode is None, (stack.tmp / "simulator.log").read_text()
+                await asyncio.sleep(0.5)
+        await asyncio.sleep(2)
         assert set(since(0)) == {200}, since(0)
         killed_at = time.monotonic()
         await asyncio.to_thread(broker.kill)
