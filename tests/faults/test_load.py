@@ -11,7 +11,7 @@ quick look: 60). Prints:
   first third (warm-up: caches and pools filling); the test fails when a slope exceeds
   `SKIPWATCH_FAULTS_RSS_SLOPE` MiB/min (default 2) on a run of 5 minutes or more.
 
-`SKIPWATCH_FAULTS_LOAD_RATE` (default 200 events/s, a quarter through JT/T 808) and
+`SKIPWATCH_FAULTS_LOAD_RATE` (default 1,000 events/s, a quarter through JT/T 808) and
 `SKIPWATCH_FAULTS_LOAD_LOANS` (default 400 background loans) size it. Shared broker and Redis
 (own topic and key prefixes): nothing is restarted or wiped.
 
@@ -54,7 +54,7 @@ from tests.integration.test_pipeline import group_lag
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 DURATION_S = env_float("SKIPWATCH_FAULTS_LOAD_S", 600)
-RATE = env_float("SKIPWATCH_FAULTS_LOAD_RATE", 200)
+RATE = env_float("SKIPWATCH_FAULTS_LOAD_RATE", 1000)
 LOANS = int(env_float("SKIPWATCH_FAULTS_LOAD_LOANS", 400))
 RSS_SLOPE_LIMIT = env_float("SKIPWATCH_FAULTS_RSS_SLOPE", 2.0)
 JT808_SHARE = 0.25
