@@ -55,6 +55,13 @@ STAT_NAMES = (
     "rule_errors",
 )
 _MEMO_LIMIT = 200_000
+
+
+class FutureEventError(ValueError):
+    """An event dated further ahead of the engine's `now` than `max_future_skew_s`: refused
+    before it touches the state, for the caller to dead-letter (never dropped in silence)."""
+
+
 _MAX_DEADLINES_PER_ADVANCE = 10_000
 
 
@@ -146,12 +153,14 @@ class Engine:
         `now`; the worker passes the record's arrival as `now`, not the time it read it).
         """
         now_s = now.timestamp()
+        stats = self.stats
+        stats["events"] += 1
+        if isinstance(event, GpsPing) or not isinstance(event, Loan):  # (pings first: cheaper)
+            self._refuse_future(event, now)
         deadline = state.deadline
         # Usually nothing is due, and advance() would do nothing.
         out = self._advance(state, now_s) if deadline is None or deadline <= now_s else []
-        stats = self.stats
-        stats["events"] += 1
-        if not isinstance(event, GpsPing) and isinstance(event, Loan):  # (pings first: cheaper)
+        if not isinstance(event, GpsPing) and isinstance(event, Loan):
             dirty = self._apply_loan(state, event, max(state.clock or now_s, now_s))
             instant = max(state.clock or now_s, now_s)
             if dirty:
@@ -162,9 +171,6 @@ class Engine:
         event_ts = event.ts
         ts = now_s if event_ts is now else event_ts.timestamp()
         config = self.config
-        if ts > now_s + config.max_future_skew_s:
-            stats["future_rejected"] += 1
-            return out
         digest = event_hash(event.event_id)
         seen = state.seen
         if digest in seen:
@@ -202,6 +208,20 @@ class Engine:
         if dirty or state.dirty or self._cached_deadline(state) <= instant:
             out += self._evaluate(state, instant, event_ts)
         return out
+
+    def _refuse_future(
+        self, event: GpsPing | PaymentEvent | ContactAttempt, now: dt.datetime
+    ) -> None:
+        """Raise FutureEventError for an event too far ahead of `now`, before anything changes
+        (so the refused event leaves no trace in the state); counted in `future_rejected`."""
+        ahead = event.ts.timestamp() - now.timestamp()
+        if ahead > self.config.max_future_skew_s:
+            self.stats["future_rejected"] += 1
+            raise FutureEventError(
+                f"event {event.event_id}: event time {event.ts.isoformat()} is {ahead:.0f} s "
+                f"ahead of the engine's clock ({now.isoformat()}); at most "
+                f"{self.config.max_future_skew_s:.0f} s"
+            )
 
     def apply_place_count(
         self, state: LoanState, place_id: str, count: int, now: dt.datetime

@@ -46,7 +46,7 @@ from faust.types import TP, Message, TableT
 
 from rules.clock import LATEST_TS, EngineClock, TimeMerge
 from rules.config import EngineConfig
-from rules.engine import Engine
+from rules.engine import Engine, FutureEventError
 from rules.events import AlertEvent, GpsPing, InputEvent, Loan
 from rules.pipeline import steps
 from rules.pipeline.deadlines import DeadlineIndex
@@ -721,15 +721,19 @@ def build_pipeline(
             version = int(item.record.timestamp * 1000)
             await rebind_devices(handoff, item.event, version, bindings_sent)
 
-    async def reject(loan_id: str, item: Input, reason: str, detail: str) -> None:
-        """Dead-letter one input (a ping of a gps.bound record on its own) and mark its loan."""
+    async def reject(
+        loan_id: str, item: Input, reason: str, detail: str, mark: bool = True
+    ) -> None:
+        """Dead-letter one input (a ping of a gps.bound record on its own) and, unless the
+        input alone is at fault (`mark` false), mark its loan."""
         if item.topic_name == "gps.bound":
             assert isinstance(item.event, GpsPing)
             key, value = loan_id.encode(), item.event.model_dump_json().encode()
             await dead_letter(None, item.topic_name, Rejected(reason, detail), key, value)
         else:
             await dead_letter(item.record, item.topic_name, Rejected(reason, detail))
-        quarantine.add(loan_id, "evaluate", reason, detail, time.time())
+        if mark:
+            quarantine.add(loan_id, "evaluate", reason, detail, time.time())
 
     async def reapply(loan_id: str, batch: LoanBatch) -> None:
         """Rebuild a loan's state from its stored state and the batch's inputs, one at a time,
@@ -855,6 +859,9 @@ def build_pipeline(
                 continue
             try:
                 apply_input(batch.state, item)
+            except FutureEventError as exc:  # refused before it changed anything
+                await reject(loan_id, item, "ahead_of_clock", str(exc), mark=False)
+                continue
             except Exception as exc:  # the lane never stops on one record
                 log.exception("engine failed on a record", extra={"topic": topic_name})
                 await reject(loan_id, item, "processing_error", repr(exc))

@@ -15,7 +15,8 @@ from rules.events.bounds import TimeWindow
 @dataclass(frozen=True)
 class Rejected:
     # bounded, a metric label: "undecodable" | "invalid" | "future_timestamp" (the worker's time
-    # bound) | "processing_error" | "state_undecodable" | "unencodable_state" (quarantine.py)
+    # bound) | "ahead_of_clock" (the engine's: FutureEventError) | "processing_error" |
+    # "state_undecodable" | "unencodable_state" (quarantine.py)
     reason: str
     detail: str
 

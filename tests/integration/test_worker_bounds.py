@@ -9,6 +9,8 @@ import orjson
 import pytest
 
 from tests.integration.conftest import Stack
+from tests.scenarios import contact as contact_event
+from tests.scenarios import loan, payment
 
 pytestmark = pytest.mark.integration
 
@@ -63,3 +65,35 @@ async def test_raw_records_out_of_bounds_are_dead_lettered_naming_the_field(stac
         reason, text = found[event_id]
         assert reason == b"invalid" and text.startswith(detail), (event_id, text)
     assert "ahead of the arrival time" in found["c-future"][1]
+
+
+async def test_an_event_the_engine_refuses_as_too_far_ahead_is_dead_lettered(stack: Stack) -> None:
+    """Issue 14 item 4, the engine's own limit: an event more than its `max_future_skew_s` (one
+    day) ahead of the engine's clock used to be counted `applied` by the worker and dropped by
+    the engine in silence. With an event clock and an allowed lateness of two days, the
+    engine's clock runs two days behind the newest event, so every dated event is such an
+    event: each one is dead-lettered `ahead_of_clock` with the engine's reason, the loan is
+    not quarantined and the worker does not restart."""
+    stack.start_worker(SKIPWATCH_WORKER__ALLOWED_LATENESS_S=str(2 * 86400))
+    when = dt.datetime(2026, 3, 2, 9, tzinfo=dt.UTC)
+    await stack.produce(
+        [
+            loan("L-ahead"),
+            payment("L-ahead", when),
+            contact_event("L-ahead", when + dt.timedelta(minutes=5), "no_answer", 1),
+        ]
+    )
+    dead = await stack.read_topic("deadletter", lambda records: len(records) >= 2, timeout_s=90)
+    found = {
+        orjson.loads(r.value)["event_id"]: (
+            dict(r.headers)["skipwatch-reason"].decode(),
+            dict(r.headers)["skipwatch-detail"].decode(),
+        )
+        for r in dead
+    }
+    print(f"refused by the engine and dead-lettered: {found}")
+    assert set(found) == {"L-ahead-pay1", "L-ahead-c1"}
+    for reason, detail in found.values():
+        assert reason == "ahead_of_clock"
+        assert "s ahead of the engine's clock" in detail and "at most 86400 s" in detail
+    assert not [w for w in stack.workers if w.restarts]

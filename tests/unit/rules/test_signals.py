@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from rules.engine import FutureEventError
 from rules.events import MultiPolygonRegion, PolygonRegion
 from tests.unit.rules.rules_factories import (
     FAR,
@@ -549,12 +550,21 @@ def test_repeated_event_id_is_ignored_even_with_other_content() -> None:
     assert engine.stats["duplicates"] == 1
 
 
-def test_event_from_the_far_future_is_rejected() -> None:
+def test_event_from_the_far_future_is_refused_aloud_and_changes_nothing() -> None:
+    """Issue 14: the engine used to drop such an event silently (counted only in its stats);
+    it raises instead, so that the caller dead-letters it with the reason."""
     engine, state = start()
     engine.apply(state, ping(at(0)), at(0))
-    engine.apply(state, ping(at(0, days=400)), at(1))
+    snapshot = state.to_bytes()
+    far = ping(at(0, days=400), event_id="far")
+    with pytest.raises(FutureEventError, match=r"event far: event time .* is 34556400 s ahead"):
+        engine.apply(state, far, at(1))
+    assert state.to_bytes() == snapshot
     assert state.devices["W1"].last_seen == at(0).timestamp()
     assert engine.stats["future_rejected"] == 1
+    # one day ahead exactly is still taken
+    engine.apply(state, ping(at(1, days=1), event_id="edge"), at(1))
+    assert state.devices["W1"].last_seen == at(1, days=1).timestamp()
 
 
 # ------------------------------------------------------------------ stationary

@@ -151,3 +151,20 @@ async def test_the_gateway_sink_is_not_ready_while_its_producer_is_replaced() ->
     await wait_for(lambda: sink.ready)
     assert len(fleet.made) == 2
     await sink.stop()
+
+
+async def test_the_gateway_sink_is_not_ready_while_the_brokers_do_not_answer() -> None:
+    """Issue 14 item 2, found by the broker-restart fault test: the gateway's /readyz said ready
+    for the whole outage (its producer looked healthy while every send failed)."""
+    sink = KafkaPingSink(bootstrap_servers="127.0.0.1:1", probe_s=0.05)
+    fleet = Fleet(OutOfOrderSequenceNumber(), poisoned=0)
+    sink._holder = RecoveringProducer(fleet, name="gw", backoff_s=(0.2, 0.2))
+    await sink.start()
+    await asyncio.sleep(0.2)
+    assert sink.ready
+    fleet.made[0].unreachable = True  # the broker is down
+    await wait_for(lambda: not sink.ready)
+    fleet.made[0].unreachable = False  # back
+    await wait_for(lambda: sink.ready)
+    assert len(fleet.made) == 1  # nothing to replace: the producer itself was fine
+    await sink.stop()

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
-from services.settings import SettingsError, load_settings
+from rules.config import EngineConfig
+from services.settings import BoundsSettings, SettingsError, load_settings
 
 pytestmark = pytest.mark.unit
 
@@ -46,3 +48,14 @@ def test_nested_values_read(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings()
     assert settings.kafka.bootstrap_servers == "10.0.0.1:9092"
     assert settings.auth.tokens == {"0123456789abcdef01": "viewer"}
+
+
+def test_no_front_door_may_accept_what_the_engine_refuses_as_too_far_ahead() -> None:
+    """Front doors and the engine agree (issue 14): the window of every front door may allow an
+    event time at most as far ahead as the engine's own limit, so a 2xx is never answered for
+    an event the engine would refuse (FutureEventError, dead-lettered `ahead_of_clock`)."""
+    engine_limit = EngineConfig().max_future_skew_s
+    assert BoundsSettings(max_future_skew_s=engine_limit).window().max_future_skew_s == engine_limit
+    with pytest.raises(ValidationError, match="max_future_skew_s"):
+        BoundsSettings(max_future_skew_s=engine_limit + 1)
+    assert BoundsSettings().max_future_skew_s < engine_limit
