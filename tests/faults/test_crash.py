@@ -134,7 +134,8 @@ async def test_worker_sigkilled_at_random_points_loses_and_repeats_nothing(stack
     per_loan = episodes(alerts, SEED_RULE)
     seed_records = Counter(a.loan_id for a in alerts if a.rule_id == SEED_RULE)
     dead_values = Counter(r.value for r in dead)
-    expected_dead = {value for _, _, value in bad if value != orjson.dumps(huge[0])}
+    # every bad record, the two 1e308 payments included (the amount bound refuses them)
+    expected_dead = {value for _, _, value in bad}
     watchdog_restarts = sum(w.restarts for w in stack.workers)
     print(
         f"\n[faults] crash: {accepted} records accepted ({LOANS} seed loans + noise + "
