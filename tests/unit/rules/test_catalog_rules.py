@@ -185,17 +185,17 @@ CASES: dict[str, tuple[Case, Case]] = {
         # The same visit before the due date.
         Case([ping(at(0)), *hourly_pings(50, 54, USED_CAR_MARKET), *hourly_pings(54, 56)], at(116)),
     ),
-    # The car counts toward the lot once it has stayed 20 min (occupancy_min_dwell_s).
+    # The car counts toward the lot once it has stayed 2 h (occupancy_min_dwell_s).
     "financed-cars-cluster-at-lot": (
         Case(
-            [ping(at(0)), ping(at(2), USED_CAR_MARKET), ping(at(2.5), USED_CAR_MARKET)],
-            at(2.5),
-            place_count(3, "cd-ucm-001", at(2.5)),
+            [ping(at(0)), ping(at(2), USED_CAR_MARKET), ping(at(4.5), USED_CAR_MARKET)],
+            at(4.5),
+            place_count(3, "cd-ucm-001", at(4.5)),
         ),
         Case(
-            [ping(at(0)), ping(at(2), USED_CAR_MARKET), ping(at(2.5), USED_CAR_MARKET)],
-            at(2.5),
-            place_count(2, "cd-ucm-001", at(2.5)),
+            [ping(at(0)), ping(at(2), USED_CAR_MARKET), ping(at(4.5), USED_CAR_MARKET)],
+            at(4.5),
+            place_count(2, "cd-ucm-001", at(4.5)),
         ),
     ),
     "impounded": (
