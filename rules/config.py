@@ -59,6 +59,10 @@ class EngineConfig:
     separation_speed_factor: float = 1.5
     separation_speed_floor_kmh: float = 20.0
     separation_unknown_speed_kmh: float = 130.0
+    # Left behind (devices.wired_left_behind_km): a wireless fix taken after the wired tracker
+    # has been silent this long, away from the wired tracker's last (parked) fix by at least
+    # separation_apart_m beyond both fixes' accuracy.
+    left_behind_silence_s: float = HOUR
     # After buffered (backfill) or late data, wait this long for a live fix before evaluating,
     # so a stale position never raises a live alert that the next live ping would clear.
     backfill_settle_s: float = 300.0

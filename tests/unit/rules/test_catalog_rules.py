@@ -221,6 +221,19 @@ CASES: dict[str, tuple[Case, Case]] = {
         # The wired tracker is silent but the car is home and the borrower not sought yet.
         Case([ping(at(0)), *(wireless(h) for h in (1, 3, 7))], at(7)),
     ),
+    # Parked at home; the wired tracker falls silent; 3 h later the wireless one shows the car
+    # far away and a call goes unanswered.
+    "wired-left-behind-unanswered": (
+        Case(
+            by_time(*parked_wired(0, 61), wireless_at(180, FAR), contact(at(3.5), "no_answer")),
+            at(4),
+        ),
+        # The same, and the borrower answers.
+        Case(
+            by_time(*parked_wired(0, 61), wireless_at(180, FAR), contact(at(3.5), "reached")),
+            at(4),
+        ),
+    ),
     "wired-silent-wireless-alive": (
         Case([ping(at(0)), *(wireless(h) for h in (0, 3, 6, 9, 12))], at(12.1)),
         # Silent for a working day (an underground car park without coverage): not yet.
