@@ -59,6 +59,10 @@ class EngineConfig:
     separation_speed_factor: float = 1.5
     separation_speed_floor_kmh: float = 20.0
     separation_unknown_speed_kmh: float = 130.0
+    # Left behind (devices.wired_left_behind_km): a wireless fix taken after the wired tracker
+    # has been silent this long, away from the wired tracker's last (parked) fix by at least
+    # separation_apart_m beyond both fixes' accuracy.
+    left_behind_silence_s: float = HOUR
     # After buffered (backfill) or late data, wait this long for a live fix before evaluating,
     # so a stale position never raises a live alert that the next live ping would clear.
     backfill_settle_s: float = 300.0
@@ -71,8 +75,12 @@ class EngineConfig:
     max_future_skew_s: float = DAY
     risk_visit_window_s: float = 30 * DAY
     # Cross-loan occupancy (PlaceOccupancy, the cluster rule) counts a car at a risk place only
-    # after it has stayed this long; a car driving past never counts.
-    occupancy_min_dwell_s: float = 20 * 60.0
+    # after it has stayed this long, and only a counted car is given the count: a car driving
+    # past, a wash, a test drive or a look round a market (minutes to an hour) is not
+    # collateral at the lot, and neither raises its own cluster alert nor tips the parked
+    # cars' count over a threshold and back (issue 12: car-wash visits at a ring's lot made
+    # the ring's and the visitor's cluster warnings fire and resolve with every visit).
+    occupancy_min_dwell_s: float = 2 * HOUR
     # A car that leaves a place and is back within this long continues its stay (dwell and
     # occupancy); it keeps counting toward the place meanwhile.
     occupancy_leave_grace_s: float = 15 * 60.0

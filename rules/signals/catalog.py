@@ -219,6 +219,16 @@ SIGNALS: dict[str, Signal] = {
             "disagree by >= 1 km; back to 0 only after two agreeing pairs. 0 otherwise.",
         ),
         Signal(
+            "devices.wired_left_behind_km",
+            "double",
+            "The car drove off without its wired tracker: the wireless tracker's newest fix, "
+            "taken after the wired tracker had been silent for an hour (a wired tracker reports "
+            "at once when the ignition turns on, then every minute while driving), lies this "
+            "far from the wired tracker's last fix, a parked one (a lower bound: distance minus "
+            "both fixes' accuracy). 0 when the wired tracker has reported since, or the fixes "
+            "agree within 1 km.",
+        ),
+        Signal(
             "devices.silent_kind",
             "string",
             "'wired' or 'wireless' when that kind is offline while the other kind has reported "

@@ -130,6 +130,8 @@ class Tracking:
             return changed or history, raised
         previous = last_seen if last_seen is not None else device.bound_at
         dirty = new_device or previous is None or ts - previous >= self.min_gap
+        if not dirty and self._may_leave_behind(state, device, previous, ts):
+            dirty = True  # devices.wired_left_behind_km may change
         device.last_seen = ts
         device.last_event = ping.event_id
         if (device.alarms or ping.alarms) and self._alarms(device, ping, ts):
@@ -239,6 +241,46 @@ class Tracking:
         if gap <= 0.0:
             return True
         return gap / max(ts - fix[0], 1.0) * 3.6 <= self.config.max_speed_kmh
+
+    def _may_leave_behind(
+        self, state: LoanState, device: DeviceState, previous: float | None, ts: float
+    ) -> bool:
+        """Whether this ping may turn devices.wired_left_behind_km on (a wireless ping while a
+        wired tracker is silent) or off (the wired tracker back after a silence)."""
+        silence = self.config.left_behind_silence_s
+        if device.kind == WIRED:
+            return previous is not None and ts - previous >= silence
+        return any(
+            other.kind == WIRED and other.last_seen is not None and ts - other.last_seen >= silence
+            for other in state.devices.values()
+        )
+
+    def left_behind_m(self, state: LoanState) -> float:
+        """Lower bound (m) of how far the car is from where its silent wired tracker last
+        reported parked, on the wireless tracker's newest fix taken after the wired tracker had
+        been silent left_behind_silence_s; 0 if none (see devices.wired_left_behind_km)."""
+        wired: DeviceState | None = None
+        wireless: list[float] | None = None
+        for device in state.devices.values():
+            if device.kind == WIRED:
+                if device.fix is not None and (
+                    wired is None or (wired.fix is not None and device.fix[0] > wired.fix[0])
+                ):
+                    wired = device
+            elif device.fix is not None and (wireless is None or device.fix[0] > wireless[0]):
+                wireless = device.fix
+        if wired is None or wireless is None or wired.fix is None or wired.last_seen is None:
+            return 0.0
+        fix = wired.fix
+        if len(fix) > 4 and fix[4] != 0.0:
+            return 0.0  # last seen moving: where the car went from there is unknown
+        if wireless[0] - wired.last_seen < self.config.left_behind_silence_s:
+            return 0.0  # the wired tracker reported since, or had not been silent long
+        bound = (
+            distance_m(fix[1], fix[2], wireless[1], wireless[2])
+            - self._slack[int(fix[3])][int(wireless[3])]
+        )
+        return round(bound, 1) if bound >= self.config.separation_apart_m else 0.0
 
     def _drives_vehicle(self, state: LoanState, device: DeviceState, ts: float) -> bool:
         if state.position is not None and ts <= state.position[0]:
@@ -639,6 +681,9 @@ class Tracking:
                         alarms.add(alarm)
         out["device.alarms"] = sorted(alarms) if alarms else []
         out["devices.separated_km"] = state.separated_m / 1000.0
+        out["devices.wired_left_behind_km"] = (
+            self.left_behind_m(state) / 1000.0 if has_wired and has_wireless else 0.0
+        )
         # One kind silent while the other demonstrably reports (a tracker that never reported
         # proves nothing).
         silent = ""

@@ -185,17 +185,17 @@ CASES: dict[str, tuple[Case, Case]] = {
         # The same visit before the due date.
         Case([ping(at(0)), *hourly_pings(50, 54, USED_CAR_MARKET), *hourly_pings(54, 56)], at(116)),
     ),
-    # The car counts toward the lot once it has stayed 20 min (occupancy_min_dwell_s).
+    # The car counts toward the lot once it has stayed 2 h (occupancy_min_dwell_s).
     "financed-cars-cluster-at-lot": (
         Case(
-            [ping(at(0)), ping(at(2), USED_CAR_MARKET), ping(at(2.5), USED_CAR_MARKET)],
-            at(2.5),
-            place_count(3, "cd-ucm-001", at(2.5)),
+            [ping(at(0)), ping(at(2), USED_CAR_MARKET), ping(at(4.5), USED_CAR_MARKET)],
+            at(4.5),
+            place_count(3, "cd-ucm-001", at(4.5)),
         ),
         Case(
-            [ping(at(0)), ping(at(2), USED_CAR_MARKET), ping(at(2.5), USED_CAR_MARKET)],
-            at(2.5),
-            place_count(2, "cd-ucm-001", at(2.5)),
+            [ping(at(0)), ping(at(2), USED_CAR_MARKET), ping(at(4.5), USED_CAR_MARKET)],
+            at(4.5),
+            place_count(2, "cd-ucm-001", at(4.5)),
         ),
     ),
     "impounded": (
@@ -220,6 +220,19 @@ CASES: dict[str, tuple[Case, Case]] = {
         Case([ping(at(0)), *(wireless(h, FAR) for h in (1, 3, 7))], at(7)),
         # The wired tracker is silent but the car is home and the borrower not sought yet.
         Case([ping(at(0)), *(wireless(h) for h in (1, 3, 7))], at(7)),
+    ),
+    # Parked at home; the wired tracker falls silent; 3 h later the wireless one shows the car
+    # far away and a call goes unanswered.
+    "wired-left-behind-unanswered": (
+        Case(
+            by_time(*parked_wired(0, 61), wireless_at(180, FAR), contact(at(3.5), "no_answer")),
+            at(4),
+        ),
+        # The same, and the borrower answers.
+        Case(
+            by_time(*parked_wired(0, 61), wireless_at(180, FAR), contact(at(3.5), "reached")),
+            at(4),
+        ),
     ),
     "wired-silent-wireless-alive": (
         Case([ping(at(0)), *(wireless(h) for h in (0, 3, 6, 9, 12))], at(12.1)),
