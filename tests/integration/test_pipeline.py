@@ -61,7 +61,14 @@ async def group_lag(stack: Stack) -> dict[str, int]:
     try:
         ends = await consumer.end_offsets(list(committed))
     finally:
-        await consumer.stop()
+        try:
+            await consumer.stop()
+        except asyncio.CancelledError:
+            # aiokafka#647: a consumer stopped soon after its start raises its own task's
+            # cancellation; a cancellation of this task is passed on
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
     lag = {f"{tp.topic}[{tp.partition}]": ends[tp] - n for tp, n in committed.items()}
     return {name: n for name, n in sorted(lag.items()) if n}
 
