@@ -144,7 +144,7 @@ def build_alert(
     summary = f"{prefix}{rule.title} ({shown})" + (f" — {note}" if note else "")
     position = state.position
     location = Location(lat=position[1], lon=position[2]) if position is not None else None
-    labels = {**rule.labels, "rule_file": rule.file.rsplit("/", 1)[-1]}
+    labels = {**state.labels, **rule.labels, "rule_file": rule.file.rsplit("/", 1)[-1]}
     if note:
         labels["note"] = note
     return AlertEvent(

@@ -289,6 +289,9 @@ class Engine:
         if state.timezone != loan.timezone:
             state.timezone = loan.timezone
             changed = True
+        if state.labels != loan.labels:
+            state.labels = dict(loan.labels)
+            changed = True
         region = (
             list(compact_region(loan.home_region, self.config.region_simplify_m))
             if loan.home_region is not None

@@ -178,6 +178,8 @@ class LoanState:
     # wired fix ts, wireless fix ts of the last counted pair, smallest bound of the streak]
     sep: list[float] | None = None
 
+    labels: dict[str, str] = field(default_factory=dict)  # the loan's (copied onto its alerts)
+
     # evaluation
     clock: float | None = None
     pending_eval: float | None = None  # evaluate at this time (after a backfill settles)
@@ -200,6 +202,7 @@ class LoanState:
     _FIELDS: ClassVar[tuple[tuple[str, str, Any], ...]] = (
         ("st", "status", "active"),
         ("tz", "timezone", "Asia/Shanghai"),
+        ("lb", "labels", {}),
         ("rg", "region", None),
         ("sth", "settled_through", 0),
         ("cu", "cured", 0),

@@ -589,6 +589,8 @@ class _Planner:
                 for no, due, amount in schedule
             ],
             "timezone": TIMEZONE_NAME,
+            # the lender's branch in the borrower's city (routing, silences, queue filters)
+            "labels": {"branch": city.name.lower()},
         }
         underground = rng.random() < 0.15
         plan = _Plan(

@@ -21,6 +21,14 @@ from rules.events.bounds import Amount, InstallmentNo, Latitude, Longitude, Name
 from rules.events.common import Event, Identifier
 from rules.events.gps import DeviceKind
 
+# Labels the lender's loan system gives a loan (branch, region, collection team, product...): copied
+# onto the loan's alerts, where routing, silences and the queue's filters match them. The keys the
+# alert itself sets are reserved; a rule's own label of the same name wins over the loan's.
+RESERVED_LABELS = frozenset({"severity", "rule", "loan", "status", "rule_file", "note"})
+MAX_LABELS = 16
+LabelKey = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+LabelValue = Annotated[str, Field(min_length=1, max_length=64)]
+
 
 class LoanStatus(StrEnum):
     ACTIVE = "active"
@@ -122,6 +130,15 @@ class Loan(Event):
     schedule: tuple[Installment, ...] = ()
     # IANA zone the due dates are in: an instalment is past due after the end of its due date there.
     timezone: str = "Asia/Shanghai"
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=MAX_LABELS)
+
+    @field_validator("labels")
+    @classmethod
+    def _unreserved_labels(cls, value: dict[str, str]) -> dict[str, str]:
+        taken = sorted(RESERVED_LABELS.intersection(value))
+        if taken:
+            raise ValueError(f"label names reserved for the alert itself: {', '.join(taken)}")
+        return value
 
     @field_validator("timezone")
     @classmethod

@@ -219,7 +219,9 @@ def test_evaluate_reports_the_place_move_once_the_car_dwelt() -> None:
     now = at(hours=1)
     first = steps.evaluate(engine, state, ping(now, USED_CAR_MARKET), now)
     assert first.move is None  # not a stay yet
-    later = now + dt.timedelta(minutes=30)
+    dwell = dt.timedelta(seconds=engine.config.occupancy_min_dwell_s)
+    assert steps.advance(engine, state, now + dwell / 2).move is None  # still not
+    later = now + dwell + dt.timedelta(minutes=10)
     effects = steps.advance(engine, state, later)
     assert effects.move is not None
     assert effects.move[:2] == (None, "cd-ucm-001")
