@@ -73,15 +73,7 @@ from streams.gaps import InputGaps
 from streams.intake import Lane
 from streams.metrics import WorkerMetrics
 from streams.quarantine import Quarantine
-from streams.records import (
-    Rejected,
-    bound_records,
-    decode,
-    decode_bound,
-    decode_marks,
-    encode_marks,
-    is_mark,
-)
+from streams.records import Rejected, bound_records, decode, decode_bound
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +89,6 @@ BIND_TOPICS = ("gps.raw", "device-bindings")
 # The inputs with times of their own: their partitions' watermarks make the clock (clock.py).
 TIMED_TOPICS = ("payments", "contacts", "gps.bound", "gps.raw")
 HELD_WAKE_S = 0.2  # how often a step holding records looks again when nothing new comes
-MARK_INTERVAL_S = 0.2  # how often the bind step looks whether its gps.raw marks moved
 # Pings read while the loans and their bindings are not read to their end wait, up to this many
 # (a backlog read on a fresh start), before they are bound as the bindings stand.
 MAX_HELD_PINGS = 200_000
@@ -234,12 +225,9 @@ def build_pipeline(
     wall = clock_wall
     live = settings.worker.clock == "wall"
     bound_topic_name = settings.kafka.topic_prefix + "gps.bound"
-    raw_topic_name = settings.kafka.topic_prefix + "gps.raw"
     merge: TimeMerge[TP, Held] = TimeMerge(
         settings.worker.idle_partition_s, derived=lambda tp: tp.topic == bound_topic_name
     )
-    # pings bound by another worker: their gps.raw partitions' marks come on gps.bound
-    merge.set_sources(TP(raw_topic_name, p) for p in range(settings.kafka.partitions))
     # The loans and the device bindings made from them: pings wait until both are read to their
     # end (the bindings this worker sent included), so a backlog of pings is not read ahead of
     # the bindings of the loans registered before it (pings of an unbound device are kept only
@@ -408,10 +396,8 @@ def build_pipeline(
                 if lane.name == "evaluate":
                     merge.clear()
                     unfinished.clear()
-                    held_marks.clear()
                 if lane.name == "bind_pings":
                     held_pings.clear()
-                    announced.clear()  # the gps.bound partitions' new readers get every mark
         gaps.forget(revoked)
 
     def resume_at(committed: Mapping[Any, int]) -> None:
@@ -801,99 +787,6 @@ def build_pipeline(
                 lane = lanes["bind_pings" if tp.topic in bind_topics else "evaluate"]
                 tracker.fetched(tp, position, highwater, lane.delivered.get(tp), mono)
 
-    def read_marks(record: Message, mono: float) -> None:
-        """A mark on gps.bound: how far a binder forwarded its gps.raw partitions (clock.py).
-        Not an input: nothing is counted or dead-lettered for it, unless it cannot be read."""
-        try:
-            marks = decode_marks(value_of(record))
-            for partition, watermark, through in marks:
-                merge.mark(record.tp, record.offset, TP(raw_topic_name, partition), watermark,
-                           through, mono)  # fmt: skip
-        except ValueError as exc:
-            log.warning("unreadable gps.bound mark ignored",
-                        extra={"partition": record.partition, "offset": record.offset,
-                               "error": str(exc)})  # fmt: skip
-            merge.observe(record.tp, record.offset, None, mono)
-
-    # Marks read and not acknowledged yet: a mark is acknowledged only once every record before
-    # it on its partition is (Faust commits past the first run of acknowledged offsets: a mark
-    # acknowledged while pings before it are held would let a restart skip those pings).
-    held_marks: dict[TP, list[Message]] = {}
-
-    def marks_done() -> list[Message]:
-        if not held_marks:
-            return []
-        first_held: dict[TP, int] = {}
-        for tp, offset in unfinished:
-            if tp in held_marks and offset < first_held.get(tp, offset + 1):
-                first_held[tp] = offset
-        out: list[Message] = []
-        for tp in list(held_marks):
-            limit = first_held.get(tp)
-            marks = held_marks[tp]
-            ready = [m for m in marks if limit is None or m.offset < limit]
-            if ready:
-                out.extend(ready)
-                rest = [m for m in marks if limit is not None and m.offset >= limit]
-                if rest:
-                    held_marks[tp] = rest
-                else:
-                    del held_marks[tp]
-        return out
-
-    async def refresh_remote_ends() -> None:
-        """The end offsets of the gps.raw partitions another worker binds whose binder announced
-        it handled them to the end last known (clock.py, `unsettled_sources`), asked afresh
-        before each release: one is idle only while nothing came to it since."""
-        remote = merge.unsettled_sources()
-        if not remote:
-            return
-        mono = time.monotonic()
-        try:
-            ends = await probe.end_offsets(raw_topic_name, [tp.partition for tp in remote])
-        except Exception as exc:  # the partitions stay not idle: the clock waits
-            log.warning("gps.raw end offsets unavailable", extra={"error": repr(exc)})
-            return
-        for partition, end in ends.items():
-            merge.source_end(TP(raw_topic_name, partition), end, mono)
-
-    # what this worker last announced of each gps.raw partition it binds
-    announced: dict[TP, tuple[float | None, int | None]] = {}
-
-    async def publish_marks() -> None:
-        """Announce on every gps.bound partition how far this worker forwarded each gps.raw
-        partition it binds, when that moved (clock.py, `Mark`). Called once a bind batch's
-        forwarded pings are acked, so a mark always follows the pings it covers."""
-        refresh_progress()
-        current = {
-            tp: merge.forwarded(tp) for tp in list(merge.partitions) if tp.topic == raw_topic_name
-        }
-        if len(current) == partitions:  # binding every gps.raw partition: nobody to tell
-            return
-        current = {tp: mark for tp, mark in current.items() if mark != (None, None)}
-        if not current or current == {tp: announced.get(tp) for tp in current}:
-            return
-        value, headers = encode_marks(
-            [(tp.partition, watermark, through) for tp, (watermark, through) in current.items()]
-        )
-        sends = [
-            await gps_bound_topic.send(value=value, partition=partition, headers=headers)
-            for partition in range(partitions)
-        ]
-        await asyncio.gather(*sends)
-        announced.clear()
-        announced.update(current)
-        metrics.marks_sent.inc(len(sends))
-
-    @app.timer(MARK_INTERVAL_S)  # type: ignore[untyped-decorator]
-    async def announce_marks() -> None:
-        """Marks also move without a bind batch: a partition read to its end (fetch position)."""
-        lane = lanes["bind_pings"]
-        if app.rebalancing or lane.busy.locked():  # a batch runs: it announces when done
-            return
-        async with lane.busy:
-            await publish_marks()
-
     async def evaluate_batch(records: Sequence[Message]) -> list[Message]:
         """Decode the records into the time merge; apply what it releases, in arrival order."""
         started = time.perf_counter()
@@ -901,10 +794,6 @@ def build_pipeline(
         done: list[Message] = []
         for record in records:
             topic_name = topic_names[record.topic]
-            if topic_name == "gps.bound" and is_mark(record.headers):
-                read_marks(record, mono)
-                held_marks.setdefault(record.tp, []).append(record)
-                continue
             held = 0
             for _, loan_id, decoded, arrival in inputs_of(record):
                 if isinstance(decoded, Rejected):
@@ -920,7 +809,6 @@ def build_pipeline(
                 merge.observe(record.tp, record.offset, None, mono)
                 done.append(record)
         refresh_progress()
-        await refresh_remote_ends()
         forced = merge.forced
         released = merge.release(time.monotonic())
         if merge.forced > forced:
@@ -928,7 +816,6 @@ def build_pipeline(
                         extra={"forced": merge.forced - forced, "held": len(merge)})  # fmt: skip
         if released:
             await apply_released(released, done)
-        done.extend(marks_done())
         mono = time.monotonic()
         for record in records:  # loans have no time: they were applied (or dead-lettered) now
             if record.topic == loans_topic_name:
@@ -1106,7 +993,6 @@ def build_pipeline(
         for device_id, pings in waiting.items():
             pending.add(device_id, pings)
         count_events(outcomes)
-        await publish_marks()
         metrics.batch_seconds.labels("bind_pings").observe(time.perf_counter() - started)
         return records
 
@@ -1146,7 +1032,6 @@ def build_pipeline(
         # than the records read so far before that (clock.py).
         async with state_lock:
             refresh_progress()
-            await refresh_remote_ends()
             now_s = clock.sweep_now(wall(), merge.caught_up(time.monotonic()))
         now = datetime.fromtimestamp(now_s, UTC)
         metrics.deadline_sweeps.inc()

@@ -24,7 +24,6 @@ class WorkerMetrics:
     quarantined: Counter
     quarantined_keys: Gauge
     risk_places: Gauge
-    marks_sent: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry = REGISTRY) -> WorkerMetrics:
@@ -102,12 +101,6 @@ class WorkerMetrics:
             risk_places=Gauge(
                 "skipwatch_worker_risk_places",
                 "Risk places in force in this worker (the catalog and the places topic).",
-                registry=registry,
-            ),
-            marks_sent=Counter(
-                "skipwatch_worker_watermark_marks_total",
-                "Watermark marks sent on gps.bound: how far the gps.raw partitions this worker "
-                "binds were forwarded (one per gps.bound partition and change).",
                 registry=registry,
             ),
         )
