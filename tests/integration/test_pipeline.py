@@ -397,16 +397,21 @@ async def test_three_financed_cars_at_one_lot_fire_the_cluster_rule(stack: Stack
     place-occupancy → place-counts) and gives each loan at the place the count."""
     stack.start_worker()
     lot = (30.7142, 104.0335)  # cd-2p-001, a second-pledge lot in rules/catalog/places
-    loans = [loan(f"L-lot-{n}") for n in range(3)]
+    loans = [loan(f"L-lot-{n}") for n in range(3)] + [loan("L-elsewhere")]
     pings: list[InputEvent] = []
+    # The cars park at the lot an hour apart (9:00, 10:00, 11:00) and report while parking; a car
+    # counts toward the lot only after a 2 h stay (EngineConfig.occupancy_min_dwell_s), so all
+    # three count from 13:00. Another loan's car, elsewhere, moves the event clock past that.
     for n in range(3):
         device = f"L-lot-{n}-w"
         for i in range(6):
             when = at(2, 9 + n) + dt.timedelta(minutes=10 * i)
             p = ping(device, when, 0.0, i)
             pings.append(p.model_copy(update={"lat": lot[0], "lon": lot[1], "speed_kmh": 0.0}))
+    pings += [ping("L-elsewhere-w", at(2, 13) + dt.timedelta(minutes=10 * i), 0.0, i)
+              for i in range(4)]  # fmt: skip
     await stack.produce([*loans])
-    await wait_committed(stack, "device-bindings", 3)
+    await wait_committed(stack, "device-bindings", 4)
     await stack.produce(pings)
 
     def clustered(alerts: list[AlertEvent]) -> bool:
