@@ -40,13 +40,23 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if given:
         yield given
         return
-    data = tmp_path_factory.mktemp("infra-redis")
+    yield from _redis_server(tmp_path_factory.mktemp("infra-redis"))
+
+
+def _redis_server(folder: Path) -> Iterator[str]:
+    """A redis-server of its own on a free port, data in `folder`, stopped afterwards."""
     port = infra.free_port()
-    infra.redis_up(data, port)
+    infra.redis_up(folder, port)
     try:
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        infra.redis_down(data)
+        infra.redis_down(folder)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[str]:
+    """A Redis of the test's own, for tests that wipe or stop it (never the shared one)."""
+    yield from _redis_server(tmp_path)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import asyncio
 import datetime as dt
 import random
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,6 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from services import infra
 from services.kafka import ensure_topics
 from tests.faults.harness import (
     FaultStack,
@@ -43,16 +42,6 @@ RUN_S = env_float("SKIPWATCH_FAULTS_WIPE_S", 40)
 RATE = 200
 LOANS = 100
 PROBE_EVERY_S = 2.0
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[str]:
-    port = infra.free_port()
-    infra.redis_up(tmp_path, port)
-    try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        infra.redis_down(tmp_path)
 
 
 @pytest.fixture

@@ -5,14 +5,11 @@ Redis (FLUSHALL would wipe every session's keys on the shared one)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import orjson
 import pytest
 from redis.asyncio import Redis
 
-from services import infra
 from tests.integration.test_alert_view import (
     LOAN,
     VIEWER,
@@ -25,16 +22,6 @@ from tests.integration.test_alert_view import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[str]:
-    port = infra.free_port()
-    infra.redis_up(tmp_path, port)
-    try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        infra.redis_down(tmp_path)
 
 
 async def test_a_redis_wiped_while_idle_is_rebuilt_without_new_records(
