@@ -29,7 +29,7 @@ from rules.events import ContactAttempt, GpsPing, InputEvent, Loan
 from services import infra
 from services.jt808 import codec
 from services.settings import EXIT_RESTART
-from tests.integration.conftest import REPO_ROOT, Stack
+from tests.integration.conftest import REPO_ROOT, Stack, stop_process
 
 ADMIN = "faults-admin-token-0000000001"
 GATEWAY_SECRET = "faults-gateway-secret"
@@ -68,13 +68,7 @@ class Service:
         self.down = True
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def supervise(self) -> None:
         """Restart after exit 75 (what compose or Kubernetes do); fail on any other exit."""

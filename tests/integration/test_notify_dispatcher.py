@@ -24,6 +24,7 @@ from services.notify.dispatcher import Dispatcher
 from services.notify.ssrf import AllowList, SsrfGuard
 from services.notify.state import NotifyState
 from services.settings import KafkaSettings, NotifySettings, Settings
+from tests.integration.conftest import stop_process
 from tests.integration.notify_support import SECRET_KEY, LocalReceiver, wait_for
 from tests.unit.notify.factories import alert
 
@@ -312,13 +313,7 @@ class DispatcherProcess:
         self.proc.wait(timeout=30)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 async def test_sigkill_during_retries_loses_no_pending_delivery(
