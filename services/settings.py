@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rules.config import EngineConfig
 from rules.events.bounds import DAY_S, DEFAULT_MAX_AGE_S, DEFAULT_MAX_FUTURE_SKEW_S, TimeWindow
 from services.notify.sealing import check_key
 
@@ -145,6 +146,20 @@ class WorkerSettings(BaseModel):
     # A rebalance or table recovery that makes no progress for this long stops the worker with
     # exit code 75, for its supervisor (Kubernetes, compose, `skipwatch up`) to restart it.
     recovery_stall_s: Annotated[float, Field(ge=5)] = 120.0
+
+    @model_validator(mode="after")
+    def _lateness_fits_the_engine(self) -> WorkerSettings:
+        # With the event clock `now` trails the newest released event time by the lateness, so
+        # every newer event is that far ahead of `now`: at or beyond the engine's own limit on
+        # events ahead of its clock, each would be refused (dead-lettered `ahead_of_clock`).
+        limit = EngineConfig().max_future_skew_s
+        if self.clock == "event" and self.allowed_lateness_s >= limit:
+            raise ValueError(
+                f"allowed_lateness_s={self.allowed_lateness_s:.0f} with clock=event must be below "
+                f"the engine's limit on events ahead of its clock ({limit:.0f} s): `now` trails "
+                "the newest event by the lateness, so newer events would all be refused"
+            )
+        return self
 
 
 class GatewaySettings(BaseModel):

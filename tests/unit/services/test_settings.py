@@ -59,3 +59,21 @@ def test_no_front_door_may_accept_what_the_engine_refuses_as_too_far_ahead() -> 
     with pytest.raises(ValidationError, match="max_future_skew_s"):
         BoundsSettings(max_future_skew_s=engine_limit + 1)
     assert BoundsSettings().max_future_skew_s < engine_limit
+
+
+def test_event_clock_lateness_beyond_the_engines_future_limit_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the event clock `now` trails the newest event by the lateness: a lateness at or past
+    the engine's limit on events ahead of its clock would dead-letter every newer event, so the
+    worker refuses to start with it (naming the variable) instead."""
+    limit = EngineConfig().max_future_skew_s
+    monkeypatch.setenv("SKIPWATCH_WORKER__CLOCK", "event")
+    monkeypatch.setenv("SKIPWATCH_WORKER__ALLOWED_LATENESS_S", str(limit))
+    with pytest.raises(SettingsError, match=r"SKIPWATCH_WORKER: .*allowed_lateness_s=86400"):
+        load_settings()
+    monkeypatch.setenv("SKIPWATCH_WORKER__ALLOWED_LATENESS_S", str(limit - 1))
+    assert load_settings().worker.allowed_lateness_s == limit - 1
+    monkeypatch.setenv("SKIPWATCH_WORKER__CLOCK", "wall")
+    monkeypatch.setenv("SKIPWATCH_WORKER__ALLOWED_LATENESS_S", str(limit))
+    assert load_settings().worker.allowed_lateness_s == limit  # judged by arrival, not `now`
