@@ -63,6 +63,21 @@ class EngineConfig:
     # has been silent this long, away from the wired tracker's last (parked) fix by at least
     # separation_apart_m beyond both fixes' accuracy.
     left_behind_silence_s: float = HOUR
+    # Overdue wired tracker (device.wired_overdue): silent for cadence_factor times its own
+    # learned parked reporting interval (at least cadence_floor_s), its last fix a parked one at
+    # a resident point where none of its silences has ended in a buffered upload. The interval
+    # is a running mean of the gaps between consecutive live parked reports shorter than the
+    # wired offline threshold, learned from cadence_min_gaps of them, then an exponential mean
+    # (weight cadence_alpha) of gaps clipped at twice the current mean, so a dead zone moves it
+    # little and a tracker reconfigured to report less often is followed within days. Places
+    # where a buffered upload came from (underground garages, dead zones) are remembered per
+    # car within buffer_spot_radius_m, the newest buffer_spots_kept, for resident_window_s.
+    cadence_factor: float = 4.0
+    cadence_floor_s: float = HOUR
+    cadence_min_gaps: int = 12
+    cadence_alpha: float = 0.05
+    buffer_spot_radius_m: float = 300.0
+    buffer_spots_kept: int = 4
     # After buffered (backfill) or late data, wait this long for a live fix before evaluating,
     # so a stale position never raises a live alert that the next live ping would clear.
     backfill_settle_s: float = 300.0
