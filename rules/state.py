@@ -45,7 +45,8 @@ class DeviceState:
     jump: list[float] | None = None  # last fix rejected as an impossible jump: [ts, lat, lon]
     alarms: dict[str, float] = field(default_factory=dict)  # active alarm -> last raised at
     alarm_event: str = ""
-    # learned parked reporting interval: [mean gap s, gaps learned] (see EngineConfig.cadence_*)
+    # longest regular parked reporting interval (EngineConfig.cadence_*): [seconds, gaps learned,
+    # learned at, then the same three before the last gap, that gap's start]
     cadence: list[float] | None = None
 
     def dump(self) -> dict[str, Any]:

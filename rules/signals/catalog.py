@@ -205,9 +205,10 @@ SIGNALS: dict[str, Signal] = {
         Signal(
             "device.wired_overdue",
             "bool",
-            "The wired tracker is overdue by its own cadence: silent for 4 times its learned "
-            "parked reporting interval (and at least 1 h), its last fix a parked one at a "
-            "resident point where none of its silences has ended in a buffered upload "
+            "The wired tracker is overdue by its own cadence: silent for 3 times its longest "
+            "regular parked reporting interval (learned per tracker; at least 1 h), its last fix "
+            "a parked one at a resident point where none of its silences has ended in a buffered "
+            "upload "
             "(underground garage, dead zone). False until the interval is learned (12 parked "
             "reports). Marks the loan for evaluation when the wired tracker reports after 1 h of "
             "silence or the car parks; turns on by deadline.",

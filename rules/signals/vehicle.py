@@ -165,10 +165,10 @@ class Tracking:
         return True, dirty
 
     def _cadence(self, device: DeviceState, last_seen: float, ping: GpsPing, ts: float) -> bool:
-        """Learn a wired tracker's parked reporting interval from a live report (before the
-        device takes it). Returns whether device.wired_overdue may change: the tracker back
-        after cadence_floor_s of silence, the car just parked (its silence may start to count)
-        or the interval just learned."""
+        """Learn a wired tracker's longest regular parked reporting interval from a live report
+        (before the device takes it). Returns whether device.wired_overdue may change: the
+        tracker back after cadence_floor_s of silence, the car just parked (its silence may
+        start to count) or the interval just learned."""
         config = self.config
         gap = ts - last_seen
         fix = device.fix
@@ -180,15 +180,32 @@ class Tracking:
         learned = config.cadence_min_gaps
         cadence = device.cadence
         if cadence is None:
-            device.cadence = [round(gap, 1), 1]
+            device.cadence = [round(gap, 1), 1, ts, 0.0, 0, ts, last_seen, ts]
             return dirty
-        mean, n = cadence
-        if n < learned:
-            mean += (gap - mean) / (n + 1)
+        longest, n, at = cadence[0], int(cadence[1]), cadence[2]
+        decayed = longest * 0.5 ** (max(0.0, ts - at) / config.cadence_half_life_s)
+        if n >= learned:
+            gap = min(gap, 2.0 * decayed)  # one long gap (a dead zone) moves it little
+        count = min(n + 1, learned)
+        if gap > decayed:  # a new longest: remember what it was before, and this gap
+            device.cadence = [round(gap, 1), count, ts, longest, n, at, last_seen, ts]
         else:
-            mean += config.cadence_alpha * (min(gap, 2.0 * mean) - mean)
-        device.cadence = [round(mean, 1), min(n + 1, learned)]
+            device.cadence = [round(decayed, 1), count, ts, *cadence[3:8]]
         return dirty or (n + 1 == learned)
+
+    def _unlearn_buffered_gap(self, state: LoanState, ping: GpsPing, ts: float) -> bool:
+        """A buffered fix from inside the gap that last raised the interval: that gap was a
+        dead zone, not the tracker's cadence; go back to the interval before it (once: applying
+        it again is a no-op)."""
+        device = state.devices.get(ping.device_id)
+        cadence = device.cadence if device is not None else None
+        if device is None or cadence is None or len(cadence) < 8:
+            return False
+        if not cadence[6] < ts < cadence[7]:
+            return False
+        longest, n, at = cadence[3], int(cadence[4]), cadence[5]
+        device.cadence = [longest, n, at, longest, n, at, at, at] if n else None
+        return True
 
     def wired_overdue_at(self, state: LoanState) -> float | None:
         """When the wired tracker's silence becomes overdue (device.wired_overdue), or None if
@@ -219,7 +236,9 @@ class Tracking:
         spot = config.buffer_spot_radius_m
         if any(distance_m(b[0], b[1], fix[1], fix[2]) <= spot for b in state.buffer_spots):
             return None
-        return wired.last_seen + max(config.cadence_floor_s, config.cadence_factor * cadence[0])
+        age = max(0.0, wired.last_seen - cadence[2])
+        longest: float = cadence[0] * 0.5 ** (age / config.cadence_half_life_s)
+        return wired.last_seen + max(config.cadence_floor_s, config.cadence_factor * longest)
 
     def _alarms(self, device: DeviceState, ping: GpsPing, ts: float) -> bool:
         hold = self.config.alarm_hold_s
@@ -663,6 +682,7 @@ class Tracking:
             remembered |= _remember_alarm(state, ts, alarm.value)
         if ping.device_kind is DeviceKind.WIRED:
             remembered |= self._buffer_spot(state, ping.lat, ping.lon, ts)
+            remembered |= self._unlearn_buffered_gap(state, ping, ts)
         if quality in (None, FIX_LBS) or self.places is None:
             return remembered
             return False

@@ -36,6 +36,14 @@ def parked(
     return out
 
 
+def sleepy(start_min: float, end_min: float, where: tuple[float, float]) -> list[Any]:
+    """A tracker that sleeps when the ignition goes off: every 10 min for the first hour
+    parked, then every 2 h."""
+    return parked(start_min, min(end_min, start_min + 60), 10, where) + parked(
+        start_min + 60, end_min, 120, where
+    )
+
+
 def drive(start_min: float, a: tuple[float, float], b: tuple[float, float]) -> list[Any]:
     """Twenty minutes from a to b, a report a minute."""
     return [
@@ -106,13 +114,13 @@ def with_buffered_silence(
             42.0,
             id="cut-at-home-call-2h-later",
         ),
-        # The call comes before the silence is overdue: fires at 4 x 20 min of silence (last
-        # report 39:40).
+        # The call comes before the silence is overdue: fires at 3 x 20 min of silence,
+        # the 1 h floor (last report 39:40).
         pytest.param(
             by_time(lived_in(), contact(at(40.3), "powered_off")),
             44,
-            41.0,
-            id="call-first-fires-at-4x-cadence",
+            40.67,
+            id="call-first-fires-at-3x-cadence",
         ),
         # Overdue payment instead of a call (payment + tracker).
         pytest.param(
@@ -124,11 +132,11 @@ def with_buffered_silence(
                 parked(30 * 60 + 20, 112 * 60, 20, HOME),
             ),
             115,
-            113.0,
+            112.67,
             id="overdue-payment",
         ),
         # A tracker that reports every 2 h parked is judged by its own 2 h: at 3 h of silence it
-        # is not overdue, at 8 h it is (last report 38:20).
+        # is not overdue, at 6 h it is (last report 38:20).
         pytest.param(
             by_time(lived_in(every_min=120), contact(at(42), "no_answer")),
             44,
@@ -138,8 +146,23 @@ def with_buffered_silence(
         pytest.param(
             by_time(lived_in(every_min=120), contact(at(42), "no_answer")),
             48,
-            46.33,
-            id="slow-tracker-overdue-at-4x",
+            44.33,
+            id="slow-tracker-overdue-at-3x",
+        ),
+        # A tracker that sleeps after the ignition goes off (10 min, then every 2 h): its 2 h
+        # night gaps are its cadence, not a silence; the missed call raises nothing.
+        pytest.param(
+            by_time(
+                sleepy(0, 26 * 60, HOME),
+                drive(26 * 60, HOME, WORK),
+                sleepy(26 * 60 + 20, 30 * 60, WORK),
+                drive(30 * 60, WORK, HOME),
+                sleepy(30 * 60 + 20, 44 * 60, HOME),
+                contact(at(42), "no_answer"),
+            ),
+            44,
+            None,
+            id="sleep-mode-tracker-on-its-cadence",
         ),
         # Near misses.
         pytest.param(
@@ -148,9 +171,9 @@ def with_buffered_silence(
         pytest.param(by_time(lived_in()), 44, None, id="nobody-called"),
         pytest.param(
             by_time(lived_in(), contact(at(40.5), "no_answer")),
-            40.9,
+            40.6,
             None,
-            id="silent-under-4x-cadence",
+            id="silent-under-3x-cadence",
         ),
         # Silent where it habitually buffers: the same spot at home gave a buffered upload.
         pytest.param(
@@ -220,9 +243,35 @@ def test_the_signal_is_learned_per_tracker_and_survives_a_restore() -> None:
     restored = LoanState.from_bytes(state.to_bytes())
     assert restored.devices["W1"].cadence == cadence
     assert (
-        engine.signals(restored, at(41, minutes=40))["device.wired_overdue"] is False
+        engine.signals(restored, at(41, minutes=10))["device.wired_overdue"] is False
     )  # last report 39:50
-    assert engine.signals(restored, at(41, minutes=51))["device.wired_overdue"] is True
+    assert engine.signals(restored, at(41, minutes=21))["device.wired_overdue"] is True
+
+
+def test_a_dead_zone_gap_is_unlearned_when_its_buffer_comes_up() -> None:
+    """A 5 h coverage gap at a friend's place (its fixes uploaded after the tracker is back)
+    is not the tracker's cadence: the interval goes back to 20 min, and a cut at home soon
+    after is overdue after 1 h, not after 3 x 40 min (the gap counts at most twice the
+    learned interval)."""
+    live = by_time(
+        lived_in(home_until_h=32),
+        drive(32 * 60, HOME, FRIEND),
+        parked(32 * 60 + 20, 33 * 60, 20, FRIEND),
+        parked(38 * 60, 39 * 60, 20, FRIEND),
+        drive(39 * 60, FRIEND, HOME),
+        parked(39 * 60 + 20, 41 * 60, 20, HOME),
+        contact(at(42), "no_answer"),
+    )
+    batch = parked(33 * 60, 38 * 60, 30, FRIEND, fix="none", backfill=True)
+    engine, state = start(devices=WIRED_ONLY)
+    run(engine, state, deliver(live, [(38.6, batch)]), until=at(41))
+    cadence = state.devices["W1"].cadence
+    assert cadence is not None and cadence[0] == pytest.approx(20 * 60, rel=0.01)
+    # Cut at home after 40:40: overdue at 41:40, the call at 42:00 fires it.
+    assert fires(deliver(live, [(38.6, batch)]), 44)[0] == 42.0
+    # Without the upload (a tracker that really went quiet for hours there) the gap counts, at
+    # most twice the interval (~40 min, decaying), so overdue only at ~42:40.
+    assert fires(live, 44)[0] == pytest.approx(42.6, abs=0.1)
 
 
 # ----------------------------------------------------------------------------- property
@@ -231,6 +280,7 @@ def test_the_signal_is_learned_per_tracker_and_survives_a_restore() -> None:
 @settings(max_examples=25, deadline=None)
 @given(
     every_min=st.sampled_from([5.0, 10.0, 20.0, 30.0, 60.0, 120.0]),
+    sleep_min=st.sampled_from([None, 60.0, 120.0, 240.0]),
     jitter=st.floats(0.0, 0.2),
     garage=st.booleans(),
     days=st.integers(3, 5),
@@ -238,10 +288,17 @@ def test_the_signal_is_learned_per_tracker_and_survives_a_restore() -> None:
     seed=st.integers(0, 1000),
 )
 def test_a_tracker_on_its_cadence_or_quiet_where_it_buffers_never_raises_it(
-    every_min: float, jitter: float, garage: bool, days: int, calls: list[float], seed: int
+    every_min: float,
+    sleep_min: float | None,
+    jitter: float,
+    garage: bool,
+    days: int,
+    calls: list[float],
+    seed: int,
 ) -> None:
     """Weekdays: home at night, work by day (in an underground garage: silent, then a buffered
-    upload after driving out), reports at the tracker's own cadence ± jitter; the borrower
+    upload after driving out), reports at the tracker's own cadence ± jitter (a sleeping
+    tracker: its cadence for the first hour parked, then every ``sleep_min``); the borrower
     misses calls every day. The wired tracker is never overdue, so the rule never fires."""
     rng = random.Random(seed)
     live: list[Any] = []
@@ -251,7 +308,8 @@ def test_a_tracker_on_its_cadence_or_quiet_where_it_buffers_never_raises_it(
         t = start_min
         while t < end_min:
             live.append(ping(at(minutes=t), where, speed_kmh=0.0))
-            t += every_min * (1 + rng.uniform(-jitter, jitter))
+            step = every_min if sleep_min is None or t < start_min + 60 else sleep_min
+            t += step * (1 + rng.uniform(-jitter, jitter))
 
     for day in range(days):
         base = day * 24 * 60
