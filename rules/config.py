@@ -63,6 +63,23 @@ class EngineConfig:
     # has been silent this long, away from the wired tracker's last (parked) fix by at least
     # separation_apart_m beyond both fixes' accuracy.
     left_behind_silence_s: float = HOUR
+    # Overdue wired tracker (device.wired_overdue): silent for cadence_factor times its own
+    # longest regular parked reporting interval (at least cadence_floor_s), its last fix a
+    # parked one at a resident point where none of its silences has ended in a buffered upload.
+    # The interval is the longest gap between consecutive live parked reports (shorter than the
+    # wired offline threshold), decaying with a half-life of cadence_half_life_s, learned from
+    # cadence_min_gaps gaps; once learned a gap counts at most twice the current value, so one
+    # dead zone moves it little while a tracker that sleeps after the ignition goes off (10 min,
+    # then 2 h) or is reconfigured is followed within its first long stop. A gap whose fixes
+    # come up later as a buffered upload is unlearned. Places a buffered upload came from
+    # (underground garages, dead zones) are remembered per car within buffer_spot_radius_m,
+    # the newest buffer_spots_kept.
+    cadence_factor: float = 3.0
+    cadence_floor_s: float = HOUR
+    cadence_min_gaps: int = 12
+    cadence_half_life_s: float = 7 * DAY
+    buffer_spot_radius_m: float = 300.0
+    buffer_spots_kept: int = 4
     # After buffered (backfill) or late data, wait this long for a live fix before evaluating,
     # so a stale position never raises a live alert that the next live ping would clear.
     backfill_settle_s: float = 300.0

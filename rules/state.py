@@ -45,6 +45,9 @@ class DeviceState:
     jump: list[float] | None = None  # last fix rejected as an impossible jump: [ts, lat, lon]
     alarms: dict[str, float] = field(default_factory=dict)  # active alarm -> last raised at
     alarm_event: str = ""
+    # longest regular parked reporting interval (EngineConfig.cadence_*): [seconds, gaps learned,
+    # learned at, then the same three before the last gap, that gap's start]
+    cadence: list[float] | None = None
 
     def dump(self) -> dict[str, Any]:
         out: dict[str, Any] = {"k": self.kind}
@@ -62,6 +65,8 @@ class DeviceState:
             out["a"] = self.alarms
         if self.alarm_event:
             out["ae"] = self.alarm_event
+        if self.cadence:
+            out["c"] = self.cadence
         return out
 
     @classmethod
@@ -75,6 +80,7 @@ class DeviceState:
             jump=raw.get("j"),
             alarms=raw.get("a", {}),
             alarm_event=raw.get("ae", ""),
+            cadence=raw.get("c"),
         )
 
 
@@ -173,6 +179,8 @@ class LoanState:
     visits: list[list[Any]] = field(default_factory=list)  # [place_id, kind, first, last]
     # alarms carried by buffered (backfill) data, fired or not: [ts, alarm], newest 3
     alarm_history: list[list[Any]] = field(default_factory=list)
+    # where a wired tracker's buffered (backfill) uploads came from: [lat, lon, newest ts]
+    buffer_spots: list[list[float]] = field(default_factory=list)
     separated_m: float = 0.0  # confirmed wired/wireless separation (lower bound), see config
     # current streak of pairs: [mode (1 apart, -1 together), count, first pair at,
     # wired fix ts, wireless fix ts of the last counted pair, smallest bound of the streak]
@@ -232,6 +240,7 @@ class LoanState:
         ("rs", "resident_seen", None),
         ("vi", "visits", []),
         ("ah", "alarm_history", []),
+        ("bs", "buffer_spots", []),
         ("sp", "separated_m", 0.0),
         ("sq", "sep", None),
         ("ck", "clock", None),

@@ -203,6 +203,18 @@ SIGNALS: dict[str, Signal] = {
             time_based=True,
         ),
         Signal(
+            "device.wired_overdue",
+            "bool",
+            "The wired tracker is overdue by its own cadence: silent for 3 times its longest "
+            "regular parked reporting interval (learned per tracker; at least 1 h), its last fix "
+            "a parked one at a resident point where none of its silences has ended in a buffered "
+            "upload "
+            "(underground garage, dead zone). False until the interval is learned (12 parked "
+            "reports). Marks the loan for evaluation when the wired tracker reports after 1 h of "
+            "silence or the car parks; turns on by deadline.",
+            time_based=True,
+        ),
+        Signal(
             "device.alarms",
             "list",
             "Active alarms of any tracker: power_cut and low_battery while the latest ping "

@@ -130,6 +130,8 @@ class Tracking:
             return changed or history, raised
         previous = last_seen if last_seen is not None else device.bound_at
         dirty = new_device or previous is None or ts - previous >= self.min_gap
+        if device.kind == WIRED and last_seen is not None and not ping.backfill:
+            dirty |= self._cadence(device, last_seen, ping, ts)
         if not dirty and self._may_leave_behind(state, device, previous, ts):
             dirty = True  # devices.wired_left_behind_km may change
         device.last_seen = ts
@@ -161,6 +163,82 @@ class Tracking:
             # is a no-op whichever path it takes.
             self._history(state, ping, ts, quality)
         return True, dirty
+
+    def _cadence(self, device: DeviceState, last_seen: float, ping: GpsPing, ts: float) -> bool:
+        """Learn a wired tracker's longest regular parked reporting interval from a live report
+        (before the device takes it). Returns whether device.wired_overdue may change: the
+        tracker back after cadence_floor_s of silence, the car just parked (its silence may
+        start to count) or the interval just learned."""
+        config = self.config
+        gap = ts - last_seen
+        fix = device.fix
+        was_parked = fix is not None and len(fix) > 4 and fix[4] == 0.0
+        parked = ping.speed_kmh == 0.0
+        dirty = gap >= config.cadence_floor_s or (parked and not was_parked)
+        if not (parked and was_parked and 30.0 <= gap < config.offline_after_wired_s):
+            return dirty  # driving, parking, an alarm beside a report, or a silence
+        learned = config.cadence_min_gaps
+        cadence = device.cadence
+        if cadence is None:
+            device.cadence = [round(gap, 1), 1, ts, 0.0, 0, ts, last_seen, ts]
+            return dirty
+        longest, n, at = cadence[0], int(cadence[1]), cadence[2]
+        decayed = longest * 0.5 ** (max(0.0, ts - at) / config.cadence_half_life_s)
+        if n >= learned:
+            gap = min(gap, 2.0 * decayed)  # one long gap (a dead zone) moves it little
+        count = min(n + 1, learned)
+        if gap > decayed:  # a new longest: remember what it was before, and this gap
+            device.cadence = [round(gap, 1), count, ts, longest, n, at, last_seen, ts]
+        else:
+            device.cadence = [round(decayed, 1), count, ts, *cadence[3:8]]
+        return dirty or (n + 1 == learned)
+
+    def _unlearn_buffered_gap(self, state: LoanState, ping: GpsPing, ts: float) -> bool:
+        """A buffered fix from inside the gap that last raised the interval: that gap was a
+        dead zone, not the tracker's cadence; go back to the interval before it (once: applying
+        it again is a no-op)."""
+        device = state.devices.get(ping.device_id)
+        cadence = device.cadence if device is not None else None
+        if device is None or cadence is None or len(cadence) < 8:
+            return False
+        if not cadence[6] < ts < cadence[7]:
+            return False
+        longest, n, at = cadence[3], int(cadence[4]), cadence[5]
+        device.cadence = [longest, n, at, longest, n, at, at, at] if n else None
+        return True
+
+    def wired_overdue_at(self, state: LoanState) -> float | None:
+        """When the wired tracker's silence becomes overdue (device.wired_overdue), or None if
+        its silence does not count: no interval learned yet, its last fix not a parked one at a
+        resident point, or one where a buffered upload came from."""
+        wired: DeviceState | None = None
+        for device in state.devices.values():
+            if (
+                device.kind == WIRED
+                and device.last_seen is not None
+                and (wired is None or device.last_seen > (wired.last_seen or 0.0))
+            ):
+                wired = device
+        if wired is None or wired.last_seen is None:
+            return None
+        config = self.config
+        cadence, fix = wired.cadence, wired.fix
+        if cadence is None or cadence[1] < config.cadence_min_gaps or fix is None:
+            return None
+        if len(fix) < 5 or fix[4] != 0.0:
+            return None  # last seen driving (or speed unknown): not a car parked where it lives
+        radius = config.stationary_radius_m
+        if not any(
+            p[2] >= config.usual_after_s and distance_m(p[0], p[1], fix[1], fix[2]) <= radius
+            for p in state.usual
+        ):
+            return None
+        spot = config.buffer_spot_radius_m
+        if any(distance_m(b[0], b[1], fix[1], fix[2]) <= spot for b in state.buffer_spots):
+            return None
+        age = max(0.0, wired.last_seen - cadence[2])
+        longest: float = cadence[0] * 0.5 ** (age / config.cadence_half_life_s)
+        return wired.last_seen + max(config.cadence_floor_s, config.cadence_factor * longest)
 
     def _alarms(self, device: DeviceState, ping: GpsPing, ts: float) -> bool:
         hold = self.config.alarm_hold_s
@@ -602,6 +680,9 @@ class Tracking:
         remembered = False
         for alarm in ping.alarms:
             remembered |= _remember_alarm(state, ts, alarm.value)
+        if ping.device_kind is DeviceKind.WIRED:
+            remembered |= self._buffer_spot(state, ping.lat, ping.lon, ts)
+            remembered |= self._unlearn_buffered_gap(state, ping, ts)
         if quality in (None, FIX_LBS) or self.places is None:
             return remembered
             return False
@@ -609,6 +690,26 @@ class Tracking:
         if found.place is None:
             return remembered
         return _record_visit(state, found.place.id, found.place.kind.value, ts) or remembered
+
+    def _buffer_spot(self, state: LoanState, lat: float, lon: float, ts: float) -> bool:
+        """Remember where a wired tracker's buffered upload came from (an underground garage,
+        a dead zone): its silences there do not count (device.wired_overdue). Idempotent."""
+        spots = state.buffer_spots
+        radius = self.config.buffer_spot_radius_m
+        for spot in spots:
+            if distance_m(spot[0], spot[1], lat, lon) <= radius:
+                if ts <= spot[2]:
+                    return False
+                spot[2] = ts
+                break
+        else:
+            kept = self.config.buffer_spots_kept
+            if len(spots) >= kept and ts <= spots[kept - 1][2]:
+                return False  # older than every spot kept (so a redelivery changes nothing)
+            spots.append([round(lat, 5), round(lon, 5), ts])
+        spots.sort(key=lambda s: -s[2])
+        del spots[self.config.buffer_spots_kept :]
+        return True
 
     # ------------------------------------------------------------------ derive
 
@@ -680,6 +781,8 @@ class Tracking:
                     if alarm_active(alarm, raised, now, hold):
                         alarms.add(alarm)
         out["device.alarms"] = sorted(alarms) if alarms else []
+        overdue_at = self.wired_overdue_at(state) if has_wired else None
+        out["device.wired_overdue"] = overdue_at is not None and now >= overdue_at
         out["devices.separated_km"] = state.separated_m / 1000.0
         out["devices.wired_left_behind_km"] = (
             self.left_behind_m(state) / 1000.0 if has_wired and has_wireless else 0.0
@@ -726,6 +829,9 @@ class Tracking:
         last = last_by_kind.get(WIRED)
         if last is not None:
             first_after("device.offline_for.wired", last)
+            overdue_at = self.wired_overdue_at(state)
+            if overdue_at is not None and overdue_at + EPSILON > now:
+                out.append(overdue_at + EPSILON)
         last = last_by_kind.get(WIRELESS)
         if last is not None:
             first_after("device.offline_for.wireless", last)

@@ -29,6 +29,7 @@ from tests.unit.rules.rules_factories import (
     start,
 )
 from tests.unit.rules.test_resident_points import FRIEND, local, parked, routine
+from tests.unit.rules.test_wired_overdue import lived_in
 
 pytestmark = pytest.mark.unit
 
@@ -233,6 +234,13 @@ CASES: dict[str, tuple[Case, Case]] = {
             by_time(*parked_wired(0, 61), wireless_at(180, FAR), contact(at(3.5), "reached")),
             at(4),
         ),
+    ),
+    # Home a resident point, the wired tracker reporting every 20 min there; silent from
+    # 39:40 (cut), and the first call at 42 h goes unanswered.
+    "wired-overdue-unanswered": (
+        Case(by_time(*lived_in(), contact(at(42), "no_answer")), at(43)),
+        # The same, and the borrower answers.
+        Case(by_time(*lived_in(), contact(at(42), "reached")), at(43)),
     ),
     "wired-silent-wireless-alive": (
         Case([ping(at(0)), *(wireless(h) for h in (0, 3, 6, 9, 12))], at(12.1)),
