@@ -37,7 +37,7 @@ from rules.scoring import RiskScore, risk_score
 from rules.signals import contact as contact_signals
 from rules.signals import payment as payment_signals
 from rules.signals.catalog import SIGNALS
-from rules.signals.vehicle import Tracking
+from rules.signals.vehicle import EPSILON, Tracking
 from rules.spec import CATALOG_DIR, Expression, Rule, RuleSet, load_rules, nest
 from rules.state import AlertState, DeviceState, LoanState
 
@@ -205,7 +205,9 @@ class Engine:
             return out
         instant = max(clock or ts, ts)
         state.clock = instant
-        if dirty or state.dirty or self._cached_deadline(state) <= instant:
+        # A deadline falls EPSILON after the threshold it stands for: an event at the threshold
+        # itself sees the crossing (as an evaluation of every event would).
+        if dirty or state.dirty or self._cached_deadline(state) <= instant + EPSILON:
             out += self._evaluate(state, instant, event_ts)
         return out
 
