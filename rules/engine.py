@@ -156,7 +156,10 @@ class Engine:
         stats = self.stats
         stats["events"] += 1
         if isinstance(event, GpsPing) or not isinstance(event, Loan):  # (pings first: cheaper)
-            self._refuse_future(event, now)
+            event_ts = event.ts
+            ts = now_s if event_ts is now else event_ts.timestamp()
+            if ts - now_s > self.config.max_future_skew_s:
+                self._refuse_future(event, now)
         deadline = state.deadline
         # Usually nothing is due, and advance() would do nothing.
         out = self._advance(state, now_s) if deadline is None or deadline <= now_s else []
@@ -168,8 +171,6 @@ class Engine:
                 out += self._evaluate(state, instant, to_datetime(instant))
             return out
 
-        event_ts = event.ts
-        ts = now_s if event_ts is now else event_ts.timestamp()
         config = self.config
         digest = event_hash(event.event_id)
         seen = state.seen

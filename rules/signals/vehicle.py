@@ -41,6 +41,9 @@ EPSILON = 0.001  # deadlines fall just after a threshold, where both > and >= ho
 # (|dlat| + |dlon|) in degrees times this is at least the great-circle distance in metres (a path
 # along the meridian, then the parallel, is no shorter); 1e-6 covers rounding in distance_m.
 _BOUND_PER_DEG = M_PER_DEG * (1.0 + 1e-6)
+# A latitude difference in degrees times this is at most the great-circle distance in metres
+# (1e-6 below M_PER_DEG covers rounding in distance_m).
+_LAT_BOUND_PER_DEG = M_PER_DEG * (1.0 - 1e-6)
 _ZONE_MARGIN_M = 0.01  # of the clear zone, against rounding
 
 
@@ -462,6 +465,18 @@ class Tracking:
         if distance_m(anchor[0], anchor[1], lat, lon) <= self.config.stationary_radius_m:
             return False
         stay = ts - anchor[2]
+        # vehicle.stationary_for drops to 0: a change if the stay reached a threshold.
+        dirty = stay >= self.min_stationary
+        if stay < self.config.usual_min_stay_s:
+            # Nothing to learn (most moves: a driving car): the resident points stay as they
+            # are, so of their signals only vehicle.at_usual_place may change, with where the
+            # car is (vehicle.away_from_resident_for is 0 wherever the car was at a resident
+            # point, and runs on from the same instant where it was at none).
+            at_usual = bool(state.usual) and self.at_usual_place(state)
+            if at_usual:
+                state.resident_seen = ts  # leaving a resident point: last seen at one now
+            state.anchor = [lat, lon, ts]
+            return dirty or at_usual != (bool(state.usual) and self.at_usual_place(state))
         before = self._resident_key(state, ts)
         self._learn_usual(state, anchor[0], anchor[1], anchor[2], ts)
         if self.at_usual_place(state):
@@ -469,9 +484,8 @@ class Tracking:
             # at one now.
             state.resident_seen = ts
         state.anchor = [lat, lon, ts]
-        # vehicle.stationary_for drops to 0 (a change if the stay reached a threshold); the
-        # resident-point signals may change with what was learned and where the car went.
-        return stay >= self.min_stationary or before != self._resident_key(state, ts)
+        # What was learned (a point made resident or forgotten) and where the car went.
+        return dirty or before != self._resident_key(state, ts)
 
     def _resident_key(self, state: LoanState, ts: float) -> tuple[bool, int, int, int]:
         """The resident-point signals at ``ts`` as rules see them (see derive()):
@@ -518,11 +532,19 @@ class Tracking:
         if anchor is None:
             return False
         radius = self.config.stationary_radius_m
-        return any(
-            p[2] >= self.config.usual_after_s
-            and distance_m(p[0], p[1], anchor[0], anchor[1]) <= radius
-            for p in state.usual
-        )
+        # A latitude difference alone farther than the radius rules a point out (the distance
+        # is at least the meridian arc), without the haversine.
+        lat_reach = radius / _LAT_BOUND_PER_DEG
+        after = self.config.usual_after_s
+        lat, lon = anchor[0], anchor[1]
+        for p in state.usual:
+            if (
+                p[2] >= after
+                and abs(p[0] - lat) <= lat_reach
+                and distance_m(p[0], p[1], lat, lon) <= radius
+            ):
+                return True
+        return False
 
     def resident_points(self, state: LoanState) -> list[dict[str, Any]]:
         """The learned resident points: position and hours parked there (night, day)."""
