@@ -257,9 +257,20 @@ class Engine:
         out: list[AlertEvent] = []
         for _ in range(_MAX_DEADLINES_PER_ADVANCE):
             deadline = self._cached_deadline(state)
-            if deadline > now_s or state.clock is None:
+            clock = state.clock
+            if deadline > now_s or clock is None:
                 break
-            instant = max(deadline, state.clock)
+            instant = max(deadline, clock)
+            if not state.dirty:
+                # The cached deadline may be early: events since the last evaluation that
+                # changed no signal (a parked car's pings) moved its instants on. If nothing
+                # falls due by `instant`, no decision changes there (every signal change marks
+                # the loan dirty): wait for the exact deadline instead of evaluating, and keep
+                # the clock (a deadline that is not one does not make later events late).
+                exact = self._exact_deadline(state, clock)
+                if exact > instant:
+                    state.deadline = exact
+                    continue
             state.clock = instant
             out += self._evaluate(state, instant, to_datetime(instant))
         return out
