@@ -125,6 +125,8 @@ class Engine:
             for name in read
         )
         self._decisions: dict[tuple[Any, ...], tuple[tuple[tuple[bool, Severity], ...], bool]] = {}
+        self._now: dt.datetime | None = None  # the last `now` given to apply(), in seconds:
+        self._now_s = 0.0
 
     @classmethod
     def default(cls) -> Engine:
@@ -152,7 +154,11 @@ class Engine:
         already decided on (its clock, which moves only to event times and to deadlines up to
         `now`; the worker passes the record's arrival as `now`, not the time it read it).
         """
-        now_s = now.timestamp()
+        if now is self._now:  # (a replay passes one `now` to many events)
+            now_s = self._now_s
+        else:
+            now_s = self._now_s = now.timestamp()
+            self._now = now
         stats = self.stats
         stats["events"] += 1
         if isinstance(event, GpsPing) or not isinstance(event, Loan):  # (pings first: cheaper)
@@ -278,6 +284,11 @@ class Engine:
     def next_deadline(self, state: LoanState) -> dt.datetime | None:
         deadline = self._cached_deadline(state)
         return to_datetime(deadline) if deadline != float("inf") else None
+
+    def next_deadline_s(self, state: LoanState) -> float | None:
+        """`next_deadline` in epoch seconds (not rounded to the microsecond)."""
+        deadline = self._cached_deadline(state)
+        return deadline if deadline != float("inf") else None
 
     # ------------------------------------------------------------------ queries
 
