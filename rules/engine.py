@@ -37,7 +37,7 @@ from rules.scoring import RiskScore, risk_score
 from rules.signals import contact as contact_signals
 from rules.signals import payment as payment_signals
 from rules.signals.catalog import SIGNALS
-from rules.signals.vehicle import Tracking
+from rules.signals.vehicle import EPSILON, Tracking
 from rules.spec import CATALOG_DIR, Expression, Rule, RuleSet, load_rules, nest
 from rules.state import AlertState, DeviceState, LoanState
 
@@ -125,6 +125,8 @@ class Engine:
             for name in read
         )
         self._decisions: dict[tuple[Any, ...], tuple[tuple[tuple[bool, Severity], ...], bool]] = {}
+        self._now: dt.datetime | None = None  # the last `now` given to apply(), in seconds:
+        self._now_s = 0.0
 
     @classmethod
     def default(cls) -> Engine:
@@ -152,11 +154,18 @@ class Engine:
         already decided on (its clock, which moves only to event times and to deadlines up to
         `now`; the worker passes the record's arrival as `now`, not the time it read it).
         """
-        now_s = now.timestamp()
+        if now is self._now:  # (a replay passes one `now` to many events)
+            now_s = self._now_s
+        else:
+            now_s = self._now_s = now.timestamp()
+            self._now = now
         stats = self.stats
         stats["events"] += 1
         if isinstance(event, GpsPing) or not isinstance(event, Loan):  # (pings first: cheaper)
-            self._refuse_future(event, now)
+            event_ts = event.ts
+            ts = now_s if event_ts is now else event_ts.timestamp()
+            if ts - now_s > self.config.max_future_skew_s:
+                self._refuse_future(event, now)
         deadline = state.deadline
         # Usually nothing is due, and advance() would do nothing.
         out = self._advance(state, now_s) if deadline is None or deadline <= now_s else []
@@ -168,8 +177,6 @@ class Engine:
                 out += self._evaluate(state, instant, to_datetime(instant))
             return out
 
-        event_ts = event.ts
-        ts = now_s if event_ts is now else event_ts.timestamp()
         config = self.config
         digest = event_hash(event.event_id)
         seen = state.seen
@@ -205,7 +212,9 @@ class Engine:
             return out
         instant = max(clock or ts, ts)
         state.clock = instant
-        if dirty or state.dirty or self._cached_deadline(state) <= instant:
+        # A deadline falls EPSILON after the threshold it stands for: an event at the threshold
+        # itself sees the crossing (as an evaluation of every event would).
+        if dirty or state.dirty or self._cached_deadline(state) <= instant + EPSILON:
             out += self._evaluate(state, instant, event_ts)
         return out
 
@@ -254,9 +263,20 @@ class Engine:
         out: list[AlertEvent] = []
         for _ in range(_MAX_DEADLINES_PER_ADVANCE):
             deadline = self._cached_deadline(state)
-            if deadline > now_s or state.clock is None:
+            clock = state.clock
+            if deadline > now_s or clock is None:
                 break
-            instant = max(deadline, state.clock)
+            instant = max(deadline, clock)
+            if not state.dirty:
+                # The cached deadline may be early: events since the last evaluation that
+                # changed no signal (a parked car's pings) moved its instants on. If nothing
+                # falls due by `instant`, no decision changes there (every signal change marks
+                # the loan dirty): wait for the exact deadline instead of evaluating, and keep
+                # the clock (a deadline that is not one does not make later events late).
+                exact = self._exact_deadline(state, clock)
+                if exact > instant:
+                    state.deadline = exact
+                    continue
             state.clock = instant
             out += self._evaluate(state, instant, to_datetime(instant))
         return out
@@ -264,6 +284,11 @@ class Engine:
     def next_deadline(self, state: LoanState) -> dt.datetime | None:
         deadline = self._cached_deadline(state)
         return to_datetime(deadline) if deadline != float("inf") else None
+
+    def next_deadline_s(self, state: LoanState) -> float | None:
+        """`next_deadline` in epoch seconds (not rounded to the microsecond)."""
+        deadline = self._cached_deadline(state)
+        return deadline if deadline != float("inf") else None
 
     # ------------------------------------------------------------------ queries
 

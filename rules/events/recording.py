@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Annotated, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from rules.events.common import Identifier, Timestamp
@@ -58,11 +59,31 @@ def read_recording(lines: Iterable[str | bytes]) -> Iterator[tuple[str, InputEve
         if not line.strip():
             continue
         try:
-            parsed = _LINE.validate_json(line)
-            event = EVENT_TYPE_BY_TOPIC[parsed.topic].model_validate(parsed.value)
+            # The common case, decoded by orjson (about 5 times faster than pydantic's JSON
+            # parser into a dict): an object of exactly a known topic and an object value.
+            # Anything else (bad JSON, a missing or extra key, an unknown topic) takes the
+            # validating path below, whose error names the problem. The value is validated by
+            # the same model in the same (Python) mode either way.
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                obj = None
+            if (
+                obj.__class__ is dict
+                and len(obj) == 2
+                and obj.get("value").__class__ is dict
+                and obj.get("topic").__class__ is str
+                and obj["topic"] in EVENT_TYPE_BY_TOPIC
+            ):
+                topic: str = obj["topic"]
+                event = EVENT_TYPE_BY_TOPIC[topic].model_validate(obj["value"])
+            else:
+                parsed = _LINE.validate_json(line)
+                topic = parsed.topic
+                event = EVENT_TYPE_BY_TOPIC[topic].model_validate(parsed.value)
         except ValidationError as exc:
             raise RecordingError(f"line {number}: {describe_validation_error(exc)}") from exc
-        yield parsed.topic, event
+        yield topic, event
 
 
 def recording_line(event: InputEvent) -> str:

@@ -30,6 +30,7 @@ from functools import lru_cache
 
 import orjson
 
+from rules.alerts import to_datetime
 from rules.engine import Engine
 from rules.events import AlertEvent, InputEvent, Loan
 from rules.pipeline.deadlines import DeadlineIndex
@@ -87,8 +88,17 @@ def advance(
 
 def schedule(engine: Engine, deadlines: DeadlineIndex, partition: int, state: LoanState) -> None:
     """Index the loan's next deadline (after every change of its state)."""
-    deadline = engine.next_deadline(state)
-    deadlines.schedule(partition, state.loan_id, deadline.timestamp() if deadline else None)
+    deadline = engine.next_deadline_s(state)
+    deadlines.schedule(
+        partition, state.loan_id, _scheduled_at(deadline) if deadline is not None else None
+    )
+
+
+@lru_cache(maxsize=1 << 14)
+def _scheduled_at(deadline: float) -> float:
+    """The deadline as `next_deadline` gives it (a datetime: to the microsecond), in seconds.
+    Cached: most inputs leave a loan's deadline where it was."""
+    return to_datetime(deadline).timestamp()
 
 
 # ------------------------------------------------------------------------------ bindings

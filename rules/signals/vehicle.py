@@ -41,6 +41,9 @@ EPSILON = 0.001  # deadlines fall just after a threshold, where both > and >= ho
 # (|dlat| + |dlon|) in degrees times this is at least the great-circle distance in metres (a path
 # along the meridian, then the parallel, is no shorter); 1e-6 covers rounding in distance_m.
 _BOUND_PER_DEG = M_PER_DEG * (1.0 + 1e-6)
+# A latitude difference in degrees times this is at most the great-circle distance in metres
+# (1e-6 below M_PER_DEG covers rounding in distance_m).
+_LAT_BOUND_PER_DEG = M_PER_DEG * (1.0 - 1e-6)
 _ZONE_MARGIN_M = 0.01  # of the clear zone, against rounding
 
 
@@ -64,15 +67,24 @@ class Tracking:
         }
         # Accuracy slack of a pair of fixes, by their qualities.
         self._slack = [[self._accuracy[a] + self._accuracy[b] for b in range(3)] for a in range(3)]
-        offline_thresholds = [
-            *thresholds.get("device.offline_for.wired", ()),
-            *thresholds.get("device.offline_for.wireless", ()),
-            *thresholds.get("device.silent_for", ()),
-            config.offline_after_wired_s,
-            config.offline_after_wireless_s,
-        ]
-        # A ping after a silence at least this long may change an offline variable.
-        self.min_gap = min(offline_thresholds)
+        # A ping after its device was silent at least this long may change an offline variable
+        # of its kind (device.offline_for.<kind>, device.offline.<kind>, device.all_offline,
+        # devices.silent_kind): the lowest threshold the loaded rules or the engine compare that
+        # kind's silence with. Per kind: a wired threshold says nothing about wireless reports.
+        self.gap_by_kind = {
+            WIRED: min(
+                (*thresholds.get("device.offline_for.wired", ()), config.offline_after_wired_s)
+            ),
+            WIRELESS: min(
+                (
+                    *thresholds.get("device.offline_for.wireless", ()),
+                    config.offline_after_wireless_s,
+                )
+            ),
+        }
+        self.min_gap = min(self.gap_by_kind.values())  # (a kind not listed above)
+        # ... and after every tracker was silent this long it may change device.silent_for.
+        self.silent_gap = min(thresholds.get("device.silent_for", ()), default=float("inf"))
         stationary = thresholds.get("vehicle.stationary_for", ())
         self.min_stationary = min(stationary) if stationary else float("inf")
         self.separation_km = thresholds.get("devices.separated_km", ())
@@ -129,7 +141,15 @@ class Tracking:
             history = ping.backfill and self._history(state, ping, ts, quality)
             return changed or history, raised
         previous = last_seen if last_seen is not None else device.bound_at
-        dirty = new_device or previous is None or ts - previous >= self.min_gap
+        # A first report may change devices.silent_kind (a tracker that never reported proves
+        # nothing); a report after a silence, an offline variable (see __init__).
+        dirty = new_device or last_seen is None or previous is None
+        if not dirty:
+            assert previous is not None
+            gap = ts - previous
+            dirty = gap >= self.gap_by_kind.get(device.kind, self.min_gap) or (
+                gap >= self.silent_gap and ts - _newest_seen(state) >= self.silent_gap
+            )
         if device.kind == WIRED and last_seen is not None and not ping.backfill:
             dirty |= self._cadence(device, last_seen, ping, ts)
         if not dirty and self._may_leave_behind(state, device, previous, ts):
@@ -523,12 +543,39 @@ class Tracking:
         if distance_m(anchor[0], anchor[1], lat, lon) <= self.config.stationary_radius_m:
             return False
         stay = ts - anchor[2]
-        usual_before = self.at_usual_place(state)
+        # vehicle.stationary_for drops to 0: a change if the stay reached a threshold.
+        dirty = stay >= self.min_stationary
+        if stay < self.config.usual_min_stay_s:
+            # Nothing to learn (most moves: a driving car): the resident points stay as they
+            # are, so of their signals only vehicle.at_usual_place may change, with where the
+            # car is (vehicle.away_from_resident_for is 0 wherever the car was at a resident
+            # point, and runs on from the same instant where it was at none).
+            at_usual = bool(state.usual) and self.at_usual_place(state)
+            if at_usual:
+                state.resident_seen = ts  # leaving a resident point: last seen at one now
+            state.anchor = [lat, lon, ts]
+            return dirty or at_usual != (bool(state.usual) and self.at_usual_place(state))
+        before = self._resident_key(state, ts)
         self._learn_usual(state, anchor[0], anchor[1], anchor[2], ts)
         if self.at_usual_place(state):
-            state.resident_seen = ts  # leaving a resident point: last seen at one now
+            # Leaving a resident point (perhaps one this very stay made resident): last seen
+            # at one now.
+            state.resident_seen = ts
         state.anchor = [lat, lon, ts]
-        return stay >= self.min_stationary or usual_before != self.at_usual_place(state)
+        # What was learned (a point made resident or forgotten) and where the car went.
+        return dirty or before != self._resident_key(state, ts)
+
+    def _resident_key(self, state: LoanState, ts: float) -> tuple[bool, int, int, int]:
+        """The resident-point signals at ``ts`` as rules see them (see derive()):
+        vehicle.at_usual_place, vehicle.resident_points and vehicle.away_from_resident_for
+        reduced to its side of each threshold."""
+        at_usual = bool(state.usual) and self.at_usual_place(state)
+        after = self.config.usual_after_s
+        residents = sum(1 for p in state.usual if p[2] >= after)
+        seen = state.resident_seen
+        away = max(0.0, ts - seen) if seen is not None and not at_usual else 0.0
+        ths = self.duration_thresholds["vehicle.away_from_resident_for"]
+        return at_usual, residents, bisect_left(ths, away), bisect_right(ths, away)
 
     def _learn_usual(
         self, state: LoanState, lat: float, lon: float, start: float, end: float
@@ -563,11 +610,19 @@ class Tracking:
         if anchor is None:
             return False
         radius = self.config.stationary_radius_m
-        return any(
-            p[2] >= self.config.usual_after_s
-            and distance_m(p[0], p[1], anchor[0], anchor[1]) <= radius
-            for p in state.usual
-        )
+        # A latitude difference alone farther than the radius rules a point out (the distance
+        # is at least the meridian arc), without the haversine.
+        lat_reach = radius / _LAT_BOUND_PER_DEG
+        after = self.config.usual_after_s
+        lat, lon = anchor[0], anchor[1]
+        for p in state.usual:
+            if (
+                p[2] >= after
+                and abs(p[0] - lat) <= lat_reach
+                and distance_m(p[0], p[1], lat, lon) <= radius
+            ):
+                return True
+        return False
 
     def resident_points(self, state: LoanState) -> list[dict[str, Any]]:
         """The learned resident points: position and hours parked there (night, day)."""
@@ -884,6 +939,16 @@ def _last_seen_by_kind(state: LoanState) -> dict[str, float | None]:
         if device.kind not in out or (seen is not None and (current is None or seen > current)):
             out[device.kind] = seen
     return out
+
+
+def _newest_seen(state: LoanState) -> float:
+    """The newest report of any tracker (a tracker that never reported: its binding)."""
+    newest = float("-inf")
+    for device in state.devices.values():
+        seen = device.last_seen if device.last_seen is not None else device.bound_at
+        if seen is not None and seen > newest:
+            newest = seen
+    return newest
 
 
 def _remember_alarm(state: LoanState, ts: float, alarm: str) -> bool:

@@ -226,3 +226,20 @@ def test_recording_error_names_the_line() -> None:
 def test_unknown_recording_topic_rejected() -> None:
     with pytest.raises(RecordingError, match="line 1: topic"):
         list(read_recording(['{"topic": "alerts", "value": {}}']))
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        pytest.param('{"topic": ["gps.raw"], "value": {}}', "topic", id="topic-not-a-string"),
+        pytest.param('{"topic": "gps.raw", "value": [1]}', "value", id="value-not-an-object"),
+        pytest.param('{"topic": "gps.raw", "value": {}, "x": 1}', "x", id="extra-key"),
+        pytest.param('{"topic": "gps.raw"}', "value", id="no-value"),
+        pytest.param('{"topic": "gps.raw", "value": {', "JSON", id="bad-json"),
+        pytest.param("[1, 2]", "", id="not-an-object"),
+    ],
+)
+def test_a_malformed_recording_line_is_named(line: str, problem: str) -> None:
+    """Lines off the fast (orjson) path get the validating path's error, naming the line."""
+    with pytest.raises(RecordingError, match=f"^line 1: .*{problem}"):
+        list(read_recording([line]))

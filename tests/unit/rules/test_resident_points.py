@@ -49,11 +49,13 @@ def test_night_seconds(start_: dt.datetime, end: dt.datetime, hours: float) -> N
     assert night_seconds(start_.timestamp(), end.timestamp(), "Asia/Shanghai") == hours * 3600
 
 
-def parked(where: tuple[float, float], first: dt.datetime, last: dt.datetime) -> list[GpsPing]:
+def parked(
+    where: tuple[float, float], first: dt.datetime, last: dt.datetime, minutes: float = 60
+) -> list[GpsPing]:
     out, t = [], first
     while t <= last:
         out.append(ping(t, where))
-        t += dt.timedelta(hours=1)
+        t += dt.timedelta(minutes=minutes)
     return out
 
 
@@ -153,3 +155,32 @@ def test_resident_points_stay_bounded_and_consistent(
         assert 0 <= night <= total
     for point in engine.resident_points(state):
         assert point["parked_hours"] >= engine.config.usual_after_s / 3600
+
+
+def test_leaving_a_stay_that_made_its_point_resident_resolves_at_once() -> None:
+    """The failing shape of the gating bug (issue 12, the 2.5 h late resolve of seed 7): the
+    car, away from its resident points while overdue, stays 30 h at a new place and leaves.
+    That stay makes the place a resident point, so the car was last seen at one when it left:
+    vehicle.away_from_resident_for drops to 0 on the leaving ping, which must mark the loan for
+    evaluation (keep_firing_for 1h: the resolve is due 1 h later, not at the next day's
+    payment deadline or the next silence)."""
+    engine, state = start()
+    elsewhere = [(30.60, 104.00), (30.72, 104.15), (30.70, 103.98), (30.58, 104.12)]
+    events = [*routine(range(1, 5)), *parked(HOME, local(4, 19), local(5, 8))]
+    # a wired tracker parked reports every 20 min (an hour's silence would be news to
+    # devices.wired_left_behind_km: every ping would be evaluated)
+    events += parked(FRIEND, local(5, 9), local(5, 20), 20)
+    # stays shorter than usual_after_s (24 h): none makes its place resident
+    events += parked(elsewhere[0], local(5, 21), local(6, 18), 20)
+    events += parked(elsewhere[1], local(6, 19), local(7, 16), 20)
+    events += parked(elsewhere[2], local(7, 17), local(8, 9), 20)
+    events += parked(elsewhere[3], local(8, 10), local(9, 16), 20)  # 30 h: resident on leaving
+    left = local(9, 16) + dt.timedelta(minutes=20)  # 20 min on: no silence on the way
+    events += parked(FRIEND, left, local(10, 12), 20)
+    alerts = run(engine, state, events, until=local(10, 12))
+    ours = [a for a in alerts if a.rule_id == RULE]
+    assert [a.status.value for a in ours] == ["firing", "resolved"]
+    fired_at = ours[0].updated_at  # 72 h after it left home (5 March 09:00)
+    assert local(8, 9) <= fired_at <= local(8, 9) + dt.timedelta(seconds=1)
+    resolved_at = ours[1].updated_at
+    assert left + dt.timedelta(hours=1) <= resolved_at <= left + dt.timedelta(hours=1, seconds=1)
