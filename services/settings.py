@@ -131,6 +131,11 @@ class WorkerSettings(BaseModel):
     # An input partition read to its high-water mark with nothing new for this long stops
     # holding the others back (rules/clock.py); 0: as soon as it is caught up.
     idle_partition_s: Annotated[float, Field(ge=0, le=3600)] = 0.0
+    # A gps.raw partition another worker binds holds this worker's clock while its binder's
+    # marks say records are unbound (rules/clock.py); when no mark of it moved for this long
+    # (its binder dead and no rebalance came, or stuck) it is left out, and a warning logged.
+    # Above the session timeout plus a rebalance: a takeover normally comes long before.
+    source_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
     # Rule files and risk-place files; default: the shipped rules/catalog/.
     rules_dir: Path | None = None
     places_dir: Path | None = None
@@ -145,6 +150,16 @@ class WorkerSettings(BaseModel):
     # A rebalance or table recovery that makes no progress for this long stops the worker with
     # exit code 75, for its supervisor (Kubernetes, compose, `skipwatch up`) to restart it.
     recovery_stall_s: Annotated[float, Field(ge=5)] = 120.0
+
+    @model_validator(mode="after")
+    def _source_timeout_above_session(self) -> WorkerSettings:
+        if self.source_timeout_s <= self.session_timeout_s:
+            raise ValueError(
+                f"source_timeout_s ({self.source_timeout_s}) must be above session_timeout_s "
+                f"({self.session_timeout_s}): a dead binder's partitions are taken over only "
+                "after the session timeout"
+            )
+        return self
 
 
 class GatewaySettings(BaseModel):

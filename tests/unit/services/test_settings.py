@@ -59,3 +59,16 @@ def test_no_front_door_may_accept_what_the_engine_refuses_as_too_far_ahead() -> 
     with pytest.raises(ValidationError, match="max_future_skew_s"):
         BoundsSettings(max_future_skew_s=engine_limit + 1)
     assert BoundsSettings().max_future_skew_s < engine_limit
+
+
+def test_source_timeout_below_the_session_timeout_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A dead binder's gps.raw partitions get a new binder only after the session timeout: a
+    source timeout shorter than it would leave them out of the clock before every takeover."""
+    monkeypatch.setenv("SKIPWATCH_WORKER__SESSION_TIMEOUT_S", "45")
+    monkeypatch.setenv("SKIPWATCH_WORKER__SOURCE_TIMEOUT_S", "40")
+    with pytest.raises(SettingsError, match="source_timeout_s"):
+        load_settings()
+    monkeypatch.setenv("SKIPWATCH_WORKER__SOURCE_TIMEOUT_S", "90")
+    assert load_settings().worker.source_timeout_s == 90.0
