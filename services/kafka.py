@@ -357,7 +357,9 @@ class OffsetProbe:
     """The first record at or after an offset, read by one-off fetches outside any group.
 
     Tells a skipped record (it is there) from an offset with nothing behind it (a transaction
-    marker, a compacted-away record), for the worker's input gap guard (streams/gaps.py).
+    marker, a compacted-away record), for the worker's input gap guard (streams/gaps.py), and
+    gives the end offsets of partitions the worker does not read (the gps.raw partitions another
+    worker binds: rules/clock.py).
     """
 
     def __init__(self, bootstrap_servers: str) -> None:
@@ -370,18 +372,30 @@ class OffsetProbe:
     ) -> int | None:
         """The offset of the first record at or after `offset`; None when none came in time."""
         async with self._lock:
-            if self._consumer is None:
-                self._consumer = AIOKafkaConsumer(
-                    bootstrap_servers=self._bootstrap_servers, group_id=None,
-                    enable_auto_commit=False, auto_offset_reset="earliest",
-                )  # fmt: skip
-                await self._consumer.start()
+            consumer = await self._started()
             tp = TopicPartition(topic, partition)
-            self._consumer.assign([tp])
-            self._consumer.seek(tp, offset)
-            batch = await self._consumer.getmany(tp, timeout_ms=int(timeout_s * 1000))
+            consumer.assign([tp])
+            consumer.seek(tp, offset)
+            batch = await consumer.getmany(tp, timeout_ms=int(timeout_s * 1000))
             records = batch.get(tp, [])
             return records[0].offset if records else None
+
+    async def end_offsets(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+        """The partitions' end offsets (high-water marks) as the broker has them now."""
+        async with self._lock:
+            consumer = await self._started()
+            tps = [TopicPartition(topic, partition) for partition in partitions]
+            ends = await consumer.end_offsets(tps)
+        return {tp.partition: offset for tp, offset in ends.items()}
+
+    async def _started(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            self._consumer = AIOKafkaConsumer(
+                bootstrap_servers=self._bootstrap_servers, group_id=None,
+                enable_auto_commit=False, auto_offset_reset="earliest",
+            )  # fmt: skip
+            await self._consumer.start()
+        return self._consumer
 
     async def committed(self, group_id: str, tps: Iterable[tuple[str, int]]) -> dict[Any, int]:
         """The group's committed offsets of these partitions (those with a commit), read by an

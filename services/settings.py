@@ -132,6 +132,11 @@ class WorkerSettings(BaseModel):
     # An input partition read to its high-water mark with nothing new for this long stops
     # holding the others back (rules/clock.py); 0: as soon as it is caught up.
     idle_partition_s: Annotated[float, Field(ge=0, le=3600)] = 0.0
+    # A gps.raw partition another worker binds holds this worker's clock while its binder's
+    # marks say records are unbound (rules/clock.py); when no mark of it moved for this long
+    # (its binder dead and no rebalance came, or stuck) it is left out, and a warning logged.
+    # Above the session timeout plus a rebalance: a takeover normally comes long before.
+    source_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
     # Rule files and risk-place files; default: the shipped rules/catalog/.
     rules_dir: Path | None = None
     places_dir: Path | None = None
@@ -158,6 +163,16 @@ class WorkerSettings(BaseModel):
                 f"allowed_lateness_s={self.allowed_lateness_s:.0f} with clock=event must be below "
                 f"the engine's limit on events ahead of its clock ({limit:.0f} s): `now` trails "
                 "the newest event by the lateness, so newer events would all be refused"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _source_timeout_above_session(self) -> WorkerSettings:
+        if self.source_timeout_s <= self.session_timeout_s:
+            raise ValueError(
+                f"source_timeout_s ({self.source_timeout_s}) must be above session_timeout_s "
+                f"({self.session_timeout_s}): a dead binder's partitions are taken over only "
+                "after the session timeout"
             )
         return self
 

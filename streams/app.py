@@ -70,10 +70,18 @@ from streams.faust_edge.consumer import LaneConsumer
 from streams.faust_edge.tables import DeviceChunkTable, RawKeyTable
 from streams.faust_edge.worker import RecoveryWatchdog, recovery_progress
 from streams.gaps import InputGaps
-from streams.intake import Lane
+from streams.intake import AckOrder, Lane
 from streams.metrics import WorkerMetrics
 from streams.quarantine import Quarantine
-from streams.records import Rejected, bound_records, decode, decode_bound
+from streams.records import (
+    Rejected,
+    bound_records,
+    decode,
+    decode_bound,
+    decode_marks,
+    encode_marks,
+    is_mark,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +97,12 @@ BIND_TOPICS = ("gps.raw", "device-bindings")
 # The inputs with times of their own: their partitions' watermarks make the clock (clock.py).
 TIMED_TOPICS = ("payments", "contacts", "gps.bound", "gps.raw")
 HELD_WAKE_S = 0.2  # how often a step holding records looks again when nothing new comes
+MARK_INTERVAL_S = 0.2  # how often the bind step looks whether its gps.raw marks moved
+# ... and how often it announces them even when they did not: a reader that started after the
+# last announcement (a worker restarted as the same static member, which brings no rebalance
+# to the others) reads only from its committed offsets, and would wait for a mark of a quiet
+# partition until `source_timeout_s`.
+MARK_REPEAT_S = 5.0
 # Pings read while the loans and their bindings are not read to their end wait, up to this many
 # (a backlog read on a fresh start), before they are bound as the bindings stand.
 MAX_HELD_PINGS = 200_000
@@ -225,9 +239,14 @@ def build_pipeline(
     wall = clock_wall
     live = settings.worker.clock == "wall"
     bound_topic_name = settings.kafka.topic_prefix + "gps.bound"
+    raw_topic_name = settings.kafka.topic_prefix + "gps.raw"
     merge: TimeMerge[TP, Held] = TimeMerge(
-        settings.worker.idle_partition_s, derived=lambda tp: tp.topic == bound_topic_name
+        settings.worker.idle_partition_s,
+        derived=lambda tp: tp.topic == bound_topic_name,
+        source_timeout_s=settings.worker.source_timeout_s,
     )
+    # pings bound by another worker: their gps.raw partitions' marks come on gps.bound
+    merge.set_sources(TP(raw_topic_name, p) for p in range(settings.kafka.partitions))
     # The loans and the device bindings made from them: pings wait until both are read to their
     # end (the bindings this worker sent included), so a backlog of pings is not read ahead of
     # the bindings of the loans registered before it (pings of an unbound device are kept only
@@ -381,6 +400,8 @@ def build_pipeline(
         ),
         "count_places": Lane("count_places", [prefix + "place-moves"], LANE_LIMIT),
     }
+    # acknowledged in offset order per partition (intake.py), whatever order the steps finish
+    acks = {name: AckOrder() for name in lanes}
     consumer = LaneConsumer.install(app, lanes.values(), contiguous=guarded)
     for lane in lanes.values():
         app.topics.add(topic(*(name.removeprefix(prefix) for name in lane.topics)))
@@ -393,11 +414,19 @@ def build_pipeline(
         for lane in lanes.values():
             async with lane.busy:
                 lane.clear()
+                acks[lane.name].clear()
                 if lane.name == "evaluate":
                     merge.clear()
+                    clock.reset()  # the records read again set it again (clock.py)
                     unfinished.clear()
+                    # the loans' partitions may go to another worker: their deadlines are
+                    # indexed again from the states recovered (`rebuild_deadlines`)
+                    deadlines.drop_partitions(
+                        {tp.partition for tp in revoked if tp.topic == loans_topic_name}
+                    )
                 if lane.name == "bind_pings":
                     held_pings.clear()
+                    announced.clear()  # the gps.bound partitions' new readers get every mark
         gaps.forget(revoked)
 
     def resume_at(committed: Mapping[Any, int]) -> None:
@@ -412,6 +441,12 @@ def build_pipeline(
 
     app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
     consumer.on_committed_seek = resume_at
+    consumer.describe_steps = lambda: {
+        "merge": merge.describe(time.monotonic()),
+        "acks_waiting": {name: len(order) for name, order in acks.items()},
+        "unfinished": len(unfinished),
+        "held_pings": len(held_pings),
+    }
 
     async def in_order(records: Sequence[Message]) -> list[Message]:
         """The records to apply; a partition that jumped past a record is sent back (gaps.py)."""
@@ -610,12 +645,13 @@ def build_pipeline(
             async with lane.busy:
                 try:
                     applied = await in_order(records)
+                    acks[lane.name].taken(applied)
                     done = await process(applied)
                     await changelog_handed_on()
                 except Exception:
                     exit_for_restart("a batch failed before its input was acknowledged",
                                      step=lane.name)  # fmt: skip
-                for record in done:
+                for record in acks[lane.name].finished(done):
                     consumer.ack(record)
 
     async def changelog_handed_on() -> None:
@@ -787,6 +823,92 @@ def build_pipeline(
                 lane = lanes["bind_pings" if tp.topic in bind_topics else "evaluate"]
                 tracker.fetched(tp, position, highwater, lane.delivered.get(tp), mono)
 
+    def read_marks(record: Message, mono: float) -> None:
+        """A mark on gps.bound: how far a binder forwarded its gps.raw partitions (clock.py).
+        Not an input: nothing is counted or dead-lettered for it, unless it cannot be read."""
+        try:
+            marks = decode_marks(value_of(record))
+            for partition, watermark, through in marks:
+                merge.mark(record.tp, record.offset, TP(raw_topic_name, partition), watermark,
+                           through, mono)  # fmt: skip
+        except ValueError as exc:
+            log.warning("unreadable gps.bound mark ignored",
+                        extra={"partition": record.partition, "offset": record.offset,
+                               "error": str(exc)})  # fmt: skip
+            merge.observe(record.tp, record.offset, None, mono)
+
+    async def refresh_remote_ends() -> None:
+        """The end offsets of the gps.raw partitions another worker binds whose binder announced
+        it handled them to the end last known (clock.py, `unsettled_sources`), asked afresh
+        before each release: one is idle only while nothing came to it since."""
+        remote = merge.unsettled_sources()
+        if not remote:
+            return
+        mono = time.monotonic()
+        try:
+            ends = await probe.end_offsets(raw_topic_name, [tp.partition for tp in remote])
+        except Exception as exc:  # the partitions stay not idle: the clock waits
+            log.warning("gps.raw end offsets unavailable", extra={"error": repr(exc)})
+            return
+        for partition, end in ends.items():
+            merge.source_end(TP(raw_topic_name, partition), end, mono)
+
+    # what this worker last announced of each gps.raw partition it binds
+    announced: dict[TP, tuple[float | None, int | None]] = {}
+    announced_at = [-math.inf]  # monotonic time of the last announcement
+
+    timed_out: set[TP] = set()  # remote sources left out after `source_timeout_s`, as last told
+
+    def report_timed_out() -> None:
+        if merge.timed_out == timed_out:
+            return
+        for tp in merge.timed_out - timed_out:
+            log.warning("gps.raw partition left out of the clock: no mark of its binder moved "
+                        "for the source timeout (its records, when they come, may be late)",
+                        extra={"partition": tp.partition,
+                               "timeout_s": settings.worker.source_timeout_s})  # fmt: skip
+        timed_out.clear()
+        timed_out.update(merge.timed_out)
+        metrics.sources_timed_out.set(len(timed_out))
+
+    async def publish_marks() -> None:
+        """Announce on every gps.bound partition how far this worker forwarded each gps.raw
+        partition it binds, when that moved (clock.py, `Mark`). Called once a bind batch's
+        forwarded pings are acked, so a mark always follows the pings it covers."""
+        refresh_progress()
+        current = {
+            tp: merge.forwarded(tp) for tp in list(merge.partitions) if tp.topic == raw_topic_name
+        }
+        if len(current) == partitions:  # binding every gps.raw partition: nobody to tell
+            return
+        current = {tp: mark for tp, mark in current.items() if mark != (None, None)}
+        if not current:
+            return
+        unchanged = current == {tp: announced.get(tp) for tp in current}
+        if unchanged and time.monotonic() - announced_at[0] < MARK_REPEAT_S:
+            return
+        value, headers = encode_marks(
+            [(tp.partition, watermark, through) for tp, (watermark, through) in current.items()]
+        )
+        sends = [
+            await gps_bound_topic.send(value=value, partition=partition, headers=headers)
+            for partition in range(partitions)
+        ]
+        await asyncio.gather(*sends)
+        announced.clear()
+        announced.update(current)
+        announced_at[0] = time.monotonic()
+        metrics.marks_sent.inc(len(sends))
+
+    @app.timer(MARK_INTERVAL_S)  # type: ignore[untyped-decorator]
+    async def announce_marks() -> None:
+        """Marks also move without a bind batch: a partition read to its end (fetch position)."""
+        lane = lanes["bind_pings"]
+        if app.rebalancing or lane.busy.locked():  # a batch runs: it announces when done
+            return
+        async with lane.busy:
+            await publish_marks()
+
     async def evaluate_batch(records: Sequence[Message]) -> list[Message]:
         """Decode the records into the time merge; apply what it releases, in arrival order."""
         started = time.perf_counter()
@@ -794,6 +916,10 @@ def build_pipeline(
         done: list[Message] = []
         for record in records:
             topic_name = topic_names[record.topic]
+            if topic_name == "gps.bound" and is_mark(record.headers):
+                read_marks(record, mono)
+                done.append(record)  # acknowledged in offset order (`AckOrder`)
+                continue
             held = 0
             for _, loan_id, decoded, arrival in inputs_of(record):
                 if isinstance(decoded, Rejected):
@@ -809,11 +935,13 @@ def build_pipeline(
                 merge.observe(record.tp, record.offset, None, mono)
                 done.append(record)
         refresh_progress()
+        await refresh_remote_ends()
         forced = merge.forced
         released = merge.release(time.monotonic())
         if merge.forced > forced:
             log.warning("time merge full: records released before every partition caught up",
                         extra={"forced": merge.forced - forced, "held": len(merge)})  # fmt: skip
+        report_timed_out()
         if released:
             await apply_released(released, done)
         mono = time.monotonic()
@@ -993,6 +1121,7 @@ def build_pipeline(
         for device_id, pings in waiting.items():
             pending.add(device_id, pings)
         count_events(outcomes)
+        await publish_marks()
         metrics.batch_seconds.labels("bind_pings").observe(time.perf_counter() - started)
         return records
 
@@ -1032,7 +1161,9 @@ def build_pipeline(
         # than the records read so far before that (clock.py).
         async with state_lock:
             refresh_progress()
+            await refresh_remote_ends()
             now_s = clock.sweep_now(wall(), merge.caught_up(time.monotonic()))
+            report_timed_out()
         now = datetime.fromtimestamp(now_s, UTC)
         metrics.deadline_sweeps.inc()
         while not app.should_stop and (due := deadlines.pop_due(owned, now_s, SWEEP_CHUNK)):

@@ -69,6 +69,9 @@ class Lane:
     async def room(self) -> None:
         await self._room.wait()
 
+    def has_room(self) -> bool:
+        return self._room.is_set()
+
     async def take(self, max_records: int, timeout_s: float | None = None) -> list[Message]:
         """Up to `max_records`, waiting until there is at least one (or `timeout_s`: none)."""
         while not (self._records or self._first):
@@ -90,7 +93,11 @@ class Lane:
         return batch
 
     def clear(self) -> None:
-        """Drop what is not taken yet (a rebalance: it comes again from the committed offsets)."""
+        """Drop what is not taken yet (a rebalance: it comes again from the committed offsets).
+        The offsets handed on are kept: a partition is not read to its end (rules/clock.py)
+        before the records it handed on are read again — which also covers records Faust
+        drops around the seek to the committed offsets until the gap guard replays them
+        (forgetting them here let a restarted worker's clock pass such pings: docs/streaming.md)."""
         self._first.clear()
         self._records.clear()
         self._room.set()
@@ -103,3 +110,68 @@ class Lane:
             self._records = deque(r for r in self._records if r.tp != partition)
         if len(self) < self.limit:
             self._room.set()
+
+
+class AckOrder:
+    """Acknowledgements handed to Faust in offset order, per partition.
+
+    Faust commits the end of the first run of consecutive acknowledged offsets of a partition
+    whether or not that run starts at the committed offset: its guard (the consumer's "new
+    offset" computation, faust-streaming 0.15.3) lets a run starting one past the committed
+    offset through, and there is no guard at all before a partition's first commit.
+    A step that holds a record and acknowledges later ones of its partition first — the
+    evaluate step releases gps.bound by arrival, not by offset, and holds records behind the
+    clock — would so have the group commit past the held record, and a restart or a rebalance
+    would resume after it: the record lost. So a record is acknowledged only once every record
+    taken before it from its partition is.
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[Any, deque[int]] = {}  # offsets taken and not acknowledged, in order
+        self._finished: dict[Any, dict[int, Message]] = {}  # done, waiting for earlier ones
+
+    def __len__(self) -> int:
+        """Records done and waiting for an earlier record of their partition."""
+        return sum(len(done) for done in self._finished.values())
+
+    def taken(self, records: Iterable[Message]) -> None:
+        """Records handed to the step, in the order of their partition's offsets."""
+        opened = self._open
+        for record in records:
+            queue = opened.get(record.tp)
+            if queue is None:
+                queue = opened[record.tp] = deque()
+            if not queue or record.offset > queue[-1]:
+                queue.append(record.offset)
+
+    def finished(self, records: Iterable[Message]) -> list[Message]:
+        """The records to acknowledge now: of those done so far, every one with no earlier
+        record of its partition still open."""
+        out: list[Message] = []
+        touched = set()
+        for record in records:
+            tp = record.tp
+            queue = self._open.get(tp)
+            if not queue or record.offset < queue[0]:
+                out.append(record)  # nothing before it is open (not taken through here)
+                continue
+            self._finished.setdefault(tp, {})[record.offset] = record
+            touched.add(tp)
+        for tp in touched:
+            queue = self._open[tp]
+            done = self._finished[tp]
+            while queue and queue[0] in done:
+                out.append(done.pop(queue.popleft()))
+            if not queue:
+                out.extend(done.values())  # done but not taken here: nothing open before
+                done.clear()
+            if not done:
+                del self._finished[tp]
+            if not queue:
+                del self._open[tp]
+        return out
+
+    def clear(self) -> None:
+        """Forget everything (a rebalance: what was not acknowledged comes again)."""
+        self._open.clear()
+        self._finished.clear()

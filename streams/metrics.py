@@ -24,6 +24,8 @@ class WorkerMetrics:
     quarantined: Counter
     quarantined_keys: Gauge
     risk_places: Gauge
+    marks_sent: Counter
+    sources_timed_out: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry = REGISTRY) -> WorkerMetrics:
@@ -101,6 +103,18 @@ class WorkerMetrics:
             risk_places=Gauge(
                 "skipwatch_worker_risk_places",
                 "Risk places in force in this worker (the catalog and the places topic).",
+                registry=registry,
+            ),
+            marks_sent=Counter(
+                "skipwatch_worker_watermark_marks_total",
+                "Watermark marks sent on gps.bound: how far the gps.raw partitions this worker "
+                "binds were forwarded (one per gps.bound partition and change).",
+                registry=registry,
+            ),
+            sources_timed_out=Gauge(
+                "skipwatch_worker_sources_timed_out",
+                "gps.raw partitions bound by another worker left out of this worker's clock "
+                "because no mark of theirs moved for SKIPWATCH_WORKER__SOURCE_TIMEOUT_S.",
                 registry=registry,
             ),
         )

@@ -109,3 +109,44 @@ def decode_bound(value: bytes) -> list[tuple[str, GpsPing | Rejected, float | No
                 (str(loan_id), Rejected("invalid", describe_validation_error(exc)), arrival)
             )
     return items
+
+
+# A watermark mark on gps.bound (rules/clock.py, `Mark`): a record with this header and no pings.
+MARK_HEADER = "skipwatch-mark"
+SourceMark = tuple[int, float | None, int | None]  # (gps.raw partition, watermark, through)
+
+
+def encode_marks(marks: list[SourceMark]) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """(value, headers) of one mark record: ``{"marks": [[partition, watermark, through]]}``
+    (watermark in epoch seconds, None when nothing was forwarded yet)."""
+    value = orjson.dumps({"marks": [list(mark) for mark in marks]})
+    return value, [(MARK_HEADER, b"1")]
+
+
+def is_mark(headers: object) -> bool:
+    """Whether a gps.bound record is a mark (its headers as the consumer gives them: a
+    sequence of (key, value) pairs or a mapping)."""
+    if not headers:
+        return False
+    if isinstance(headers, dict):
+        return MARK_HEADER in headers
+    return any(isinstance(h, tuple) and h and h[0] == MARK_HEADER for h in headers)  # type: ignore[attr-defined]
+
+
+def decode_marks(value: bytes) -> list[SourceMark]:
+    """The marks of a mark record; ValueError naming the problem when it is not one."""
+    try:
+        body = orjson.loads(value)
+        marks = body["marks"]
+        out: list[SourceMark] = []
+        for partition, watermark, through in marks:
+            if not isinstance(partition, int) or partition < 0:
+                raise ValueError(f"partition {partition!r} is not a partition number")
+            if watermark is not None and not isinstance(watermark, int | float):
+                raise ValueError(f"watermark {watermark!r} is not a number")
+            if through is not None and (not isinstance(through, int) or through < 0):
+                raise ValueError(f"through {through!r} is not an offset")
+            out.append((partition, None if watermark is None else float(watermark), through))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a gps.bound mark: {exc}") from exc
+    return out

@@ -27,7 +27,10 @@ class (docs/streaming.md, "Intake"):
 - `fetch_state` / `_positions`: aiokafka's fetch position and high-water mark per partition,
   from `_thread._ensure_consumer()._subscription.subscription.assignment.state_value(tp)`
   (`position`, `has_valid_position`, `highwater`, `paused`): the time model's "caught up" test
-  (rules/clock.py) and the SIGUSR1 dump.
+  (rules/clock.py) and the SIGUSR1 dump. `_lane_positions` reads the same positions right
+  after each fetch; `fetch_state` reports a partition's position only once the records that
+  fetch brought are in their lane, so records aiokafka handed over and still on their way
+  (waiting for room in a full lane) never look read.
 
 `tables.py` — `RawKeyTable(faust.Table)`, the app's table class, and `DeviceChunkTable`
 (docs/streaming.md, "State"):

@@ -36,6 +36,11 @@ class LaneConsumer(Consumer):
         self._targets: dict[Any, int | None] = {}  # where each partition was last sent
         # told the committed offsets each time the partitions are sent to them (a rebalance)
         self.on_committed_seek: Callable[[Mapping[Any, int]], None] | None = None
+        # what the steps hold, added to `describe` (the SIGUSR1 dump)
+        self.describe_steps: Callable[[], dict[str, Any]] | None = None
+        # aiokafka's fetch position per lane partition once every record below it was put into
+        # its lane (`fetch_state`)
+        self._settled: dict[Any, int] = {}
 
     @classmethod
     def serving(cls, lanes: Iterable[Lane], contiguous: Iterable[str]) -> type[LaneConsumer]:
@@ -116,6 +121,7 @@ class LaneConsumer(Consumer):
             "lanes": {lane.name: len(lane) for lane in set(self.lanes.values())},
             "seeks": self._seeks,
             "positions": self._positions(),
+            "steps": self.describe_steps() if self.describe_steps is not None else None,
         }
 
     def _positions(self) -> dict[str, Any]:
@@ -135,11 +141,18 @@ class LaneConsumer(Consumer):
     def fetch_state(self, partitions: Iterable[Any]) -> dict[Any, tuple[int | None, int | None]]:
         """(position, high-water mark) per partition as of aiokafka's latest fetch (None when not
         known yet), read across threads: two integers the fetcher replaces, for the clock's
-        "caught up" test (rules/clock.py)."""
+        "caught up" test (rules/clock.py).
+
+        The position is at most where it stood once the records of the last fetch were put
+        into their lane: aiokafka moves it when it hands the records over on its thread, and
+        the records wait there, then for room in their lane, before the lane has them. Taken
+        as is, a partition whose last records were still on their way looked read to its end —
+        idle, left out of the clock, and its records came late behind the others'."""
         try:
             assignment = self._thread._ensure_consumer()._subscription.subscription.assignment
         except Exception:  # not started, or no assignment yet
             return {}
+        settled = self._settled
         out: dict[Any, tuple[int | None, int | None]] = {}
         for tp in partitions:
             try:
@@ -149,14 +162,32 @@ class LaneConsumer(Consumer):
             if state is None:
                 continue
             position = state.position if state.has_valid_position else None
+            before = settled.get(tp)
+            position = None if position is None or before is None else min(position, before)
             out[tp] = (position, state.highwater)
         return out
+
+    def _lane_positions(self) -> dict[Any, int]:
+        """aiokafka's fetch position of every lane partition (none known: empty)."""
+        positions: dict[Any, int] = {}
+        try:
+            assignment = self._thread._ensure_consumer()._subscription.subscription.assignment
+            lanes = self.lanes
+            for tp in assignment.tps:
+                if tp.topic in lanes:
+                    state = assignment.state_value(tp)
+                    if state is not None and state.has_valid_position:
+                        positions[tp] = state.position
+        except Exception:  # not started, or no assignment yet
+            pass
+        return positions
 
     def _sought(self, partition: TP | None, offset: int | None = None) -> None:
         """A partition (None: all) was moved to another offset: what the lanes hold of it is
         stale, and so may be a fetch that began before the move was complete."""
         self._seeks += 1
         if partition is None:
+            self._settled.clear()
             self._all_sought_at = self._seeks
             for lane in set(self.lanes.values()):
                 lane.clear()
@@ -213,7 +244,16 @@ class LaneConsumer(Consumer):
                 if self.should_stop:
                     break
                 seeks = self._seeks
-                for tp, messages in await self._fetch(1.0):
+                batches = await self._fetch(1.0)
+                # aiokafka moved the positions past what this fetch brought (nothing else
+                # fetches): they count for `fetch_state` once those records are in their lane
+                after = self._lane_positions()
+                settled = self._settled
+                arriving = {tp for tp, _ in batches}
+                for tp, position in after.items():
+                    if tp not in arriving:
+                        settled[tp] = position
+                for tp, messages in batches:
                     lane = lanes.get(tp.topic)
                     if lane is not None:
                         fetched.setdefault(lane, []).extend(messages)
@@ -225,7 +265,12 @@ class LaneConsumer(Consumer):
                             await self.wait_first(callback(message), self.suspend_flow.wait())
                             read_offset[tp] = offset
                 for lane, records in fetched.items():
-                    await self.wait_first(lane.room(), self.suspend_flow.wait())
+                    # Waited for only when the lane is full: an await here lets the steps run
+                    # between the lanes of one fetch, while the other lane's partitions do not
+                    # count as read yet (`fetch_state`) and would hold the clock until the
+                    # step's next wake-up.
+                    if not lane.has_room():
+                        await self.wait_first(lane.room(), self.suspend_flow.wait())
                     if not self.flow_active:
                         break  # a rebalance began: these come again from the committed offsets
                     # From here to `put` nothing awaits: no seek can come between the check
@@ -245,6 +290,9 @@ class LaneConsumer(Consumer):
                         read_offset[tp] = offset
                         kept.append(message)
                     lane.put(kept)
+                    for tp in {message.tp for message in records}:
+                        if tp in after and tp not in stale:
+                            settled[tp] = after[tp]
                     for tp, first, end in holes:
                         if acks_enabled_for(tp.topic):
                             await self._add_gap(tp, first, end)

@@ -118,6 +118,202 @@ def test_a_derived_partition_is_released_by_arrival_and_bounded_by_its_sources()
     assert merge.release(now=0.0) == ["wireless@300"]
 
 
+def two_binders(idle_s: float = 0.0, source_timeout_s: float = math.inf) -> TimeMerge[str, str]:
+    """The merge of a worker that binds raw-0 and reads bound-0; raw-1 is bound by another
+    worker, whose pings and marks reach it on bound-0."""
+    merge: TimeMerge[str, str] = TimeMerge(
+        idle_s=idle_s, derived=lambda k: k.startswith("bound"), source_timeout_s=source_timeout_s
+    )
+    merge.set_sources(["raw-0", "raw-1"])
+    merge.assign(["raw-0", "bound-0"], now=0.0)
+    lagging(merge, "raw-0", 0.0)
+    return merge
+
+
+def test_a_source_bound_by_another_worker_holds_the_clock_until_its_binder_marks_it() -> None:
+    """The survivor of a takeover must not run ahead of the pings of a gps.raw partition whose
+    binder is dead (or not heard from yet): they come later, and would be taken as history."""
+    merge = two_binders()
+    assert merge.remote_sources() == ["raw-1"]
+    merge.observe("raw-0", 10, 500.0, now=0.0)
+    merge.push("bound-0", 0, 100.0, "own@100", now=0.0)
+    merge.fetched("bound-0", position=1, highwater=1, delivered=0, now=0.0)
+    assert merge.release(now=0.0) == []  # nothing announced of raw-1: it holds everything
+    assert merge.watermark(now=0.0) == -math.inf
+    merge.mark("bound-0", 1, "raw-1", 150.0, through=40, now=0.0)
+    merge.fetched("bound-0", position=2, highwater=2, delivered=1, now=0.0)
+    assert merge.watermark(now=0.0) == 150.0
+    assert merge.release(now=0.0) == ["own@100"]
+    # the other worker's pings up to 300 came, then its mark: they go in arrival order
+    merge.push("bound-0", 2, 300.0, "other@300", now=0.0)
+    merge.push("bound-0", 2, 200.0, "other@200", now=0.0)
+    merge.mark("bound-0", 3, "raw-1", 300.0, through=80, now=0.0)
+    merge.fetched("bound-0", position=4, highwater=4, delivered=3, now=0.0)
+    assert merge.release(now=0.0) == ["other@200", "other@300"]
+    assert not merge.caught_up(now=0.0)  # raw-1's end is not known: it may hold more
+
+
+def test_marks_take_the_smallest_announcement_over_the_derived_partitions_read() -> None:
+    """A mark on one gps.bound partition says nothing of the pings still on their way on
+    another: the watermark of a source is the minimum over every derived partition read."""
+    merge = two_binders()
+    merge.assign(["raw-0", "bound-0", "bound-1"], now=0.0)
+    merge.observe("raw-0", 10, 1_000.0, now=0.0)
+    for key in ("bound-0", "bound-1"):
+        merge.fetched(key, position=5, highwater=5, delivered=4, now=0.0)
+    merge.mark("bound-0", 4, "raw-1", 700.0, through=70, now=0.0)
+    assert merge.watermark(now=0.0) == -math.inf  # bound-1 has no mark of raw-1 yet
+    merge.mark("bound-1", 4, "raw-1", 400.0, through=40, now=0.0)
+    assert merge.watermark(now=0.0) == 400.0
+    # marks never go back (a new binder announces from its committed offset)
+    merge.mark("bound-1", 4, "raw-1", 300.0, through=30, now=0.0)
+    assert merge.watermark(now=0.0) == 400.0
+    # a partition revoked takes its marks with it
+    merge.assign(["raw-0", "bound-0"], now=0.0)
+    assert merge.watermark(now=0.0) == 700.0
+
+
+def test_a_remote_source_is_idle_only_once_its_binder_handled_it_to_its_end() -> None:
+    """Idle needs the data: the binder's `through` at or past the partition's end offset as
+    this worker last asked the broker, and nothing moved for the idle timeout. A binder killed
+    while caught up does not leave its partition idle once records come after it."""
+    merge = two_binders(idle_s=5.0)
+    caught_up(merge, "raw-0", 11, 0.0)
+    merge.observe("raw-0", 10, 1_000.0, now=0.0)
+    merge.fetched("bound-0", position=1, highwater=1, delivered=0, now=0.0)
+    merge.mark("bound-0", 0, "raw-1", 600.0, through=50, now=0.0)
+    assert merge.watermark(now=10.0) == 600.0  # the end of raw-1 not known
+    merge.source_end("raw-1", 50, now=0.5)
+    assert merge.watermark(now=1.0) == 600.0  # handled to its end, not quiet for 5 s yet
+    assert not merge.caught_up(now=1.0)
+    assert merge.watermark(now=10.0) == math.inf
+    assert merge.caught_up(now=10.0)
+    # its binder was killed; records keep coming to raw-1: it holds the clock again
+    merge.source_end("raw-1", 57, now=20.0)
+    assert merge.watermark(now=20.0) == 600.0
+    assert not merge.caught_up(now=20.0)
+
+
+def test_a_remote_source_whose_marks_stand_still_past_the_timeout_is_left_out() -> None:
+    """A dead binder's partition holds the clock until the rebalance gives it a new binder
+    (whose marks move again), not for ever: past `source_timeout_s` with no mark of it moving
+    it is left out (and named in `timed_out`); a mark that moves takes it back in."""
+    merge = two_binders(source_timeout_s=60.0)
+    caught_up(merge, "raw-0", 11, 0.0)
+    merge.observe("raw-0", 10, 1_000.0, now=0.0)
+    merge.fetched("bound-0", position=1, highwater=1, delivered=0, now=0.0)
+    merge.mark("bound-0", 0, "raw-1", 600.0, through=40, now=5.0)
+    merge.source_end("raw-1", 90, now=5.0)  # records its binder never handled
+    merge.push("bound-0", 1, 800.0, "own@800", now=5.0)
+    merge.fetched("bound-0", position=2, highwater=2, delivered=1, now=5.0)
+    assert merge.release(now=64.0) == []  # held by raw-1's mark (600) for 59 s
+    assert merge.timed_out == set()
+    assert merge.release(now=65.0) == ["own@800"]  # 60 s without a move: left out
+    assert merge.timed_out == {"raw-1"} and merge.caught_up(now=65.0)
+    merge.mark("bound-0", 2, "raw-1", 900.0, through=60, now=70.0)  # a new binder announces
+    merge.fetched("bound-0", position=3, highwater=3, delivered=2, now=70.0)
+    assert merge.watermark(now=70.0) == 900.0 and merge.timed_out == set()
+
+
+def test_a_source_never_announced_holds_the_clock_only_up_to_the_timeout() -> None:
+    """No mark at all (a reader started after the last announcement of a quiet binder): the
+    wait counts from the derived partition's assignment."""
+    merge = two_binders(source_timeout_s=60.0)
+    caught_up(merge, "raw-0", 11, 0.0)
+    merge.observe("raw-0", 10, 1_000.0, now=0.0)
+    caught_up(merge, "bound-0", 0, 0.0)  # nothing on it
+    assert merge.watermark(now=59.0) == -math.inf
+    assert merge.watermark(now=60.0) == math.inf
+    merge.assign(["raw-0", "bound-0", "bound-1"], now=100.0)  # a new one: its own wait
+    merge.fetched("bound-1", position=0, highwater=0, delivered=None, now=100.0)
+    assert merge.watermark(now=101.0) == -math.inf
+
+
+def test_a_rebalance_forgets_the_watermarks_and_marks_of_the_partitions_kept() -> None:
+    """The records held are dropped and read again from the committed offsets: a partition
+    kept over the rebalance must not keep the watermark of records it will read again (the
+    others' records would be released ahead of them), nor a source its old marks."""
+    merge = two_binders()
+    merge.assign(["raw-0", "bound-0", "pay-0"], now=0.0)
+    merge.push("pay-0", 7, 900.0, "pay@900", now=0.0)
+    merge.observe("raw-0", 10, 1_000.0, now=0.0)
+    merge.fetched("bound-0", position=1, highwater=1, delivered=0, now=0.0)
+    merge.mark("bound-0", 0, "raw-1", 950.0, through=50, now=0.0)
+    assert merge.release(now=0.0) == ["pay@900"]
+    merge.clear()  # revoked; the same partitions assigned again
+    merge.assign(["raw-0", "bound-0", "pay-0"], now=1.0)
+    lagging(merge, "raw-0", 1.0)
+    merge.fetched("bound-0", position=0, highwater=1, delivered=None, now=1.0)
+    merge.push("pay-0", 5, 700.0, "pay@700", now=1.0)  # read again from its committed offset
+    assert merge.watermark(now=1.0) == -math.inf  # raw-0 read again from nothing, no marks
+    assert merge.release(now=1.0) == []
+    merge.observe("raw-0", 8, 800.0, now=1.0)
+    merge.mark("bound-0", 0, "raw-1", 750.0, through=30, now=1.0)
+    merge.fetched("bound-0", position=1, highwater=1, delivered=0, now=1.0)
+    assert merge.release(now=1.0) == ["pay@700"]
+
+
+def test_a_remote_source_caught_up_a_moment_is_not_idle_before_its_end_stood_still() -> None:
+    """Its binder keeps up with a busy partition: between two answers of the broker it is often
+    at the end it was told. Idle only once that end stood still for `source_quiet_s`: records
+    that came since the last answer (not bound yet) must not be taken for none."""
+    merge = two_binders()  # idle_s 0, source_quiet_s 1 (the default)
+    caught_up(merge, "raw-0", 11, 0.0)
+    merge.observe("raw-0", 10, 1_000.0, now=0.0)
+    merge.fetched("bound-0", position=1, highwater=1, delivered=0, now=0.0)
+    merge.mark("bound-0", 0, "raw-1", 600.0, through=50, now=0.0)
+    merge.source_end("raw-1", 50, now=0.0)
+    assert merge.watermark(now=0.5) == 600.0
+    merge.source_end("raw-1", 50, now=0.9)  # asked again: the same end, still counting from 0
+    assert merge.watermark(now=1.0) == math.inf
+
+
+def test_the_end_of_a_remote_source_is_asked_afresh_while_its_binder_claims_it_all() -> None:
+    """Asking the broker for a remote source's end is needed only when it may be idle: its end
+    not known, or every mark at or past the end last known (then records may have come since).
+    A binder behind its end keeps the source active without asking."""
+    merge = two_binders()
+    merge.fetched("bound-0", position=1, highwater=1, delivered=0, now=0.0)
+    assert merge.unsettled_sources() == ["raw-1"]  # end not known
+    merge.source_end("raw-1", 50, now=0.0)
+    assert merge.unsettled_sources() == []  # no mark yet: it holds the clock anyway
+    merge.mark("bound-0", 0, "raw-1", 600.0, through=40, now=0.0)
+    assert merge.unsettled_sources() == []  # the binder is behind: active
+    merge.mark("bound-0", 0, "raw-1", 700.0, through=50, now=0.0)
+    assert merge.unsettled_sources() == ["raw-1"]  # at the end last known: ask again
+
+
+def test_what_a_binder_announces_of_the_sources_it_reads() -> None:
+    merge = two_binders()
+    assert merge.forwarded("raw-1") == (None, None)  # not read here
+    assert merge.forwarded("raw-0") == (None, None)  # nothing read yet
+    merge.observe("raw-0", 3, 250.0, now=0.0)
+    assert merge.forwarded("raw-0") == (250.0, 4)  # records below 4 handled, more to fetch
+    merge.fetched("raw-0", position=6, highwater=6, delivered=5, now=0.0)
+    assert merge.forwarded("raw-0") == (250.0, 4)  # 4 and 5 handed on, not handled yet
+    merge.observe("raw-0", 5, None, now=0.0)  # dead-lettered or pending: no time, but handled
+    assert merge.forwarded("raw-0") == (250.0, 6)  # read to the fetch position
+
+
+def test_a_mark_for_an_unknown_source_is_refused() -> None:
+    merge = two_binders()
+    with pytest.raises(ValueError, match="raw-7"):
+        merge.mark("bound-0", 0, "raw-7", 1.0, through=1, now=0.0)
+
+
+def test_a_single_worker_reading_every_source_ignores_marks() -> None:
+    """The backtest and a lone worker bind every gps.raw partition: marks change nothing."""
+    merge = two_binders()
+    merge.assign(["raw-0", "raw-1", "bound-0"], now=0.0)
+    lagging(merge, "raw-1", 0.0)
+    assert merge.remote_sources() == []
+    merge.observe("raw-0", 1, 500.0, now=0.0)
+    merge.observe("raw-1", 1, 400.0, now=0.0)
+    merge.fetched("bound-0", position=1, highwater=1, delivered=0, now=0.0)
+    merge.mark("bound-0", 0, "raw-1", 100.0, through=1, now=0.0)
+    assert merge.watermark(now=0.0) == 400.0
+
+
 def test_all_partitions_idle_releases_everything_and_reports_caught_up() -> None:
     merge: TimeMerge[str, str] = TimeMerge(idle_s=0.0)
     merge.assign(["a", "b"], now=0.0)
@@ -172,6 +368,10 @@ def test_bad_settings_are_refused_with_their_name() -> None:
         TimeMerge(idle_s=-1.0)
     with pytest.raises(ValueError, match="limit"):
         TimeMerge(idle_s=0.0, limit=0)
+    with pytest.raises(ValueError, match="source_quiet_s"):
+        TimeMerge(idle_s=0.0, source_quiet_s=-1.0)
+    with pytest.raises(ValueError, match="source_timeout_s"):
+        TimeMerge(idle_s=0.0, source_timeout_s=0.0)
     with pytest.raises(ValueError, match="clock mode"):
         EngineClock("sundial", 0.0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="lateness"):
@@ -188,6 +388,22 @@ def test_event_clock_trails_the_newest_released_event_time_and_never_goes_back()
     clock.released(900.0)  # an older record released later
     assert clock.record_now(wall=1e9) == 940.0
     assert clock.sweep_now(wall=1e9, caught_up=False) == 940.0
+
+
+def test_a_rebalance_takes_the_clock_back_to_the_records_read_again() -> None:
+    """The survivor of a takeover recovers a loan's state from the changelog (a commit interval
+    behind) and reads its records again from the committed offsets: its sweep must not advance
+    that loan to the `now` it had reached with its own partitions before those records are read
+    again (it fired a tracker silence their pings cancel: takeover mode, one extra)."""
+    for mode in ("event", "wall"):
+        clock = EngineClock(mode, 0.0)  # type: ignore[arg-type]
+        clock.released(5_000.0)
+        assert clock.sweep_now(wall=9_000.0, caught_up=False) == 5_000.0
+        clock.reset()
+        assert clock.sweep_now(wall=9_000.0, caught_up=False) == 0.0  # nothing due yet
+        clock.released(1_000.0)  # a record read again
+        assert clock.sweep_now(wall=9_000.0, caught_up=False) == 1_000.0
+        assert clock.record_now(wall=9_000.0) == 1_000.0
 
 
 def test_wall_clock_handles_a_record_at_its_arrival_not_when_it_is_read() -> None:
@@ -229,6 +445,34 @@ def test_sweep_gate_follows_the_slowest_partition_through_the_merge() -> None:
         clock.released(float(item.split("@")[1]))
     assert merge.caught_up(0.0)
     assert clock.sweep_now(wall=5_000.0, caught_up=True) == 5_000.0 >= due
+
+
+def test_live_no_deadline_fires_while_a_source_without_a_binder_has_records_unread() -> None:
+    """clock=wall: the binder of raw-1 is dead (its partition waits for the session timeout)
+    and records came to raw-1 after its last mark: a payment's absence deadline must wait for
+    them (they could hold what cancels it), however far the wall clock went."""
+    merge = two_binders()
+    clock = EngineClock("wall", allowed_lateness_s=300.0)
+    caught_up(merge, "raw-0", 1, 0.0)
+    merge.observe("raw-0", 0, 1_000.0, now=0.0)
+    merge.push("bound-0", 0, 1_000.0, "own@1000", now=0.0)
+    merge.mark("bound-0", 1, "raw-1", 900.0, through=20, now=0.0)
+    merge.fetched("bound-0", position=2, highwater=2, delivered=1, now=0.0)
+    merge.source_end("raw-1", 25, now=-10.0)  # five records nobody bound yet, for a while
+    for item in merge.release(now=0.0):
+        clock.released(float(item.split("@")[1]))
+    due = 950.0
+    assert clock.sweep_now(wall=5_000.0, caught_up=merge.caught_up(0.0)) < due
+    # the survivor takes raw-1 over and binds it to its end: the wall clock rules again
+    merge.assign(["raw-0", "raw-1", "bound-0"], now=1.0)
+    caught_up(merge, "raw-1", 25, 1.0)
+    merge.observe("raw-1", 24, 1_200.0, now=1.0)
+    merge.push("bound-0", 2, 1_200.0, "taken-over@1200", now=1.0)
+    merge.fetched("bound-0", position=3, highwater=3, delivered=2, now=1.0)
+    for item in merge.release(now=1.0):
+        clock.released(float(item.split("@")[1]))
+    assert merge.caught_up(1.0)
+    assert clock.sweep_now(wall=5_000.0, caught_up=True) == 5_000.0
 
 
 # ------------------------------------------------------------------ lateness by arrival

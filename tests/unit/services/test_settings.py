@@ -77,3 +77,16 @@ def test_event_clock_lateness_beyond_the_engines_future_limit_is_refused_at_star
     monkeypatch.setenv("SKIPWATCH_WORKER__CLOCK", "wall")
     monkeypatch.setenv("SKIPWATCH_WORKER__ALLOWED_LATENESS_S", str(limit))
     assert load_settings().worker.allowed_lateness_s == limit  # judged by arrival, not `now`
+
+
+def test_source_timeout_below_the_session_timeout_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A dead binder's gps.raw partitions get a new binder only after the session timeout: a
+    source timeout shorter than it would leave them out of the clock before every takeover."""
+    monkeypatch.setenv("SKIPWATCH_WORKER__SESSION_TIMEOUT_S", "45")
+    monkeypatch.setenv("SKIPWATCH_WORKER__SOURCE_TIMEOUT_S", "40")
+    with pytest.raises(SettingsError, match="source_timeout_s"):
+        load_settings()
+    monkeypatch.setenv("SKIPWATCH_WORKER__SOURCE_TIMEOUT_S", "90")
+    assert load_settings().worker.source_timeout_s == 90.0
