@@ -3,14 +3,13 @@ that bypassed the API is dead-lettered naming the field, and the lane goes on.""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import orjson
 import pytest
 
-from tests.integration.conftest import Stack
-from tests.scenarios import contact as contact_event
-from tests.scenarios import loan, payment
+from tests.integration.conftest import Stack, WorkerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -67,33 +66,23 @@ async def test_raw_records_out_of_bounds_are_dead_lettered_naming_the_field(stac
     assert "ahead of the arrival time" in found["c-future"][1]
 
 
-async def test_an_event_the_engine_refuses_as_too_far_ahead_is_dead_lettered(stack: Stack) -> None:
+async def test_a_worker_whose_event_clock_would_refuse_every_event_does_not_start(
+    stack: Stack,
+) -> None:
     """Issue 14 item 4, the engine's own limit: an event more than its `max_future_skew_s` (one
-    day) ahead of the engine's clock used to be counted `applied` by the worker and dropped by
-    the engine in silence. With an event clock and an allowed lateness of two days, the
-    engine's clock runs two days behind the newest event, so every dated event is such an
-    event: each one is dead-lettered `ahead_of_clock` with the engine's reason, the loan is
-    not quarantined and the worker does not restart."""
-    stack.start_worker(SKIPWATCH_WORKER__ALLOWED_LATENESS_S=str(2 * 86400))
-    when = dt.datetime(2026, 3, 2, 9, tzinfo=dt.UTC)
-    await stack.produce(
-        [
-            loan("L-ahead"),
-            payment("L-ahead", when),
-            contact_event("L-ahead", when + dt.timedelta(minutes=5), "no_answer", 1),
-        ]
+    day) ahead of the engine's clock is refused (FutureEventError, dead-lettered
+    `ahead_of_clock`; tests/unit/rules). A worker reaches that limit only when misconfigured:
+    with the event clock `now` trails the newest event by the allowed lateness, so a lateness of
+    two days made every dated event "too far ahead" and dead-lettered the whole input. Such a
+    worker now refuses to start, naming the variable, instead of dead-lettering everything."""
+    worker = WorkerProcess(
+        stack.worker_env("w-late", SKIPWATCH_WORKER__ALLOWED_LATENESS_S=str(2 * 86400)),
+        stack.tmp / "w-late.log",
     )
-    dead = await stack.read_topic("deadletter", lambda records: len(records) >= 2, timeout_s=90)
-    found = {
-        orjson.loads(r.value)["event_id"]: (
-            dict(r.headers)["skipwatch-reason"].decode(),
-            dict(r.headers)["skipwatch-detail"].decode(),
-        )
-        for r in dead
-    }
-    print(f"refused by the engine and dead-lettered: {found}")
-    assert set(found) == {"L-ahead-pay1", "L-ahead-c1"}
-    for reason, detail in found.values():
-        assert reason == "ahead_of_clock"
-        assert "s ahead of the engine's clock" in detail and "at most 86400 s" in detail
-    assert not [w for w in stack.workers if w.restarts]
+    worker.start()
+    assert worker.proc is not None
+    code = await asyncio.to_thread(worker.proc.wait, 60)
+    tail = worker.log_tail()
+    print(f"worker exit code {code}; log tail:\n{tail}")
+    assert code == 2, tail
+    assert "SKIPWATCH_WORKER" in tail and "allowed_lateness_s=172800 with clock=event" in tail
