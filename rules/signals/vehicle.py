@@ -247,11 +247,7 @@ class Tracking:
             return None
         if len(fix) < 5 or fix[4] != 0.0:
             return None  # last seen driving (or speed unknown): not a car parked where it lives
-        radius = config.stationary_radius_m
-        if not any(
-            p[2] >= config.usual_after_s and distance_m(p[0], p[1], fix[1], fix[2]) <= radius
-            for p in state.usual
-        ):
+        if not self._at_resident_point(state, fix[1], fix[2]):
             return None
         spot = config.buffer_spot_radius_m
         if any(distance_m(b[0], b[1], fix[1], fix[2]) <= spot for b in state.buffer_spots):
@@ -609,12 +605,15 @@ class Tracking:
         anchor = state.anchor
         if anchor is None:
             return False
+        return self._at_resident_point(state, anchor[0], anchor[1])
+
+    def _at_resident_point(self, state: LoanState, lat: float, lon: float) -> bool:
+        """Whether (lat, lon) is within the stationary radius of a resident point."""
         radius = self.config.stationary_radius_m
         # A latitude difference alone farther than the radius rules a point out (the distance
         # is at least the meridian arc), without the haversine.
         lat_reach = radius / _LAT_BOUND_PER_DEG
         after = self.config.usual_after_s
-        lat, lon = anchor[0], anchor[1]
         for p in state.usual:
             if (
                 p[2] >= after
