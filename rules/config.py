@@ -78,6 +78,24 @@ class EngineConfig:
     cadence_floor_s: float = HOUR
     cadence_min_gaps: int = 12
     cadence_half_life_s: float = 7 * DAY
+    # Overdue wireless tracker (device.wireless_overdue): a wireless tracker wakes up at fixed
+    # times of the day (once to a few times). A *slot* is a time of day its live reports come
+    # at (each report joins the nearest slot within wireless_slot_tolerance_s, moving its time
+    # toward it, or starts one); its score decays with a half-life of
+    # wireless_slot_half_life_s and grows by one per report (one per wake-up: a retry within
+    # twice the tolerance does not count). A slot whose score reached wireless_slot_score and
+    # that had a report within wireless_slot_stale_s before the tracker's last report is part of
+    # its schedule: a daily slot joins at its 5th report and leaves 2 days after its reports
+    # stop (a reconfigured schedule), while a retried or off-schedule alarm report, a few times
+    # a month, never joins. The tracker is overdue
+    # wireless_overdue_margin_s after the first scheduled slot after its last report passes
+    # without a report. The newest wireless_slots_kept slots are kept.
+    wireless_slot_tolerance_s: float = 30 * 60.0
+    wireless_slot_half_life_s: float = 3 * DAY
+    wireless_slot_score: float = 3.0
+    wireless_slot_stale_s: float = 2 * DAY
+    wireless_overdue_margin_s: float = 90 * 60.0
+    wireless_slots_kept: int = 8
     buffer_spot_radius_m: float = 300.0
     buffer_spots_kept: int = 4
     # After buffered (backfill) or late data, wait this long for a live fix before evaluating,

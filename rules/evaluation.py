@@ -19,7 +19,8 @@ severity L lasts; T is a skip's labelled ``unreachable_at``; grace = 1 h):
 - false loans: non-skip loans with an alert at L (share: over non-skip loans).
 - episodes per 1,000 loans per day: episodes with an L phase / (loans × days) × 1,000.
 - flapping fingerprints (rule + loan): fingerprints with two or more episodes at L (fired,
-  resolved, fired again), over fingerprints with one or more.
+  resolved, fired again), over fingerprints with one or more; the report lists them (rule,
+  loan, kind, episodes), most episodes first.
 
 Pure: no clock, no IO.
 """
@@ -148,6 +149,9 @@ def _max(a: float | None, b: float | None) -> float | None:
     return max(a, b)
 
 
+FLAPPING_LISTED = 100  # flapping fingerprints listed per level in the report
+
+
 def p10(values: list[float]) -> float:
     """The 10th percentile, nearest rank (an observed value, the short end)."""
     ordered = sorted(values)
@@ -167,7 +171,8 @@ class Evaluation:
     )
     # (level, fingerprint) -> episodes at the level
     _fingerprint_episodes: Counter[tuple[Severity, str]] = field(default_factory=Counter)
-    _fingerprints: dict[str, tuple[str, str]] = field(default_factory=dict)  # fp -> (rule, kind)
+    # fp -> (rule, kind, loan)
+    _fingerprints: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     # (level, rule or ALL, kind) -> episodes
     _episodes: Counter[tuple[Severity, str, str]] = field(default_factory=Counter)
     # (level, date) -> episodes started that day (all rules)
@@ -184,7 +189,7 @@ class Evaluation:
         kind = truth.kind if truth is not None else UNLABELLED
         label = truth.unreachable_at if truth is not None else None
         self.rules_seen.add(episode.rule_id)
-        self._fingerprints[episode.fingerprint] = (episode.rule_id, kind)
+        self._fingerprints[episode.fingerprint] = (episode.rule_id, kind, episode.loan_id)
         for level in LEVELS:
             spans = episode.intervals(level)
             if not spans:
@@ -280,7 +285,7 @@ class Evaluation:
             return self._flaps[1]
         index: dict[tuple[Severity, str, str], list[int]] = defaultdict(lambda: [0, 0])
         for (level, fp), n in self._fingerprint_episodes.items():
-            rule, kind = self._fingerprints[fp]
+            rule, kind, _ = self._fingerprints[fp]
             for key in (rule, ALL_RULES):
                 entry = index[level, key, kind]
                 entry[0] += 1
@@ -288,6 +293,20 @@ class Evaluation:
         frozen = {k: (v[0], v[1]) for k, v in index.items()}
         self._flaps = (size, frozen)
         return frozen
+
+    def flapping(self, level: Severity, limit: int = FLAPPING_LISTED) -> list[dict[str, Any]]:
+        """The fingerprints with two or more episodes at ``level``, most episodes first (then
+        by rule and loan), at most ``limit``: where to look when the flap share is high."""
+        rows = [
+            (n, *self._fingerprints[fp])
+            for (lv, fp), n in self._fingerprint_episodes.items()
+            if lv is level and n >= 2
+        ]
+        rows.sort(key=lambda row: (-row[0], row[1], row[3]))
+        return [
+            {"rule": rule, "loan_id": loan, "kind": kind, "episodes": n}
+            for n, rule, kind, loan in rows[:limit]
+        ]
 
     def leads(self, level: Severity, kind: str | None = None) -> list[float]:
         """Lead times (hours) of the skips caught by T + grace at ``level`` (any rule)."""
@@ -334,6 +353,7 @@ class Evaluation:
                     k: self.metrics(level, ALL_RULES, members, days, k)
                     for k, members in sorted(by_kind.items())
                 },
+                "flapping": self.flapping(level),
                 "rules_by_kind": {
                     r: {
                         k: self.metrics(level, r, members, days, k)

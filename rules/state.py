@@ -48,6 +48,9 @@ class DeviceState:
     # longest regular parked reporting interval (EngineConfig.cadence_*): [seconds, gaps learned,
     # learned at, then the same three before the last gap, that gap's start]
     cadence: list[float] | None = None
+    # A wireless tracker's report schedule (EngineConfig.wireless_slot_*): [[second of the day
+    # (UTC), decayed count of reports there, last one], ...]
+    slots: list[list[float]] | None = None
 
     def dump(self) -> dict[str, Any]:
         out: dict[str, Any] = {"k": self.kind}
@@ -67,6 +70,8 @@ class DeviceState:
             out["ae"] = self.alarm_event
         if self.cadence:
             out["c"] = self.cadence
+        if self.slots:
+            out["sl"] = self.slots
         return out
 
     @classmethod
@@ -81,6 +86,7 @@ class DeviceState:
             alarms=raw.get("a", {}),
             alarm_event=raw.get("ae", ""),
             cadence=raw.get("c"),
+            slots=raw.get("sl"),
         )
 
 

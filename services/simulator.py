@@ -355,6 +355,8 @@ _CHINESE_WMIS = ("LSV", "LFV", "LGB", "LVS", "LHG", "LVG", "LBV", "LGX", "LGW", 
 _MODEL_YEARS = "CDEFGHJKLMN"  # 2012–2022: used cars
 _PLATE_CHARS = "ABCDEFGHJKLMNPQRSTUVWXYZ0123456789"
 _WIRED_VENDORS = ("concox", "jimi", "huabao", "seeworld")
+# A wireless wake-up without coverage: lost until the next configured hour, or retried.
+WIRELESS_LOST, WIRELESS_RETRIED = 0.02, 0.05
 _WIRELESS_VENDORS = ("jimi-wl", "seeworld-wl", "thinkrace")
 
 
@@ -1502,11 +1504,17 @@ class Simulation:
             yield from batch
 
     def _wireless_times(self, plan: _Plan, rng: random.Random) -> Iterator[float]:
-        """A few reports a day at the device's configured hours, ±10 minutes."""
+        """A few reports a day at the device's configured hours, ±10 minutes. Like real NB-IoT /
+        2G wireless trackers, a wake-up without coverage is retried 5–40 min later (5 %) or lost
+        until the next configured hour (2 %)."""
         midnight = _local_midnight(_local_date(self.start))
         while True:
             for hour in plan.wireless_hours:
-                yield midnight + hour * HOUR + rng.uniform(-600, 600)
+                luck = rng.random()
+                if luck < WIRELESS_LOST:
+                    continue
+                late = rng.uniform(300, 2400) if luck < WIRELESS_LOST + WIRELESS_RETRIED else 0.0
+                yield midnight + hour * HOUR + rng.uniform(-600, 600) + late
             midnight += DAY
 
     def _alarm_pings(self, plan: _Plan) -> Iterator[_Raw]:

@@ -15,7 +15,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Mapping
 from typing import Any
 
-from rules.config import EngineConfig
+from rules.config import DAY, EngineConfig
 from rules.events.gps import Alarm, DeviceKind, Fix, GpsPing
 from rules.geo import M_PER_DEG, HomeRegion, distance_m, home_region
 from rules.places import PlaceIndex
@@ -152,6 +152,11 @@ class Tracking:
             )
         if device.kind == WIRED and last_seen is not None and not ping.backfill:
             dirty |= self._cadence(device, last_seen, ping, ts)
+        elif device.kind == WIRELESS and not ping.backfill:
+            due = self._report_due(device)
+            # device.wireless_overdue may change: the tracker back after missing a report, or
+            # a slot just joined its schedule (an earlier next report may be due).
+            dirty |= (due is not None and ts >= due) | self._schedule(device, ts)
         if not dirty and self._may_leave_behind(state, device, previous, ts):
             dirty = True  # devices.wired_left_behind_km may change
         device.last_seen = ts
@@ -226,6 +231,79 @@ class Tracking:
         longest, n, at = cadence[3], int(cadence[4]), cadence[5]
         device.cadence = [longest, n, at, longest, n, at, at, at] if n else None
         return True
+
+    def _schedule(self, device: DeviceState, ts: float) -> bool:
+        """Learn a wireless tracker's report schedule from a live report (before the device
+        takes it): the nearest slot within the tolerance takes it (its time moves toward it,
+        its score decays and grows by one), else it starts a slot. Returns whether a slot just
+        joined the schedule (an earlier report may be due)."""
+        config = self.config
+        tolerance = config.wireless_slot_tolerance_s
+        when = ts % DAY
+        slots = device.slots
+        if slots is None:
+            slots = device.slots = []
+        nearest: list[float] | None = None
+        nearest_off = 0.0
+        for slot in slots:
+            off = (when - slot[0] + DAY / 2) % DAY - DAY / 2  # signed, wrapped at midnight
+            if abs(off) <= tolerance and (nearest is None or abs(off) < abs(nearest_off)):
+                nearest, nearest_off = slot, off
+        if nearest is None:
+            slots.append([round(when, 1), 1.0, ts])
+            if len(slots) > config.wireless_slots_kept:
+                slots.sort(key=lambda slot: -slot[2])
+                del slots[config.wireless_slots_kept :]
+            return False
+        if ts - nearest[2] < 2 * tolerance:
+            return False  # a retry, or a second report of the same wake-up
+        threshold = config.wireless_slot_score
+        before: float = nearest[1] * 0.5 ** ((ts - nearest[2]) / config.wireless_slot_half_life_s)
+        score = before + 1.0
+        nearest[0] = round((nearest[0] + nearest_off / score) % DAY, 1)
+        nearest[1], nearest[2] = round(score, 3), ts
+        # Two slots the same wake-up drifted into: keep the one with the higher score.
+        for other in slots:
+            if other is not nearest:
+                off = abs(other[0] - nearest[0]) % DAY
+                if min(off, DAY - off) <= tolerance:
+                    slots.remove(other if other[1] <= nearest[1] else nearest)
+                    break
+        return before < threshold <= score
+
+    def _report_due(self, device: DeviceState) -> float | None:
+        """When a wireless tracker is overdue: the first slot of its schedule after its last
+        report, plus the margin; None without a schedule."""
+        slots, last = device.slots, device.last_seen
+        if not slots or last is None:
+            return None
+        config = self.config
+        after = last + config.wireless_slot_tolerance_s  # (the slot this report belongs to)
+        midnight = after - after % DAY
+        threshold, stale = config.wireless_slot_score, last - config.wireless_slot_stale_s
+        due: float | None = None
+        for when, score, hit in slots:
+            if score < threshold or hit < stale:
+                continue
+            at = midnight + when
+            if at <= after:
+                at += DAY
+            if due is None or at < due:
+                due = at
+        return None if due is None else due + config.wireless_overdue_margin_s
+
+    def wireless_overdue_at(self, state: LoanState) -> float | None:
+        """When the newest-reporting wireless tracker misses its schedule
+        (device.wireless_overdue), or None if it has no schedule learned yet."""
+        newest: DeviceState | None = None
+        for device in state.devices.values():
+            if (
+                device.kind == WIRELESS
+                and device.last_seen is not None
+                and (newest is None or device.last_seen > (newest.last_seen or 0.0))
+            ):
+                newest = device
+        return None if newest is None else self._report_due(newest)
 
     def wired_overdue_at(self, state: LoanState) -> float | None:
         """When the wired tracker's silence becomes overdue (device.wired_overdue), or None if
@@ -837,6 +915,8 @@ class Tracking:
         out["device.alarms"] = sorted(alarms) if alarms else []
         overdue_at = self.wired_overdue_at(state) if has_wired else None
         out["device.wired_overdue"] = overdue_at is not None and now >= overdue_at
+        due = self.wireless_overdue_at(state) if has_wireless else None
+        out["device.wireless_overdue"] = due is not None and now >= due
         out["devices.separated_km"] = state.separated_m / 1000.0
         out["devices.wired_left_behind_km"] = (
             self.left_behind_m(state) / 1000.0 if has_wired and has_wireless else 0.0
@@ -889,6 +969,9 @@ class Tracking:
         last = last_by_kind.get(WIRELESS)
         if last is not None:
             first_after("device.offline_for.wireless", last)
+            due = self.wireless_overdue_at(state)
+            if due is not None and due + EPSILON > now:
+                out.append(due + EPSILON)
         newest: float | None = None
         for value in last_by_kind.values():
             if value is not None and (newest is None or value > newest):
