@@ -30,6 +30,7 @@ from tests.unit.rules.rules_factories import (
 )
 from tests.unit.rules.test_resident_points import FRIEND, local, parked, routine
 from tests.unit.rules.test_wired_overdue import lived_in
+from tests.unit.rules.test_wireless_overdue import AWAY, WIRELESS_ONLY, lived, report
 
 pytestmark = pytest.mark.unit
 
@@ -44,6 +45,7 @@ class Case:
     events: list[Any]
     until: dt.datetime
     extra: Callable[[Engine, LoanState], list[AlertEvent]] | None = None
+    devices: tuple[tuple[str, str], ...] = (("W1", "wired"), ("X1", "wireless"))
 
 
 def every(
@@ -242,6 +244,21 @@ CASES: dict[str, tuple[Case, Case]] = {
         # The same, and the borrower answers.
         Case(by_time(*lived_in(), contact(at(42), "reached")), at(43)),
     ),
+    # A wireless-only car: its tracker reports at 09:00 and 21:00; the 21:00 report at 108 h
+    # shows it in another city, the 09:00 one never comes, and the call at 122 h fails.
+    "wireless-overdue-away-unanswered": (
+        Case(
+            by_time(*lived(96), report(108, AWAY), contact(at(122), "no_answer")),
+            at(123),
+            devices=WIRELESS_ONLY,
+        ),
+        # The same, and the borrower answers.
+        Case(
+            by_time(*lived(96), report(108, AWAY), contact(at(122), "reached")),
+            at(123),
+            devices=WIRELESS_ONLY,
+        ),
+    ),
     "wired-silent-wireless-alive": (
         Case([ping(at(0)), *(wireless(h) for h in (0, 3, 6, 9, 12))], at(12.1)),
         # Silent for a working day (an underground car park without coverage): not yet.
@@ -289,7 +306,7 @@ def test_every_default_rule_has_a_case() -> None:
 
 
 def fired_rules(case: Case) -> set[str]:
-    engine, state = start()
+    engine, state = start(devices=case.devices)
     alerts = run(engine, state, case.events, until=case.until)
     if case.extra is not None:
         alerts += case.extra(engine, state)
