@@ -355,6 +355,8 @@ _CHINESE_WMIS = ("LSV", "LFV", "LGB", "LVS", "LHG", "LVG", "LBV", "LGX", "LGW", 
 _MODEL_YEARS = "CDEFGHJKLMN"  # 2012–2022: used cars
 _PLATE_CHARS = "ABCDEFGHJKLMNPQRSTUVWXYZ0123456789"
 _WIRED_VENDORS = ("concox", "jimi", "huabao", "seeworld")
+# Manual payers called before a due date (还款提醒), and the share of those calls answered.
+REMINDER_CALLED, REMINDER_ANSWERED = 0.4, 0.7
 # A wireless wake-up without coverage: lost until the next configured hour, or retried.
 WIRELESS_LOST, WIRELESS_RETRIED = 0.02, 0.05
 _WIRELESS_VENDORS = ("jimi-wl", "seeworld-wl", "thinkrace")
@@ -986,6 +988,17 @@ class _Planner:
                 pay(midnight + 300, PaymentType.INSTALLMENT_DUE, no, due, amount)
             if scenario is Scenario.CHARGED_OFF:
                 continue  # written off: in recovery, nothing is paid
+            if not auto_debit and rng.random() < REMINDER_CALLED:
+                # 还款提醒: a reminder call 1–3 days before the due date; some go unanswered and
+                # nobody calls back (the borrower pays anyway).
+                t = midnight - rng.randint(1, 3) * DAY + rng.uniform(9, 20) * HOUR
+                luck = rng.random()
+                if luck < REMINDER_ANSWERED:
+                    outcome = Outcome.REACHED
+                else:
+                    outcome = Outcome.BUSY if luck > 0.92 else Outcome.NO_ANSWER
+                if t < gone_at:
+                    contact(t, Party.BORROWER, Channel.CALL, outcome)
             if scenario is Scenario.GUARANTOR_ANSWERS and no == special:
                 # The borrower is in hospital / abroad: dark for days; the guarantor answers
                 # every call and pays a few days late.
