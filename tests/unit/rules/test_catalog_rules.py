@@ -163,6 +163,30 @@ CASES: dict[str, tuple[Case, Case]] = {
         ),
         Case([ping(at(0)), ping(at(2)), ping(at(3), alarms=("removal",))], at(3)),
     ),
+    # Cut at the lot: three reports on the backup battery, then nothing; fires at 45 min.
+    "tracker-power-cut-at-risk-place": (
+        Case(
+            [
+                ping(at(0)),
+                ping(at(2), SECOND_PLEDGE_LOT),
+                *(
+                    ping(at(3, minutes=m), SECOND_PLEDGE_LOT, alarms=("power_cut",))
+                    for m in (0, 5, 10)
+                ),
+            ],
+            at(3.76),
+        ),
+        # A workshop's battery swap: the next report, 30 min later, has power again.
+        Case(
+            [
+                ping(at(0)),
+                ping(at(2), SECOND_PLEDGE_LOT),
+                ping(at(3), SECOND_PLEDGE_LOT, alarms=("power_cut",)),
+                ping(at(3.5), SECOND_PLEDGE_LOT),
+            ],
+            at(5),
+        ),
+    ),
     "long-dwell-second-pledge-lot": (
         Case([ping(at(0)), *hourly_pings(2, 10, SECOND_PLEDGE_LOT)], at(10)),
         Case([ping(at(0)), *hourly_pings(2, 7, SECOND_PLEDGE_LOT), *hourly_pings(7, 10)], at(10)),
