@@ -60,6 +60,40 @@ class Progress:
         self.stream.write(f"simulate: {self.count:,} records in {elapsed:.1f} s\n")
 
 
+def _ensure_topics_waiting(wait_s: float) -> None:
+    """Create the topics, retrying (0.5 s doubling to 5 s) while the broker cannot be reached,
+    for up to ``wait_s``; then exit 1 naming the broker and the last error."""
+    from aiokafka.errors import KafkaError
+
+    from services.kafka import ensure_topics_for
+    from services.settings import get_settings
+
+    settings = get_settings()
+    bootstrap = settings.kafka.bootstrap_servers
+    deadline = time.monotonic() + wait_s
+    delay = 0.5
+    while True:
+        try:
+            asyncio.run(ensure_topics_for(settings))
+            return
+        except (KafkaError, OSError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() + delay > deadline:
+                typer.echo(
+                    f"simulate: Kafka at {bootstrap} not reachable for {wait_s:g} s ({error}); "
+                    "start it (`make up` starts everything) or set "
+                    "SKIPWATCH_KAFKA__BOOTSTRAP_SERVERS",
+                    err=True,
+                )
+                raise typer.Exit(1) from None
+            typer.echo(
+                f"simulate: waiting for Kafka at {bootstrap} ({error}); retrying in {delay:g} s",
+                err=True,
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 def _parse_start(value: str | None, live: bool) -> datetime:
     if value is None:
         # Live runs begin now; files default to a fixed date so the same seed gives the same file.
@@ -190,6 +224,14 @@ def simulate_command(
             " generated near cities it does not cover].",
         ),
     ] = None,
+    kafka_wait: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="With --kafka: wait this many seconds for the broker to create the topics "
+            "(it may still be starting) before giving up.",
+        ),
+    ] = 60.0,
 ) -> None:
     """Simulate a portfolio: a recording file, labels, and/or records to Kafka (paced or live)."""
     if live and not kafka:
@@ -222,11 +264,8 @@ def simulate_command(
     )
     simulation = Simulation(config)
     if kafka:
-        from services.kafka import ensure_topics_for
-        from services.settings import get_settings
-
         # Before the live clock starts, so the first live records are not already late.
-        asyncio.run(ensure_topics_for(get_settings()))
+        _ensure_topics_waiting(kafka_wait)
     warp: TimeWarp | None = None
     if history is not None:
         # Event time is wall time: the history is in the past (sent at once, capped by --rate),
