@@ -121,8 +121,8 @@ class EngineConfig:
     occupancy_leave_grace_s: float = 15 * 60.0
     # Duplicate filter: hashes of the latest event ids kept per loan.
     seen_event_ids: int = 12
-    # A failure streak (contact.consecutive_failures, parties_failed, unreachable_for,
-    # unreachable_line) ends when someone is reached, and lapses when no failed attempt came
-    # for this long: collectors chasing a dark borrower call daily, while a reminder call
-    # missed last week says nothing about the borrower now.
-    contact_streak_lapse_s: float = 3 * DAY
+    # contact.recent_failures: failures of the current streak (since the last reach) no older
+    # than this. Rules that take "the borrower does not answer" as corroboration of a tracker
+    # or vehicle anomaly read it: collectors chasing a dark borrower call daily, while a
+    # reminder call missed weeks ago stays in consecutive_failures until someone is reached.
+    contact_recent_s: float = 3 * DAY

@@ -366,7 +366,7 @@ class Engine:
     def _signals(self, state: LoanState, instant: float) -> dict[str, Any]:
         out: dict[str, Any] = {}
         payment_signals.derive(state, instant, out)
-        contact_signals.derive(state, instant, out, self.config.contact_streak_lapse_s)
+        contact_signals.derive(state, instant, out, self.config.contact_recent_s)
         self.tracking.derive(state, instant, out)
         return out
 
@@ -537,11 +537,10 @@ class Engine:
             due = payment_signals.deadline(state, clock, self._max_days_past_due)
             if due is not None:
                 candidates.append(due)
-            streak, lapses = contact_signals.deadlines(
-                state, clock, self.config.contact_streak_lapse_s
-            )
-            if lapses is not None:
-                candidates.append(lapses)
+            expiry = contact_signals.recent_expiry(state, clock, self.config.contact_recent_s)
+            if expiry is not None:
+                candidates.append(expiry)
+            streak = contact_signals.streak_start(state)
             if streak is not None:
                 for threshold in self.rules.thresholds.get("contact.unreachable_for", ()):
                     if streak + threshold + 0.001 > clock:

@@ -63,26 +63,29 @@ SIGNALS: dict[str, Signal] = {
         Signal(
             "contact.consecutive_failures",
             "int",
-            "Failed attempts (any party, any channel) since the last reached/promise_to_pay, "
-            "in the current streak: a streak lapses when 3 days pass without a failed attempt "
-            "(a reminder call missed last week is not the borrower going dark now), and a gap "
-            "that long starts a new one. delivered is neutral. Saturates at 32.",
+            "Failed attempts (any party, any channel) since the last reached/promise_to_pay. "
+            "delivered is neutral. Saturates at 32.",
+        ),
+        Signal(
+            "contact.recent_failures",
+            "int",
+            "Failed attempts of the current streak (since the last reached/promise_to_pay) made "
+            "in the last 3 days. consecutive_failures keeps a failure until someone is reached, "
+            "however old; this is the borrower not answering now (a reminder call missed last "
+            "week does not count).",
             time_based=True,
         ),
         Signal(
             "contact.unreachable_line",
             "int",
             "Latest run of borrower attempts whose line was dead (powered_off, suspended, "
-            "number_invalid), unbroken by any other borrower outcome or a 3-day gap, the "
-            "newest within 3 days.",
-            time_based=True,
+            "number_invalid), unbroken by any other borrower outcome.",
         ),
         Signal(
             "contact.parties_failed",
             "int",
             "Distinct parties (borrower, guarantor, emergency_contact) with a failure in the "
             "current streak.",
-            time_based=True,
         ),
         Signal("contact.ever_reached", "bool", "Someone has been reached at least once."),
         Signal(

@@ -65,50 +65,44 @@ def apply_contact(state: LoanState, attempt: ContactAttempt, ts: float) -> bool:
     return True
 
 
-def streak(state: LoanState, now: float, lapse: float) -> list[list[Any]]:
-    """The current failure streak: failed attempts (any party, channel) after the last
-    reached/promise_to_pay, each within ``lapse`` of the one before, the newest within ``lapse``
-    of ``now``. A gap longer than that ends a streak: a reminder call missed last week is not
-    the borrower going dark now."""
+def derive(state: LoanState, now: float, out: dict[str, Any], recent: float) -> None:
     reset = state.last_reached
-    failures: list[list[Any]] = []
-    for attempt in state.attempts:
-        if (reset is None or attempt[0] > reset) and int(attempt[1]) & 15 in _FAILURE:
-            if failures and attempt[0] - failures[-1][0] > lapse:
-                failures = []
-            failures.append(attempt)
-    if failures and now - failures[-1][0] > lapse:
-        return []
-    return failures
-
-
-def derive(state: LoanState, now: float, out: dict[str, Any], lapse: float) -> None:
-    reset = state.last_reached
-    failures = streak(state, now, lapse)
+    failures = [
+        a for a in state.attempts if (reset is None or a[0] > reset) and int(a[1]) & 15 in _FAILURE
+    ]
     out["contact.consecutive_failures"] = len(failures)
+    since = now - recent
+    out["contact.recent_failures"] = sum(1 for a in failures if a[0] >= since)
     out["contact.parties_failed"] = len({int(a[1]) >> 6 for a in failures})
     out["contact.unreachable_for"] = max(0.0, now - failures[0][0]) if failures else 0.0
     out["contact.ever_reached"] = reset is not None
     out["contact.last_reached_at"] = reset
-    dead = 0
-    newer = now
-    for ts, code in reversed(state.attempts):
+    streak = 0
+    for _, code in reversed(state.attempts):
         code = int(code)
         if code >> 6 != _BORROWER:
             continue
-        if code & 15 not in _DEAD_LINE or newer - ts > lapse:
+        if code & 15 not in _DEAD_LINE:
             break
-        dead += 1
-        newer = ts
-    out["contact.unreachable_line"] = dead
+        streak += 1
+    out["contact.unreachable_line"] = streak
 
 
-def deadlines(state: LoanState, now: float, lapse: float) -> tuple[float | None, float | None]:
-    """(when the current streak started, when the next attempt's streak lapses): the instants
-    after which contact.unreachable_for counts and the streak signals may drop."""
-    failures = streak(state, now, lapse)
-    lapses = min(
-        (ts + lapse + 0.001 for ts, _ in state.attempts if ts + lapse + 0.001 > now),
-        default=None,
-    )
-    return (failures[0][0] if failures else None), lapses
+def recent_expiry(state: LoanState, now: float, recent: float) -> float | None:
+    """The next instant after ``now`` at which a failure of the current streak leaves the
+    ``recent`` window (contact.recent_failures drops), or None."""
+    reset = state.last_reached
+    for ts, code in state.attempts:
+        if (reset is None or ts > reset) and int(code) & 15 in _FAILURE:
+            expiry = ts + recent + 0.001
+            if expiry > now:
+                return expiry
+    return None
+
+
+def streak_start(state: LoanState) -> float | None:
+    reset = state.last_reached
+    for ts, code in state.attempts:
+        if (reset is None or ts > reset) and int(code) & 15 in _FAILURE:
+            return ts
+    return None
