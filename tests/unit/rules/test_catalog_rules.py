@@ -163,14 +163,15 @@ CASES: dict[str, tuple[Case, Case]] = {
         ),
         Case([ping(at(0)), ping(at(2)), ping(at(3), alarms=("removal",))], at(3)),
     ),
-    # Cut at the lot: three reports on the backup battery, then nothing; fires at 45 min.
+    # Cut at a used-car market: three reports on the backup battery, then nothing; fires at
+    # 45 min.
     "tracker-power-cut-at-risk-place": (
         Case(
             [
                 ping(at(0)),
-                ping(at(2), SECOND_PLEDGE_LOT),
+                ping(at(2), USED_CAR_MARKET),
                 *(
-                    ping(at(3, minutes=m), SECOND_PLEDGE_LOT, alarms=("power_cut",))
+                    ping(at(3, minutes=m), USED_CAR_MARKET, alarms=("power_cut",))
                     for m in (0, 5, 10)
                 ),
             ],
@@ -180,9 +181,9 @@ CASES: dict[str, tuple[Case, Case]] = {
         Case(
             [
                 ping(at(0)),
-                ping(at(2), SECOND_PLEDGE_LOT),
-                ping(at(3), SECOND_PLEDGE_LOT, alarms=("power_cut",)),
-                ping(at(3.5), SECOND_PLEDGE_LOT),
+                ping(at(2), USED_CAR_MARKET),
+                ping(at(3), USED_CAR_MARKET, alarms=("power_cut",)),
+                ping(at(3.5), USED_CAR_MARKET),
             ],
             at(5),
         ),
