@@ -146,7 +146,7 @@ class Backtest:
             else:
                 self._apply_loan(event, self.records)
             return
-        ts = event.ts.timestamp()
+        ts = self.engine.epoch(event.ts)  # (apply() reads it again, without converting again)
         if self.max_ts is None or ts > self.max_ts:
             self.max_ts = ts
             self.clock.released(ts)
