@@ -150,7 +150,9 @@ class Backtest:
         if self.max_ts is None or ts > self.max_ts:
             self.max_ts = ts
             self.clock.released(ts)
-            self._tick()
+            now = self.clock.record_now(0.0)  # (`_tick`, inline: most events move the clock)
+            if now != self._now_s:
+                self._now_s, self._now = now, dt.datetime.fromtimestamp(now, dt.UTC)
         if self.waiting_loans:
             self._apply_waiting()
         if self._due and self._due[0][0] <= self._now_s:
@@ -169,7 +171,11 @@ class Backtest:
             self.counts["payments" if isinstance(event, PaymentEvent) else "contacts"] += 1
             loan_id = event.loan_id
         state = self.states.get(loan_id) or self._state(loan_id)  # (`_evaluate`, inline)
-        self._after(state, steps.evaluate(self.engine, state, event, self._now, None, self._now_s))
+        effects = steps.evaluate(self.engine, state, event, self._now, None, self._now_s)
+        if effects.alerts or effects.move is not None:
+            self._after(state, effects)
+        else:  # (`_after` with nothing to emit or count: most events)
+            steps.schedule(self.engine, self.deadlines, PARTITION, state)
 
     def _apply_waiting(self) -> None:
         for loan, version in self.waiting_loans:
