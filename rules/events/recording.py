@@ -66,19 +66,26 @@ def read_recording(lines: Iterable[str | bytes]) -> Iterator[tuple[str, InputEve
 
     from rules.events.common import describe_validation_error
 
+    start = len(_PING_PREFIX)
     for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        if isinstance(line, bytes) and line.startswith(_PING_PREFIX):
-            body = line.rstrip(_JSON_WHITESPACE)
-            if body.endswith(b"}"):
+        if isinstance(line, bytes) and line.startswith(_PING_PREFIX):  # (so not blank)
+            # the value: up to the closing brace, before a newline (a file's lines) or any
+            # other JSON whitespace
+            if line.endswith(b"}\n"):
+                value: bytes | None = line[start:-2]
+            else:
+                body = line.rstrip(_JSON_WHITESPACE)
+                value = body[start:-1] if body.endswith(b"}") else None
+            if value is not None:
                 try:
-                    ping = _PING_VALIDATOR.validate_json(body[len(_PING_PREFIX) : -1])
+                    ping = _PING_VALIDATOR.validate_json(value)
                 except ValidationError:
                     pass  # the path below names the problem
                 else:
                     yield "gps.raw", ping
                     continue
+        if not line.strip():
+            continue
         try:
             # The common case, decoded by orjson (about 5 times faster than pydantic's JSON
             # parser into a dict): an object of exactly a known topic and an object value.
