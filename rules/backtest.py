@@ -72,6 +72,9 @@ class Backtest:
         self.waiting: dict[str, list[bytes]] = {}
         self.occupancy: dict[str, bytes] = {}
         self.deadlines = DeadlineIndex()
+        # per loan, the deadline (the state's own float) last given to `deadlines`, until the
+        # loan is popped: the same object again would change nothing there
+        self._scheduled: dict[str, float] = {}
         self._due = self.deadlines.heap(PARTITION)  # its earliest entry, looked at per event
         # loans read before the first event with a time, with their binding versions
         self.waiting_loans: list[tuple[Loan, int]] = []
@@ -111,7 +114,17 @@ class Backtest:
         if effects.move is not None:
             for place_id, move in steps.place_moves(state.loan_id, effects.move):
                 self._count(place_id, move)
-        steps.schedule(self.engine, self.deadlines, PARTITION, state)
+        self._schedule(state)
+
+    def _schedule(self, state: LoanState) -> None:
+        """`steps.schedule`, unless the loan's deadline is the one scheduled last (the same
+        object: not recomputed since) and the loan was not popped since: most events."""
+        deadline = state.deadline
+        if deadline is None or self._scheduled.get(state.loan_id) is not deadline:
+            steps.schedule(self.engine, self.deadlines, PARTITION, state)
+            scheduled = state.deadline  # (computed by the call if it was unknown)
+            assert scheduled is not None
+            self._scheduled[state.loan_id] = scheduled
 
     def _evaluate(self, loan_id: str, event: InputEvent | PlaceCount) -> None:
         state = self._state(loan_id)
@@ -132,6 +145,7 @@ class Backtest:
         deadlines, due = self.deadlines, self._due
         while due and due[0][0] <= now_s:
             for loan_id in deadlines.pop_due((PARTITION,), now_s, limit=1):
+                self._scheduled.pop(loan_id, None)  # unscheduled by the pop
                 state = self.states[loan_id]
                 self._after(state, steps.advance(self.engine, state, now, fallback_at=now_s))
 
@@ -146,11 +160,13 @@ class Backtest:
             else:
                 self._apply_loan(event, self.records)
             return
-        ts = event.ts.timestamp()
+        ts = self.engine.epoch(event.ts)  # (apply() reads it again, without converting again)
         if self.max_ts is None or ts > self.max_ts:
             self.max_ts = ts
             self.clock.released(ts)
-            self._tick()
+            now = self.clock.record_now(0.0)  # (`_tick`, inline: most events move the clock)
+            if now != self._now_s:
+                self._now_s, self._now = now, dt.datetime.fromtimestamp(now, dt.UTC)
         if self.waiting_loans:
             self._apply_waiting()
         if self._due and self._due[0][0] <= self._now_s:
@@ -169,7 +185,13 @@ class Backtest:
             self.counts["payments" if isinstance(event, PaymentEvent) else "contacts"] += 1
             loan_id = event.loan_id
         state = self.states.get(loan_id) or self._state(loan_id)  # (`_evaluate`, inline)
-        self._after(state, steps.evaluate(self.engine, state, event, self._now, None, self._now_s))
+        effects = steps.evaluate(self.engine, state, event, self._now, None, self._now_s)
+        if effects.alerts or effects.move is not None:
+            self._after(state, effects)
+        else:  # (`_after` with nothing to emit or count: most events)
+            deadline = state.deadline
+            if deadline is None or self._scheduled.get(loan_id) is not deadline:
+                self._schedule(state)
 
     def _apply_waiting(self) -> None:
         for loan, version in self.waiting_loans:

@@ -486,7 +486,8 @@ class EngineClock:
         """`now` for the record just released. Live, `fallback` (a record with no time of its
         own: its Kafka timestamp) stands in until a timed record was released."""
         if self.mode == "event":
-            return max(self.frontier - self.allowed_lateness_s, 0.0)
+            now = self.frontier - self.allowed_lateness_s
+            return 0.0 if now < 0.0 else now  # max(now, 0.0), once per record in a replay
         return min(self.frontier or fallback or wall, wall, LATEST_TS)
 
     def sweep_now(self, wall: float, caught_up: bool) -> float:

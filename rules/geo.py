@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from math import asin, cos, sin, sqrt
 
 import shapely
 from shapely.geometry import MultiPolygon, Point, Polygon
@@ -26,8 +27,10 @@ def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     p2 = lat2 * _DEG
     dp = p2 - p1
     dl = (lon2 - lon1) * _DEG
-    a = math.sin(dp * 0.5) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl * 0.5) ** 2
-    return 2.0 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
+    a = sin(dp * 0.5) ** 2 + cos(p1) * cos(p2) * sin(dl * 0.5) ** 2
+    root = sqrt(a)
+    # (min(1.0, root) without the builtin's call: a few pings call this twice or more)
+    return 2.0 * EARTH_RADIUS_M * asin(root if root < 1.0 else 1.0)
 
 
 @dataclass(frozen=True, slots=True)

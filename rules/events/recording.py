@@ -47,6 +47,17 @@ class _Line(BaseModel):
 
 _LINE = TypeAdapter(_Line)
 
+# The ping line as recordings write it (services/simulator.py, `recording_line` without the
+# spaces): its value is validated straight from the JSON text (pydantic's JSON mode, a third
+# cheaper than orjson then the model on the dict). Only a line that is exactly this prefix, one
+# JSON value and the closing brace takes it; it gives the event the path below gives (the same
+# model: JSON and Python mode read JSON's types alike, and below, a line orjson cannot read is
+# parsed by pydantic's JSON parser too). Anything else, and a value that fails, goes the path
+# below, so a bad line raises the same error.
+_PING_PREFIX = b'{"topic":"gps.raw","value":'
+_PING_VALIDATOR = GpsPing.__pydantic_validator__
+_JSON_WHITESPACE = b" \t\r\n"
+
 
 def read_recording(lines: Iterable[str | bytes]) -> Iterator[tuple[str, InputEvent]]:
     """Yield (topic, event) for each non-blank line, one at a time (a file handle streams); a bad
@@ -55,7 +66,24 @@ def read_recording(lines: Iterable[str | bytes]) -> Iterator[tuple[str, InputEve
 
     from rules.events.common import describe_validation_error
 
+    start = len(_PING_PREFIX)
     for number, line in enumerate(lines, start=1):
+        if isinstance(line, bytes) and line.startswith(_PING_PREFIX):  # (so not blank)
+            # the value: up to the closing brace, before a newline (a file's lines) or any
+            # other JSON whitespace
+            if line.endswith(b"}\n"):
+                value: bytes | None = line[start:-2]
+            else:
+                body = line.rstrip(_JSON_WHITESPACE)
+                value = body[start:-1] if body.endswith(b"}") else None
+            if value is not None:
+                try:
+                    ping = _PING_VALIDATOR.validate_json(value)
+                except ValidationError:
+                    pass  # the path below names the problem
+                else:
+                    yield "gps.raw", ping
+                    continue
         if not line.strip():
             continue
         try:

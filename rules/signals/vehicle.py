@@ -208,10 +208,14 @@ class Tracking:
             device.cadence = [round(gap, 1), 1, ts, 0.0, 0, ts, last_seen, ts]
             return dirty
         longest, n, at = cadence[0], int(cadence[1]), cadence[2]
-        decayed = longest * 0.5 ** (max(0.0, ts - at) / config.cadence_half_life_s)
+        # (min and max below written out: this runs for nearly every ping of a parked car)
+        age = ts - at
+        decayed = longest * 0.5 ** ((age if age > 0.0 else 0.0) / config.cadence_half_life_s)
         if n >= learned:
-            gap = min(gap, 2.0 * decayed)  # one long gap (a dead zone) moves it little
-        count = min(n + 1, learned)
+            twice = 2.0 * decayed
+            if twice < gap:
+                gap = twice  # one long gap (a dead zone) moves it little
+        count = learned if learned < n + 1 else n + 1
         if gap > decayed:  # a new longest: remember what it was before, and this gap
             device.cadence = [round(gap, 1), count, ts, longest, n, at, last_seen, ts]
         else:
@@ -412,7 +416,8 @@ class Tracking:
         gap = distance_m(fix[1], fix[2], lat, lon) - slack
         if gap <= 0.0:
             return True
-        return gap / max(ts - fix[0], 1.0) * 3.6 <= self.config.max_speed_kmh
+        elapsed = ts - fix[0]
+        return gap / (1.0 if elapsed < 1.0 else elapsed) * 3.6 <= self.config.max_speed_kmh
 
     def _may_leave_behind(
         self, state: LoanState, device: DeviceState, previous: float | None, ts: float

@@ -110,6 +110,32 @@ def test_timestamps_outside_the_absolute_limits_are_rejected_without_a_window(ts
     assert exc.value.errors()[0]["type"] == "timestamp_out_of_range"
 
 
+@pytest.mark.parametrize(
+    ("ts", "accepted"),
+    [
+        ("2000-01-01T07:59:59+08:00", False),  # 1999-12-31T23:59:59Z
+        ("2000-01-01T08:00:00+08:00", True),
+        ("2000-12-31T23:59:59+23:59", True),
+        ("2001-01-01T00:00:00+23:59", True),  # the first year checked without converting
+        ("2098-12-31T23:59:59-23:59", True),  # the last one
+        ("2099-12-31T15:59:59-08:00", True),
+        ("2099-12-31T16:00:00-08:00", False),  # 2100-01-01T00:00:00Z
+        ("2099-12-31T23:59:59-23:59", False),
+    ],
+)
+def test_the_absolute_limits_hold_at_their_edges_whatever_the_offset(
+    ts: str, accepted: bool
+) -> None:
+    """The limits are instants: a local time near them is judged in UTC (the years between are
+    accepted without converting, which no offset can take across a limit)."""
+    if accepted:
+        ContactAttempt.model_validate(contact(ts=ts))
+        return
+    with pytest.raises(ValidationError) as exc:
+        ContactAttempt.model_validate(contact(ts=ts))
+    assert exc.value.errors()[0]["type"] == "timestamp_out_of_range"
+
+
 def test_window_rejects_future_skew_and_old_events_relative_to_arrival() -> None:
     window = TimeWindow(max_future_skew_s=600, max_age_s=30 * 86400)
     arrival = NOW.timestamp()

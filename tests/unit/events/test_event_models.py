@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import orjson
 import pytest
 from pydantic import ValidationError
 
@@ -243,3 +244,55 @@ def test_a_malformed_recording_line_is_named(line: str, problem: str) -> None:
     """Lines off the fast (orjson) path get the validating path's error, naming the line."""
     with pytest.raises(RecordingError, match=f"^line 1: .*{problem}"):
         list(read_recording([line]))
+
+
+def _compact_ping_line(value: bytes, tail: bytes = b"}\n") -> bytes:
+    """A ping line as the simulator writes it (no spaces): the straight-from-JSON path."""
+    return b'{"topic":"gps.raw","value":' + value + tail
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param({}, id="as-sent"),
+        pytest.param({"lat": 30, "battery_pct": 100, "heading": None}, id="integers-and-null"),
+        pytest.param({"acc_on": "true", "backfill": 1, "schema_version": 1.0}, id="lax-bool-int"),
+        pytest.param({"ts": "2026-03-01T00:00:00Z", "alarms": []}, id="utc"),
+    ],
+)
+def test_a_compact_ping_line_decodes_as_the_dict_path_does(change: dict[str, Any]) -> None:
+    data = {**PING, **change}
+    value = orjson.dumps(data)
+    expected = GpsPing.model_validate(orjson.loads(value))
+    for tail in (b"}", b"}\n", b"} \r\n"):
+        [(topic, event)] = list(read_recording([_compact_ping_line(value, tail)]))
+        assert topic == "gps.raw"
+        assert event == expected
+        assert repr(event) == repr(expected)  # (the time zone object too)
+        assert event.model_fields_set == expected.model_fields_set
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        pytest.param(
+            _compact_ping_line(orjson.dumps({**PING, "lat": "30.6"})), "lat", id="bad-value"
+        ),
+        pytest.param(
+            _compact_ping_line(orjson.dumps(PING), b',"x":{}}'), "x", id="a-key-after-the-value"
+        ),
+        pytest.param(
+            _compact_ping_line(orjson.dumps(PING), b"}\x0c"), "JSON", id="not-json-whitespace"
+        ),
+        pytest.param(_compact_ping_line(b"[1]"), "value", id="value-not-an-object"),
+        pytest.param(_compact_ping_line(b'{"lat": NaN}'), "", id="nan"),
+    ],
+)
+def test_a_bad_compact_ping_line_gets_the_validating_paths_error(line: bytes, problem: str) -> None:
+    """A line that looks like a compact ping but is not a good one raises what the orjson /
+    validating path raises for it."""
+    with pytest.raises(RecordingError, match=f"^line 1: .*{problem}") as fast:
+        list(read_recording([line]))
+    with pytest.raises(RecordingError) as slow:  # the same line as text: off the compact path
+        list(read_recording([line.decode()]))
+    assert str(fast.value) == str(slow.value)

@@ -183,6 +183,21 @@ def test_deadline_index_keeps_one_live_entry_per_loan(simulation: Simulation) ->
     assert largest <= 2 * len(backtest.states) + 1024
 
 
+def test_every_loan_is_scheduled_at_its_deadline_after_each_event(simulation: Simulation) -> None:
+    """The backtest skips rescheduling a loan whose deadline it scheduled already: after every
+    event the index still holds each loan's deadline as `steps.schedule` would give it."""
+    backtest = Backtest(engine_for(simulation), lambda alert: None)
+    engine, events = backtest.engine, 0
+    for event in events_of(simulation):
+        backtest.feed(event)
+        for loan_id, state in backtest.states.items():
+            deadline = engine.next_deadline(state)
+            wanted = backtest.deadlines._wanted.get(loan_id)
+            assert wanted == (deadline.timestamp() if deadline is not None else None), loan_id
+        events += 1
+    assert events > 1000
+
+
 def test_backtest_command_streams_a_simulated_recording(
     simulation: Simulation, tmp_path: Path
 ) -> None:
