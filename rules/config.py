@@ -89,7 +89,8 @@ class EngineConfig:
     # stop (a reconfigured schedule), while a retried or off-schedule alarm report, a few times
     # a month, never joins. The tracker is overdue
     # wireless_overdue_margin_s after the first scheduled slot after its last report passes
-    # without a report. The newest wireless_slots_kept slots are kept.
+    # without a report. The newest wireless_slots_kept slots are kept, and a slot is dropped
+    # once it has had no report for wireless_slot_stale_s (it is in no schedule then).
     wireless_slot_tolerance_s: float = 30 * 60.0
     wireless_slot_half_life_s: float = 3 * DAY
     wireless_slot_score: float = 3.0

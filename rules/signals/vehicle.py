@@ -254,6 +254,10 @@ class Tracking:
             if abs(off) <= tolerance and (nearest is None or abs(off) < abs(nearest_off)):
                 nearest, nearest_off = slot, off
         if nearest is None:
+            # A slot without a report for the stale time is in no schedule (_report_due): drop
+            # it, so retries and alarm reports off the schedule do not pile up in the state.
+            stale = ts - config.wireless_slot_stale_s
+            slots[:] = [slot for slot in slots if slot[2] >= stale]
             slots.append([round(when, 1), 1.0, ts])
             if len(slots) > config.wireless_slots_kept:
                 slots.sort(key=lambda slot: -slot[2])

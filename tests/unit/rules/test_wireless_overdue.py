@@ -206,3 +206,18 @@ def test_a_tracker_that_keeps_its_schedule_is_never_overdue(
     events = [report(h) for h in sorted(max(0.0, t) for t in times)]
     checks = [k / 3 for k in range(0, 3 * 240)]
     assert not any(signals_at(events, checks))
+
+
+def test_off_schedule_reports_do_not_pile_up_in_the_state() -> None:
+    """Ten days at 09:00 and 21:00 with an off-schedule report (an alarm, a retry) every day
+    at a different time: the state keeps the two scheduled slots and only the strays of the last
+    2 days, and the schedule still holds."""
+    strays = [24 * d + 3 + 1.3 * d for d in range(10)]  # 12:00, 13:18, ... never the same slot
+    events = sorted([*lived(240), *(report(h) for h in strays)], key=lambda e: e.ts)
+    engine, state = start(devices=WIRELESS_ONLY)
+    run(engine, state, events)
+    slots = state.devices["X1"].slots
+    assert slots is not None
+    assert len(slots) <= 2 + 3
+    assert engine.signals(state, at(240 + 13.49))["device.wireless_overdue"] is False
+    assert engine.signals(state, at(240 + 13.51))["device.wireless_overdue"] is True
