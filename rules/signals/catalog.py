@@ -227,11 +227,11 @@ SIGNALS: dict[str, Signal] = {
             "device.wireless_overdue",
             "bool",
             "The wireless tracker missed its own schedule: 90 min past the first time of day it "
-            "reports at (learned per tracker from 4 reports there, within 30 min) after its "
-            "last report, with no report since. False until a schedule is learned; a time of "
-            "day without a report for 3 days before the last one leaves the schedule. Marks "
-            "the loan for evaluation when the tracker reports after missing its time or a time "
-            "joins its schedule; turns on by deadline.",
+            "reports at after its last report, with no report since. The times are learned per "
+            "tracker: a time of day (within 30 min) joins the schedule at its 5th daily report "
+            "there and leaves it when 2 days pass without one. False until a schedule is "
+            "learned. Marks the loan for evaluation when the tracker reports after missing its "
+            "time or a time joins its schedule; turns on by deadline.",
             time_based=True,
         ),
         Signal(
