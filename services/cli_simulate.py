@@ -61,37 +61,40 @@ class Progress:
 
 
 def _ensure_topics_waiting(wait_s: float) -> None:
-    """Create the topics, retrying (0.5 s doubling to 5 s) while the broker cannot be reached,
-    for up to ``wait_s``; then exit 1 naming the broker and the last error."""
+    """Create the topics; while the broker cannot be reached, wait for it for up to ``wait_s``
+    (services.kafka.wait_for_broker), then exit 1 naming the broker and the last error."""
     from aiokafka.errors import KafkaError
 
-    from services.kafka import ensure_topics_for
+    from services.kafka import ensure_topics_for, wait_for_broker
     from services.settings import get_settings
 
     settings = get_settings()
     bootstrap = settings.kafka.bootstrap_servers
-    deadline = time.monotonic() + wait_s
-    delay = 0.5
-    while True:
+
+    async def ensure() -> None:
         try:
-            asyncio.run(ensure_topics_for(settings))
+            await ensure_topics_for(settings)
             return
         except (KafkaError, OSError) as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            if time.monotonic() + delay > deadline:
-                typer.echo(
-                    f"simulate: Kafka at {bootstrap} not reachable for {wait_s:g} s ({error}); "
-                    "start it (`make up` starts everything) or set "
-                    "SKIPWATCH_KAFKA__BOOTSTRAP_SERVERS",
-                    err=True,
-                )
-                raise typer.Exit(1) from None
             typer.echo(
-                f"simulate: waiting for Kafka at {bootstrap} ({error}); retrying in {delay:g} s",
+                f"simulate: waiting for Kafka at {bootstrap} ({type(exc).__name__}: {exc}); "
+                f"retrying for up to {wait_s:g} s",
                 err=True,
             )
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        await wait_for_broker(bootstrap, timeout_s=wait_s)
+        await ensure_topics_for(settings)
+
+    try:
+        asyncio.run(ensure())
+    except TimeoutError as exc:
+        cause = exc.__cause__ or exc
+        typer.echo(
+            f"simulate: Kafka at {bootstrap} not reachable for {wait_s:g} s "
+            f"({type(cause).__name__}: {cause}); start it (`make up` starts everything) or set "
+            "SKIPWATCH_KAFKA__BOOTSTRAP_SERVERS",
+            err=True,
+        )
+        raise typer.Exit(1) from None
 
 
 def _parse_start(value: str | None, live: bool) -> datetime:
