@@ -567,9 +567,11 @@ class Engine:
             due = payment_signals.deadline(state, clock, self._max_days_past_due)
             if due is not None:
                 candidates.append(due)
-            expiry = contact_signals.recent_expiry(state, clock, self.config.contact_recent_s)
-            if expiry is not None:
-                candidates.append(expiry)
+            if "contact.recent_failures" in self.rules.thresholds:  # (read by a loaded rule)
+                recent = self.config.contact_recent_s
+                expiry = contact_signals.recent_expiry(state, clock, recent)
+                if expiry is not None:
+                    candidates.append(expiry)
             streak = contact_signals.streak_start(state)
             if streak is not None:
                 for threshold in self.rules.thresholds.get("contact.unreachable_for", ()):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bisect import insort
+from collections.abc import Iterator
 from typing import Any
 
 from rules.events.contact import (
@@ -65,11 +66,18 @@ def apply_contact(state: LoanState, attempt: ContactAttempt, ts: float) -> bool:
     return True
 
 
+def _streak(state: LoanState) -> Iterator[list[Any]]:
+    """The failed attempts of the current streak (after the last reached/promise_to_pay), in
+    time order."""
+    reset = state.last_reached
+    for attempt in state.attempts:
+        if (reset is None or attempt[0] > reset) and int(attempt[1]) & 15 in _FAILURE:
+            yield attempt
+
+
 def derive(state: LoanState, now: float, out: dict[str, Any], recent: float) -> None:
     reset = state.last_reached
-    failures = [
-        a for a in state.attempts if (reset is None or a[0] > reset) and int(a[1]) & 15 in _FAILURE
-    ]
+    failures = list(_streak(state))
     out["contact.consecutive_failures"] = len(failures)
     since = now - recent
     out["contact.recent_failures"] = sum(1 for a in failures if a[0] >= since)
@@ -91,18 +99,13 @@ def derive(state: LoanState, now: float, out: dict[str, Any], recent: float) -> 
 def recent_expiry(state: LoanState, now: float, recent: float) -> float | None:
     """The next instant after ``now`` at which a failure of the current streak leaves the
     ``recent`` window (contact.recent_failures drops), or None."""
-    reset = state.last_reached
-    for ts, code in state.attempts:
-        if (reset is None or ts > reset) and int(code) & 15 in _FAILURE:
-            expiry = ts + recent + 0.001
-            if expiry > now:
-                return expiry
+    for attempt in _streak(state):
+        expiry: float = attempt[0] + recent + 0.001
+        if expiry > now:
+            return expiry
     return None
 
 
 def streak_start(state: LoanState) -> float | None:
-    reset = state.last_reached
-    for ts, code in state.attempts:
-        if (reset is None or ts > reset) and int(code) & 15 in _FAILURE:
-            return ts
-    return None
+    first = next(_streak(state), None)
+    return None if first is None else float(first[0])

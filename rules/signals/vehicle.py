@@ -303,28 +303,14 @@ class Tracking:
     def wireless_overdue_at(self, state: LoanState) -> float | None:
         """When the newest-reporting wireless tracker misses its schedule
         (device.wireless_overdue), or None if it has no schedule learned yet."""
-        newest: DeviceState | None = None
-        for device in state.devices.values():
-            if (
-                device.kind == WIRELESS
-                and device.last_seen is not None
-                and (newest is None or device.last_seen > (newest.last_seen or 0.0))
-            ):
-                newest = device
+        newest = _newest_reporting(state, WIRELESS)
         return None if newest is None else self._report_due(newest)
 
     def wired_overdue_at(self, state: LoanState) -> float | None:
         """When the wired tracker's silence becomes overdue (device.wired_overdue), or None if
         its silence does not count: no interval learned yet, its last fix not a parked one at a
         resident point, or one where a buffered upload came from."""
-        wired: DeviceState | None = None
-        for device in state.devices.values():
-            if (
-                device.kind == WIRED
-                and device.last_seen is not None
-                and (wired is None or device.last_seen > (wired.last_seen or 0.0))
-            ):
-                wired = device
+        wired = _newest_reporting(state, WIRED)
         if wired is None or wired.last_seen is None:
             return None
         config = self.config
@@ -1030,6 +1016,19 @@ def _last_seen_by_kind(state: LoanState) -> dict[str, float | None]:
         if device.kind not in out or (seen is not None and (current is None or seen > current)):
             out[device.kind] = seen
     return out
+
+
+def _newest_reporting(state: LoanState, kind: str) -> DeviceState | None:
+    """The tracker of this kind that reported last (None: none of that kind has reported)."""
+    newest: DeviceState | None = None
+    for device in state.devices.values():
+        if (
+            device.kind == kind
+            and device.last_seen is not None
+            and (newest is None or device.last_seen > (newest.last_seen or 0.0))
+        ):
+            newest = device
+    return newest
 
 
 def _newest_seen(state: LoanState) -> float:
